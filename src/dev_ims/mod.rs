@@ -1,0 +1,1 @@
+//! The development IMS (filled in by its own change).

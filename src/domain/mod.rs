@@ -1,0 +1,165 @@
+//! Identifier newtypes, parsed once at the edge so the rest of the code cannot hold a bad one.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidId {
+    /// Which field or parameter held the bad value.
+    pub field: &'static str,
+    /// What is wrong with it (never echoes the value itself).
+    pub reason: &'static str,
+}
+
+/// An AEM Assets tenant id: 1 to 128 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+#[schema(value_type = String, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", example = "acme-prod")]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Parses a tenant id, refusing anything outside the documented alphabet.
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        let bad = |reason| InvalidId { field: "tenant_id", reason };
+        let bytes = raw.as_bytes();
+        if bytes.is_empty() || bytes.len() > 128 {
+            return Err(bad("must be 1 to 128 characters"));
+        }
+        if !bytes[0].is_ascii_alphanumeric() {
+            return Err(bad("must start with a letter or digit"));
+        }
+        if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+            return Err(bad("may hold only A-Z a-z 0-9 . _ -"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The id as stored and sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An Adobe IMS organization id: 24 hexadecimal characters followed by `@AdobeOrg`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+#[schema(value_type = String, pattern = r"^[0-9A-Fa-f]{24}@AdobeOrg$", example = "0123456789ABCDEF01234567@AdobeOrg")]
+#[serde(transparent)]
+pub struct OrgId(String);
+
+impl OrgId {
+    /// Parses an org id. Compared exactly afterwards: ids are case-sensitive.
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        let bad = |reason| InvalidId { field: "org_id", reason };
+        let Some(ident) = raw.strip_suffix("@AdobeOrg") else {
+            return Err(bad("must end with @AdobeOrg"));
+        };
+        if ident.len() != 24 || !ident.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("must be 24 hexadecimal characters followed by @AdobeOrg"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Builds the id IMS uses from an `orgRef` (`ident@authSrc`), if it is well formed.
+    pub fn from_org_ref(ident: &str, auth_src: &str) -> Option<Self> {
+        Self::parse(&format!("{ident}@{auth_src}")).ok()
+    }
+
+    /// The id as stored and sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An IMS user id (the `user_id` claim) exactly as IMS issued it. Two ids that differ are two users,
+/// whatever their emails: a personal Adobe ID and a federated ID are never the same person here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+#[schema(value_type = String, example = "ABCDEF0123456789ABCDEF01@AdobeID")]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Parses a user id: `<guid>@<authSrc>`, printable ASCII without spaces or `/`, at most 255 bytes.
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        let bad = |reason| InvalidId { field: "user_id", reason };
+        if raw.is_empty() || raw.len() > 255 {
+            return Err(bad("must be 1 to 255 characters"));
+        }
+        if !raw.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+            return Err(bad("may hold only printable ASCII without spaces or '/'"));
+        }
+        match raw.split_once('@') {
+            Some((guid, src)) if !guid.is_empty() && !src.is_empty() => Ok(Self(raw.to_owned())),
+            _ => Err(bad("must have the form <id>@<authSrc>")),
+        }
+    }
+
+    /// The id as stored and sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! id_impls {
+    ($($ty:ident),*) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $ty::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $ty::parse(s)
+            }
+        }
+    )*};
+}
+id_impls!(TenantId, OrgId, UserId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_follow_the_documented_alphabet() {
+        assert!(TenantId::parse("acme-prod").is_ok());
+        assert!(TenantId::parse("a").is_ok());
+        assert!(TenantId::parse(&"a".repeat(128)).is_ok());
+        assert!(TenantId::parse(&"a".repeat(129)).is_err());
+        assert!(TenantId::parse("").is_err());
+        assert!(TenantId::parse("-acme").is_err());
+        assert!(TenantId::parse("acme/prod").is_err());
+        assert!(TenantId::parse("acmé").is_err());
+        assert!(TenantId::parse("acme\u{0}").is_err());
+    }
+
+    #[test]
+    fn org_ids_are_24_hex_at_adobeorg() {
+        assert!(OrgId::parse("0123456789ABCDEF01234567@AdobeOrg").is_ok());
+        assert!(OrgId::parse("0123456789abcdef01234567@AdobeOrg").is_ok());
+        assert!(OrgId::parse("0123456789ABCDEF0123456@AdobeOrg").is_err());
+        assert!(OrgId::parse("0123456789ABCDEF0123456G@AdobeOrg").is_err());
+        assert!(OrgId::parse("0123456789ABCDEF01234567@adobeorg").is_err());
+        assert!(OrgId::parse("0123456789ABCDEF01234567").is_err());
+    }
+
+    #[test]
+    fn user_ids_keep_their_exact_form() {
+        let personal = UserId::parse("ABCDEF0123456789ABCDEF01@AdobeID").unwrap();
+        let federated = UserId::parse("ABCDEF0123456789ABCDEF01@1a2b3c").unwrap();
+        assert_ne!(personal, federated);
+        assert!(UserId::parse("no-at-sign").is_err());
+        assert!(UserId::parse("a b@AdobeID").is_err());
+        assert!(UserId::parse("@AdobeID").is_err());
+    }
+}

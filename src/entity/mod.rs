@@ -1,0 +1,1 @@
+pub mod tenant; pub mod connection;

@@ -1,0 +1,149 @@
+//! Persistence: the tenant registry and the connection with its history, over sea-orm.
+//!
+//! Functions here return [`StoreError`], never HTTP types; `error.rs` maps them once.
+
+mod connection;
+mod tenant;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DbErr};
+
+use crate::domain::{OrgId, TenantId, UserId};
+
+pub use connection::*;
+pub use tenant::*;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The tenant is not registered.
+    #[error("tenant is not registered")]
+    UnknownTenant,
+    /// The tenant has no active connection.
+    #[error("tenant has no active connection")]
+    NoConnection,
+    /// `If-Match` named a revision that is no longer current.
+    #[error("revision precondition failed")]
+    PreconditionFailed,
+    /// Another switch of the same tenant won a race this one could not wait out.
+    #[error("a concurrent switch of the same tenant won")]
+    ConcurrentSwitch,
+    /// The tenant is already registered (`tenant add` of an existing id).
+    #[error("tenant is already registered")]
+    TenantExists,
+    /// The database could not be reached or did not answer in time.
+    #[error("database unavailable")]
+    Unavailable(#[source] DbErr),
+    /// Any other database error.
+    #[error("database error")]
+    Database(#[source] DbErr),
+}
+
+/// A registered tenant: its home IMS org and the groups of that org whose members administer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// The tenant id.
+    pub tenant_id: TenantId,
+    /// The tenant's own IMS org.
+    pub home_org: OrgId,
+    /// IMS group idents (in the home org) whose members are administrators of this tenant.
+    pub admin_groups: Vec<String>,
+    /// Bumped by every switch and disconnect; the ETag of the active connection is this revision.
+    pub revision: i64,
+}
+
+/// One connection row: the active one or a past one from the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The Creative Cloud org connected.
+    pub org_id: OrgId,
+    /// The org's name as IMS gave it at the time of the switch.
+    pub org_name: String,
+    /// The administrator who connected it.
+    pub connected_by: UserId,
+    /// When it was connected.
+    pub connected_at: DateTime<Utc>,
+    /// The tenant revision this connection was created at (its ETag while active).
+    pub revision: i64,
+    /// Whether this is the tenant's active connection.
+    pub active: bool,
+    /// Who replaced or removed it (None while active).
+    pub ended_by: Option<UserId>,
+    /// When it was replaced or removed (None while active).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why it ended (None while active).
+    pub end_reason: Option<EndReason>,
+}
+
+/// Why a connection stopped being active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Another org was connected in its place.
+    Replaced,
+    /// An administrator disconnected the tenant.
+    Disconnected,
+}
+
+impl EndReason {
+    /// The stored and sent spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replaced => "replaced",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// A tenant together with its active connection, read in one query (the hot path).
+#[derive(Debug, Clone)]
+pub struct TenantView {
+    /// The tenant.
+    pub tenant: TenantRecord,
+    /// Its active connection, if any.
+    pub active: Option<ConnectionRecord>,
+}
+
+/// A switch request, already authorized and checked against IMS.
+#[derive(Debug, Clone)]
+pub struct SwitchRequest {
+    /// The tenant to switch.
+    pub tenant_id: TenantId,
+    /// The org to connect.
+    pub org_id: OrgId,
+    /// The org's name from IMS.
+    pub org_name: String,
+    /// The administrator switching.
+    pub by: UserId,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `If-Match`: the revision the caller last saw; `Some(None)` means `*` (a connection must exist).
+    pub if_match: Option<Option<i64>>,
+}
+
+/// What a switch did.
+#[derive(Debug, Clone)]
+pub enum SwitchOutcome {
+    /// The tenant had no connection; this one is new (201).
+    Created(ConnectionRecord),
+    /// The previous connection was replaced (200).
+    Replaced(ConnectionRecord),
+    /// The org was already the active one; nothing changed (200).
+    Unchanged(ConnectionRecord),
+}
+
+/// Options of the database pool.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Maximum connections in the pool.
+    pub max_connections: u32,
+    /// Time to wait for a connection, in seconds.
+    pub connect_timeout_secs: u64,
+}
+
+/// The store: a handle to the database, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
