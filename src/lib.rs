@@ -1,6 +1,21 @@
 //! cc-connection: the system of record for the connection of an AEM Assets tenant to a Creative
-//! Cloud organization.
+//! Cloud organization (an Adobe IMS org).
+//!
+//! `startup` builds the application from a `Config`; `routes` hold the handlers, `auth` the token
+//! checks and typed extractors, `ims` the IMS client, `store` the persistence, `dev_ims` the
+//! development IMS used by `start-dev` and the tests.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod dev_ims;
 pub mod domain;
 pub mod entity;
+pub mod error;
+pub mod ims;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod state;
 pub mod store;
+pub mod telemetry;

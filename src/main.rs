@@ -1,1 +1,102 @@
-fn main() {}
+//! The `cc-connection` command line: a thin layer over the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use cc_connection::config::{Config, Mode};
+use cc_connection::domain::{OrgId, TenantId};
+use cc_connection::{cli, telemetry};
+
+/// cc-connection: which Creative Cloud org each AEM Assets tenant is connected to.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs locally on SQLite under ./data/ with the built-in development IMS and a demo tenant,
+    /// and prints ready-to-use tokens.
+    StartDev,
+    /// Runs the service (configuration from the environment; see README).
+    Serve,
+    /// Applies pending database migrations and exits (DATABASE_URL).
+    Migrate,
+    /// Prints the OpenAPI document.
+    Openapi,
+    /// Manages the tenant registry (DATABASE_URL).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Registers a tenant: its home IMS org and the groups of that org that administer it.
+    Add {
+        /// The tenant id.
+        tenant_id: TenantId,
+        /// The tenant's home IMS org id (`<24 hex>@AdobeOrg`).
+        #[arg(long = "ims-org")]
+        ims_org: OrgId,
+        /// An IMS group ident (in the home org) whose members administer the tenant; repeatable.
+        #[arg(long = "admin-group", required = true)]
+        admin_groups: Vec<String>,
+    },
+    /// Lists registered tenants.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("could not start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::StartDev => {
+                let config = Config::load(Mode::Dev).map_err(|e| e.to_string())?;
+                telemetry::init(config.log_format);
+                cli::start_dev(config).await
+            }
+            Command::Serve => {
+                let config = Config::load(Mode::Serve).map_err(|e| e.to_string())?;
+                telemetry::init(config.log_format);
+                cli::serve(config).await
+            }
+            Command::Migrate => cli::migrate().await,
+            Command::Openapi => {
+                println!("{}", cc_connection::openapi::document_json());
+                Ok(())
+            }
+            Command::Tenant {
+                command:
+                    TenantCommand::Add {
+                        tenant_id,
+                        ims_org,
+                        admin_groups,
+                    },
+            } => cli::tenant_add(&tenant_id, &ims_org, &admin_groups).await,
+            Command::Tenant {
+                command: TenantCommand::List,
+            } => cli::tenant_list().await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

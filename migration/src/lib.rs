@@ -1,6 +1,19 @@
+//! Database migrations of cc-connection (SeaORM's `migration` crate convention).
+
 pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_tenant;
+mod m20261124_000002_create_connection;
+
+/// All migrations, oldest first.
 pub struct Migrator;
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> { vec![] }
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261124_000001_create_tenant::Migration),
+            Box::new(m20261124_000002_create_connection::Migration),
+        ]
+    }
 }

@@ -1,1 +1,226 @@
-//! The development IMS (filled in by its own change).
+//! The development IMS: a real HTTP server speaking the IMS formats of `ims.md` (`/ims/keys`,
+//! `/ims/organizations/v6`, `/ims/profile/v1`, certificates under `/keys/`) from a small fixed
+//! world ([`world`]), that also mints tokens. `start-dev` and the tests reach it over HTTP exactly
+//! as the service reaches Adobe IMS; `serve` never starts it.
+
+mod keys;
+mod server;
+pub mod world;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use serde_json::{Value, json};
+
+pub use keys::DevKey;
+
+/// Kid of the key listed in the JWKS.
+pub const JWKS_KID: &str = "dev-key-at-1";
+/// Kid of the key published only as a certificate (`x5u` fallback).
+pub const CERT_KID: &str = "dev-key-cert-1";
+
+/// A running development IMS.
+pub struct DevIms {
+    url: String,
+    handle: ServerHandle,
+    faults: std::sync::Arc<Faults>,
+}
+
+/// What to put in a minted token.
+#[derive(Clone, Debug)]
+pub struct TokenSpec {
+    /// `user_id`; `None` for a service token.
+    pub user_id: Option<String>,
+    /// `client_id`.
+    pub client_id: String,
+    /// Scopes, joined with `,`.
+    pub scopes: Vec<String>,
+    /// `created_at` in ms (default: now).
+    pub created_at_ms: i64,
+    /// `expires_in` in ms (default: 24 h).
+    pub expires_in_ms: i64,
+    /// `type` (default `access_token`).
+    pub token_type: String,
+    /// `as` (default the development region).
+    pub region: String,
+    /// Sign with the certificate-only key.
+    pub use_cert_key: bool,
+}
+
+impl TokenSpec {
+    /// A user token.
+    pub fn user(user_id: &str, client_id: &str, scopes: &[&str]) -> Self {
+        Self {
+            user_id: Some(user_id.to_owned()),
+            ..Self::service(client_id, scopes)
+        }
+    }
+
+    /// A service (client-credentials) token: no `user_id`.
+    pub fn service(client_id: &str, scopes: &[&str]) -> Self {
+        Self {
+            user_id: None,
+            client_id: client_id.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            created_at_ms: chrono::Utc::now().timestamp_millis(),
+            expires_in_ms: 24 * 3_600_000,
+            token_type: "access_token".to_owned(),
+            region: world::REGION.to_owned(),
+            use_cert_key: false,
+        }
+    }
+
+    fn claims(&self) -> Value {
+        let mut claims = json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "type": self.token_type,
+            "client_id": self.client_id,
+            "as": self.region,
+            "aa_id": "dev",
+            "ctp": 0,
+            "sid": uuid::Uuid::new_v4().to_string(),
+            "scope": self.scopes.join(","),
+            "created_at": self.created_at_ms.to_string(),
+            "expires_in": self.expires_in_ms.to_string(),
+        });
+        if let Some(user) = &self.user_id {
+            claims["user_id"] = json!(user);
+        }
+        claims
+    }
+}
+
+/// Faults injected into `/ims/*` answers, and a count of requests per path.
+#[derive(Default)]
+pub struct Faults {
+    delay_ms: AtomicU64,
+    status: AtomicU16,
+    garbage: AtomicBool,
+    counts: Mutex<HashMap<String, u64>>,
+}
+
+impl Faults {
+    /// Delays every `/ims/*` answer.
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+    /// Answers every `/ims/*` request with this status (429 with `Retry-After: 1`).
+    pub fn set_status(&self, s: Option<u16>) {
+        self.status.store(s.unwrap_or(0), Ordering::Relaxed);
+    }
+    /// Answers every `/ims/*` request with 200 and a body that is not JSON.
+    pub fn set_garbage(&self, on: bool) {
+        self.garbage.store(on, Ordering::Relaxed);
+    }
+    /// Requests received on exactly `path` so far.
+    pub fn requests(&self, path: &str) -> u64 {
+        self.counts
+            .lock()
+            .map(|c| c.get(path).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+    /// Clears faults and counts.
+    pub fn reset(&self) {
+        self.set_delay(Duration::ZERO);
+        self.set_status(None);
+        self.set_garbage(false);
+        if let Ok(mut c) = self.counts.lock() {
+            c.clear();
+        }
+    }
+    fn count(&self, path: &str) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c.entry(path.to_owned()).or_default() += 1;
+        }
+    }
+    fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms.load(Ordering::Relaxed))
+    }
+    fn status(&self) -> Option<u16> {
+        Some(self.status.load(Ordering::Relaxed)).filter(|s| *s != 0)
+    }
+    fn garbage(&self) -> bool {
+        self.garbage.load(Ordering::Relaxed)
+    }
+}
+
+impl DevIms {
+    /// Starts on `addr` (e.g. `127.0.0.1:0`); returns once it accepts connections.
+    pub async fn start(addr: &str) -> std::io::Result<DevIms> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        let port = listener.local_addr()?.port();
+        let url = format!("http://127.0.0.1:{port}");
+        let faults = std::sync::Arc::new(Faults::default());
+        let server = server::build(listener, url.clone(), faults.clone())?;
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(DevIms {
+            url,
+            handle,
+            faults,
+        })
+    }
+
+    /// Base URL, no trailing slash.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Base URL of the certificates (what `CCC_IMS_CERT_URL` points at).
+    pub fn cert_base_url(&self) -> String {
+        format!("{}/keys/", self.url)
+    }
+
+    /// The region (`as`) of minted tokens.
+    pub fn region(&self) -> &'static str {
+        world::REGION
+    }
+
+    /// A signed access token.
+    pub fn mint(&self, spec: &TokenSpec) -> String {
+        let kid = if spec.use_cert_key {
+            CERT_KID
+        } else {
+            JWKS_KID
+        };
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid, "x5u": format!("{kid}.cer"), "itt": "at"});
+        keys::key(kid).sign(&header, &spec.claims())
+    }
+
+    /// Signs any header and claims with the JWKS key (the header is used verbatim).
+    pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
+        keys::key(JWKS_KID).sign(header, claims)
+    }
+
+    /// Signs any header and claims with the certificate-only key.
+    pub fn sign_raw_with_cert_key(&self, header: &Value, claims: &Value) -> String {
+        keys::key(CERT_KID).sign(header, claims)
+    }
+
+    /// The JWKS key's public key as PEM (`BEGIN PUBLIC KEY`).
+    pub fn public_key_pem(&self) -> String {
+        keys::key(JWKS_KID).public_pem.clone()
+    }
+
+    /// Fault injection and request counts.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Stops the server.
+    pub fn stop(&self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl Drop for DevIms {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

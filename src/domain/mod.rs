@@ -24,7 +24,10 @@ pub struct TenantId(String);
 impl TenantId {
     /// Parses a tenant id, refusing anything outside the documented alphabet.
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
-        let bad = |reason| InvalidId { field: "tenant_id", reason };
+        let bad = |reason| InvalidId {
+            field: "tenant_id",
+            reason,
+        };
         let bytes = raw.as_bytes();
         if bytes.is_empty() || bytes.len() > 128 {
             return Err(bad("must be 1 to 128 characters"));
@@ -32,7 +35,10 @@ impl TenantId {
         if !bytes[0].is_ascii_alphanumeric() {
             return Err(bad("must start with a letter or digit"));
         }
-        if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        if !bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
             return Err(bad("may hold only A-Z a-z 0-9 . _ -"));
         }
         Ok(Self(raw.to_owned()))
@@ -53,12 +59,17 @@ pub struct OrgId(String);
 impl OrgId {
     /// Parses an org id. Compared exactly afterwards: ids are case-sensitive.
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
-        let bad = |reason| InvalidId { field: "org_id", reason };
+        let bad = |reason| InvalidId {
+            field: "org_id",
+            reason,
+        };
         let Some(ident) = raw.strip_suffix("@AdobeOrg") else {
             return Err(bad("must end with @AdobeOrg"));
         };
         if ident.len() != 24 || !ident.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("must be 24 hexadecimal characters followed by @AdobeOrg"));
+            return Err(bad(
+                "must be 24 hexadecimal characters followed by @AdobeOrg",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -84,7 +95,10 @@ pub struct UserId(String);
 impl UserId {
     /// Parses a user id: `<guid>@<authSrc>`, printable ASCII without spaces or `/`, at most 255 bytes.
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
-        let bad = |reason| InvalidId { field: "user_id", reason };
+        let bad = |reason| InvalidId {
+            field: "user_id",
+            reason,
+        };
         if raw.is_empty() || raw.len() > 255 {
             return Err(bad("must be 1 to 255 characters"));
         }
@@ -128,6 +142,7 @@ id_impls!(TenantId, OrgId, UserId);
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

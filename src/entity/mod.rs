@@ -1,1 +1,4 @@
-pub mod tenant; pub mod connection;
+//! sea-orm entities, matching the `migration` crate.
+
+pub mod connection;
+pub mod tenant;

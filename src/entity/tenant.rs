@@ -1,1 +1,36 @@
-//! (in progress)
+//! `tenant`: the registry of AEM Assets tenants.
+
+use sea_orm::entity::prelude::*;
+
+/// One registered tenant.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "tenant")]
+pub struct Model {
+    /// The tenant id.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: String,
+    /// The home IMS org id.
+    pub home_org: String,
+    /// JSON array of administrator group idents.
+    pub admin_groups: String,
+    /// Bumped by every switch and disconnect.
+    pub revision: i64,
+    /// When the tenant was registered.
+    pub created_at: DateTimeUtc,
+}
+
+/// Relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    /// The tenant's connections.
+    #[sea_orm(has_many = "super::connection::Entity")]
+    Connection,
+}
+
+impl Related<super::connection::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Connection.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,1 +1,367 @@
-//! (in progress)
+//! The connection: the hot-path read, the switch and disconnect transactions, and the history.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QueryResult, QuerySelect, Statement, TransactionTrait, Value,
+};
+
+use super::tenant::corrupt;
+use super::{
+    ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantRecord,
+    TenantView, classify,
+};
+use crate::domain::{OrgId, TenantId, UserId};
+use crate::entity::connection;
+
+/// How often a switch that lost a race in the database is tried again before answering 409.
+const SWITCH_ATTEMPTS: u32 = 5;
+
+/// A statement with `$n` placeholders, made right for the backend (SQLite numbers them `?n`).
+fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    let sql = match backend {
+        DbBackend::Sqlite => sql.replace('$', "?"),
+        _ => sql.to_owned(),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The predicate of the partial unique index, spelled as the index spells it so the planner uses it.
+fn is_active(backend: DbBackend, alias: &str) -> String {
+    match backend {
+        DbBackend::Sqlite => format!("{alias}active = 1"),
+        _ => format!("{alias}active"),
+    }
+}
+
+const CONNECTION_COLUMNS: &str = "tenant_id, org_id, org_name, connected_by, connected_at, revision, active, ended_by, ended_at, end_reason";
+
+fn record(row: &QueryResult, prefix: &str) -> Result<ConnectionRecord, StoreError> {
+    let get_err = |e: DbErr| StoreError::Database(e);
+    let col = |name: &str| format!("{prefix}{name}");
+    let text = |name: &str| row.try_get::<String>("", &col(name)).map_err(get_err);
+    let ended_by: Option<String> = row.try_get("", &col("ended_by")).map_err(get_err)?;
+    let end_reason: Option<String> = row.try_get("", &col("end_reason")).map_err(get_err)?;
+    Ok(ConnectionRecord {
+        tenant_id: TenantId::parse(&text("tenant_id")?).map_err(|_| corrupt("tenant id"))?,
+        org_id: OrgId::parse(&text("org_id")?).map_err(|_| corrupt("org id"))?,
+        org_name: text("org_name")?,
+        connected_by: UserId::parse(&text("connected_by")?).map_err(|_| corrupt("user id"))?,
+        connected_at: row
+            .try_get::<DateTime<Utc>>("", &col("connected_at"))
+            .map_err(get_err)?,
+        revision: row.try_get::<i64>("", &col("revision")).map_err(get_err)?,
+        active: row.try_get::<bool>("", &col("active")).map_err(get_err)?,
+        ended_by: ended_by
+            .map(|u| UserId::parse(&u).map_err(|_| corrupt("user id")))
+            .transpose()?,
+        ended_at: row
+            .try_get::<Option<DateTime<Utc>>>("", &col("ended_at"))
+            .map_err(get_err)?,
+        end_reason: match end_reason.as_deref() {
+            None => None,
+            Some("replaced") => Some(EndReason::Replaced),
+            Some("disconnected") => Some(EndReason::Disconnected),
+            Some(_) => return Err(corrupt("end reason")),
+        },
+    })
+}
+
+fn from_model(m: connection::Model) -> Result<ConnectionRecord, StoreError> {
+    Ok(ConnectionRecord {
+        tenant_id: TenantId::parse(&m.tenant_id).map_err(|_| corrupt("tenant id"))?,
+        org_id: OrgId::parse(&m.org_id).map_err(|_| corrupt("org id"))?,
+        org_name: m.org_name,
+        connected_by: UserId::parse(&m.connected_by).map_err(|_| corrupt("user id"))?,
+        connected_at: m.connected_at,
+        revision: m.revision,
+        active: m.active,
+        ended_by: m
+            .ended_by
+            .map(|u| UserId::parse(&u).map_err(|_| corrupt("user id")))
+            .transpose()?,
+        ended_at: m.ended_at,
+        end_reason: match m.end_reason.as_deref() {
+            None => None,
+            Some("replaced") => Some(EndReason::Replaced),
+            Some("disconnected") => Some(EndReason::Disconnected),
+            Some(_) => return Err(corrupt("end reason")),
+        },
+    })
+}
+
+/// What a locked transaction found: the bumped revision and the active connection before it.
+struct Locked {
+    txn: DatabaseTransaction,
+    revision: i64,
+    active: Option<ConnectionRecord>,
+}
+
+impl Store {
+    /// The tenant and its active connection in one indexed query; `None` if the tenant is unknown.
+    pub async fn tenant_view(&self, id: &TenantId) -> Result<Option<TenantView>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let sql = format!(
+            "SELECT t.tenant_id AS t_tenant_id, t.home_org, t.admin_groups, t.revision AS t_revision, \
+                    c.tenant_id AS c_tenant_id, c.org_id AS c_org_id, c.org_name AS c_org_name, \
+                    c.connected_by AS c_connected_by, c.connected_at AS c_connected_at, \
+                    c.revision AS c_revision, c.active AS c_active, c.ended_by AS c_ended_by, \
+                    c.ended_at AS c_ended_at, c.end_reason AS c_end_reason \
+             FROM tenant t LEFT JOIN connection c ON c.tenant_id = t.tenant_id AND {} \
+             WHERE t.tenant_id = $1",
+            is_active(backend, "c.")
+        );
+        let row = self
+            .db
+            .query_one_raw(stmt(backend, &sql, vec![id.as_str().into()]))
+            .await
+            .map_err(classify)?;
+        let Some(row) = row else { return Ok(None) };
+        let tenant = TenantRecord {
+            tenant_id: id.clone(),
+            home_org: OrgId::parse(
+                &row.try_get::<String>("", "home_org")
+                    .map_err(StoreError::Database)?,
+            )
+            .map_err(|_| corrupt("home org"))?,
+            admin_groups: serde_json::from_str(
+                &row.try_get::<String>("", "admin_groups")
+                    .map_err(StoreError::Database)?,
+            )
+            .map_err(|_| corrupt("admin groups"))?,
+            revision: row
+                .try_get("", "t_revision")
+                .map_err(StoreError::Database)?,
+        };
+        let has_connection = row
+            .try_get::<Option<String>>("", "c_org_id")
+            .map_err(StoreError::Database)?
+            .is_some();
+        let active = if has_connection {
+            Some(record(&row, "c_")?)
+        } else {
+            None
+        };
+        Ok(Some(TenantView { tenant, active }))
+    }
+
+    /// Begins a transaction whose first statement bumps the tenant's revision: on PostgreSQL that
+    /// locks the tenant row, so concurrent switches of one tenant (from any replica) serialize on
+    /// it; on SQLite a write first takes the write lock at once (a read first could fail to upgrade).
+    async fn lock_tenant(&self, tenant_id: &TenantId) -> Result<Locked, StoreError> {
+        let backend = self.db.get_database_backend();
+        let txn = self.db.begin().await.map_err(classify)?;
+        let bumped = txn
+            .query_one_raw(stmt(
+                backend,
+                "UPDATE tenant SET revision = revision + 1 WHERE tenant_id = $1 RETURNING revision",
+                vec![tenant_id.as_str().into()],
+            ))
+            .await
+            .map_err(classify)?;
+        let Some(bumped) = bumped else {
+            txn.rollback().await.map_err(classify)?;
+            return Err(StoreError::UnknownTenant);
+        };
+        let revision: i64 = bumped
+            .try_get("", "revision")
+            .map_err(StoreError::Database)?;
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connection WHERE tenant_id = $1 AND {}",
+            is_active(backend, "")
+        );
+        let active = txn
+            .query_one_raw(stmt(backend, &sql, vec![tenant_id.as_str().into()]))
+            .await
+            .map_err(classify)?
+            .map(|row| record(&row, ""))
+            .transpose()?;
+        Ok(Locked {
+            txn,
+            revision,
+            active,
+        })
+    }
+
+    /// Switches the tenant to `req.org_id` in one transaction (see [`SwitchOutcome`]). A lost race
+    /// in the database is retried; the partial unique index is the last line of defence.
+    pub async fn switch(&self, req: &SwitchRequest) -> Result<SwitchOutcome, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_switch(req).await {
+                Err(StoreError::ConcurrentSwitch) if attempt < SWITCH_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_switch(&self, req: &SwitchRequest) -> Result<SwitchOutcome, StoreError> {
+        let backend = self.db.get_database_backend();
+        let Locked {
+            txn,
+            revision,
+            active,
+        } = self.lock_tenant(&req.tenant_id).await?;
+        if !precondition_holds(req.if_match, active.as_ref()) {
+            txn.rollback().await.map_err(classify)?;
+            return Err(StoreError::PreconditionFailed);
+        }
+        if let Some(current) = active.as_ref().filter(|a| a.org_id == req.org_id) {
+            // Nothing changes, not even the revision.
+            txn.rollback().await.map_err(classify)?;
+            return Ok(SwitchOutcome::Unchanged(current.clone()));
+        }
+        // PostgreSQL keeps microseconds: answer with what a later read returns.
+        let at = req.at.trunc_subsecs(6);
+        if active.is_some() {
+            end_active(
+                &txn,
+                backend,
+                &req.tenant_id,
+                &req.by,
+                at,
+                EndReason::Replaced,
+            )
+            .await?;
+        }
+        let new = ConnectionRecord {
+            tenant_id: req.tenant_id.clone(),
+            org_id: req.org_id.clone(),
+            org_name: req.org_name.clone(),
+            connected_by: req.by.clone(),
+            connected_at: at,
+            revision,
+            active: true,
+            ended_by: None,
+            ended_at: None,
+            end_reason: None,
+        };
+        txn.execute_raw(stmt(
+            backend,
+            "INSERT INTO connection (tenant_id, org_id, org_name, connected_by, connected_at, revision, active) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            vec![
+                new.tenant_id.as_str().into(),
+                new.org_id.as_str().into(),
+                new.org_name.as_str().into(),
+                new.connected_by.as_str().into(),
+                new.connected_at.into(),
+                new.revision.into(),
+                true.into(),
+            ],
+        ))
+        .await
+        .map_err(|e| match e.sql_err() {
+            // The partial unique index refused a second active row: another writer won.
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::ConcurrentSwitch,
+            _ => classify(e),
+        })?;
+        txn.commit().await.map_err(classify)?;
+        Ok(if active.is_some() {
+            SwitchOutcome::Replaced(new)
+        } else {
+            SwitchOutcome::Created(new)
+        })
+    }
+
+    /// Ends the tenant's active connection; returns it as it now stands in the history.
+    pub async fn disconnect(
+        &self,
+        tenant_id: &TenantId,
+        by: &UserId,
+        at: DateTime<Utc>,
+        if_match: Option<Option<i64>>,
+    ) -> Result<ConnectionRecord, StoreError> {
+        let backend = self.db.get_database_backend();
+        let at = at.trunc_subsecs(6);
+        let Locked { txn, active, .. } = self.lock_tenant(tenant_id).await?;
+        let Some(current) = active else {
+            txn.rollback().await.map_err(classify)?;
+            return Err(if if_match.is_some() {
+                StoreError::PreconditionFailed
+            } else {
+                StoreError::NoConnection
+            });
+        };
+        if !precondition_holds(if_match, Some(&current)) {
+            txn.rollback().await.map_err(classify)?;
+            return Err(StoreError::PreconditionFailed);
+        }
+        end_active(&txn, backend, tenant_id, by, at, EndReason::Disconnected).await?;
+        txn.commit().await.map_err(classify)?;
+        Ok(ConnectionRecord {
+            active: false,
+            ended_by: Some(by.clone()),
+            ended_at: Some(at),
+            end_reason: Some(EndReason::Disconnected),
+            ..current
+        })
+    }
+
+    /// The tenant's connections, newest first, older than `before_revision` when given.
+    pub async fn history(
+        &self,
+        tenant_id: &TenantId,
+        limit: u64,
+        before_revision: Option<i64>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        if self.tenant(tenant_id).await?.is_none() {
+            return Err(StoreError::UnknownTenant);
+        }
+        let mut query =
+            connection::Entity::find().filter(connection::Column::TenantId.eq(tenant_id.as_str()));
+        if let Some(before) = before_revision {
+            query = query.filter(connection::Column::Revision.lt(before));
+        }
+        let rows = query
+            .order_by_desc(connection::Column::Revision)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(from_model).collect()
+    }
+}
+
+/// `If-Match`: absent always holds; `*` needs a connection; a revision must be the active one's.
+fn precondition_holds(if_match: Option<Option<i64>>, active: Option<&ConnectionRecord>) -> bool {
+    match if_match {
+        None => true,
+        Some(None) => active.is_some(),
+        Some(Some(rev)) => active.is_some_and(|a| a.revision == rev),
+    }
+}
+
+async fn end_active(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    tenant_id: &TenantId,
+    by: &UserId,
+    at: DateTime<Utc>,
+    reason: EndReason,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "UPDATE connection SET active = $1, ended_by = $2, ended_at = $3, end_reason = $4 \
+         WHERE tenant_id = $5 AND {}",
+        is_active(backend, "")
+    );
+    txn.execute_raw(stmt(
+        backend,
+        &sql,
+        vec![
+            false.into(),
+            by.as_str().into(),
+            at.into(),
+            reason.as_str().into(),
+            tenant_id.as_str().into(),
+        ],
+    ))
+    .await
+    .map_err(classify)?;
+    Ok(())
+}

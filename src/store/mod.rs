@@ -10,9 +10,6 @@ use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::domain::{OrgId, TenantId, UserId};
 
-pub use connection::*;
-pub use tenant::*;
-
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -146,4 +143,41 @@ pub struct DbOptions {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+}
+
+/// Sorts a database error into what the caller can act on: the database being unreachable or
+/// overloaded (retry later), a lost race (retry the switch), or anything else.
+pub(crate) fn classify(e: DbErr) -> StoreError {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    let sqlx_error = match &e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+            return StoreError::Unavailable(e);
+        }
+        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => x.clone(),
+        _ => return StoreError::Database(e),
+    };
+    match sqlx_error.as_ref() {
+        Sqlx::Io(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_) => StoreError::Unavailable(e),
+        Sqlx::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.as_str() {
+                // PostgreSQL: serialization failure, deadlock. SQLite: busy, locked (and extended).
+                "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => {
+                    StoreError::ConcurrentSwitch
+                }
+                // PostgreSQL: shutdown, crash, cannot connect now, too many connections, statement
+                // timeout, and the connection exception class.
+                "57P01" | "57P02" | "57P03" | "53300" | "57014" => StoreError::Unavailable(e),
+                c if c.starts_with("08") => StoreError::Unavailable(e),
+                _ => StoreError::Database(e),
+            }
+        }
+        _ => StoreError::Database(e),
+    }
 }

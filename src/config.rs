@@ -1,0 +1,360 @@
+//! Configuration: built once at start from defaults and the environment, validated, then passed
+//! around as data (`Arc<Config>`).
+//!
+//! Names are the interface of `api.md`: `DATABASE_URL` and `CCC_*` variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Serialized};
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+/// Which command the configuration is for: their defaults differ (`api.md`, Configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `start-dev`: SQLite under `./data/`, the built-in development IMS, pretty logs.
+    Dev,
+    /// `serve` (and `migrate`, `tenant`): production defaults; required settings must be given.
+    Serve,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines (development).
+    Pretty,
+}
+
+/// The validated configuration of one process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// `DATABASE_URL`: a `sqlite:` or `postgres:` URL.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub database_url: Option<String>,
+    /// `CCC_LISTEN`: the listen address.
+    pub listen: SocketAddr,
+    /// `CCC_IMS_URL`: IMS base URL (https, or http on loopback only). `None` in `start-dev` means
+    /// "start the built-in development IMS".
+    #[serde(default, deserialize_with = "opt_string")]
+    pub ims_url: Option<String>,
+    /// `CCC_CLIENT_IDS`: token `client_id`s accepted at all, comma-separated.
+    #[serde(default, deserialize_with = "list")]
+    pub client_ids: Vec<String>,
+    /// `CCC_INTEGRATION_CLIENT_IDS`: clients that may read any tenant's connection.
+    #[serde(default, deserialize_with = "list")]
+    pub integration_client_ids: Vec<String>,
+    /// `CCC_ADMIN_SCOPE`: the scope an administrator's client must hold to switch.
+    #[serde(deserialize_with = "string")]
+    pub admin_scope: String,
+    /// `CCC_READ_SCOPE`: the scope an integration client must hold to read.
+    #[serde(deserialize_with = "string")]
+    pub read_scope: String,
+    /// `CCC_IMS_REGION`: the `as` claim required of tokens; empty: not checked.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub ims_region: Option<String>,
+    /// `CCC_CC_SERVICE_CODES`: `serviceCode`s that count as a Creative Cloud entitlement.
+    #[serde(default, deserialize_with = "list")]
+    pub cc_service_codes: Vec<String>,
+    /// `CCC_IMS_CERT_URL`: base URL of `x5u` certificates (fallback when the JWKS lacks a `kid`).
+    #[serde(default, deserialize_with = "opt_string")]
+    pub ims_cert_url: Option<String>,
+    /// `CCC_LOG_FORMAT`: `json` or `pretty`.
+    pub log_format: LogFormat,
+    /// `CCC_DB_MAX_CONNECTIONS`: size of the database pool.
+    pub db_max_connections: u32,
+    /// `CCC_DB_CONNECT_TIMEOUT_MS`: how long a request waits for a database connection.
+    pub db_connect_timeout_ms: u64,
+    /// `CCC_IMS_TIMEOUT_MS`: the whole-request timeout of one IMS call.
+    pub ims_timeout_ms: u64,
+    /// `CCC_MIGRATE`: whether `serve` applies pending migrations at start (`false` when a separate
+    /// `cc-connection migrate` step does it).
+    pub migrate: bool,
+}
+
+/// A configuration that cannot be used, said in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required setting is missing.
+    #[error("{0} is required (see README, Configuration)")]
+    Missing(&'static str),
+    /// A setting has a value that cannot be used.
+    #[error("{name}: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Defaults of a mode, before the environment is applied.
+    pub fn defaults(mode: Mode) -> Self {
+        use crate::dev_ims::world;
+        let dev = mode == Mode::Dev;
+        Self {
+            database_url: dev.then(|| "sqlite://./data/cc-connection.db?mode=rwc".to_owned()),
+            listen: if dev {
+                ([127, 0, 0, 1], 8080).into()
+            } else {
+                ([0, 0, 0, 0], 8080).into()
+            },
+            ims_url: (!dev).then(|| "https://ims-na1.adobelogin.com".to_owned()),
+            client_ids: if dev {
+                vec![
+                    world::UI_CLIENT.to_owned(),
+                    world::INTEGRATION_CLIENT.to_owned(),
+                    world::LIBRARIES_CLIENT.to_owned(),
+                ]
+            } else {
+                Vec::new()
+            },
+            integration_client_ids: if dev {
+                vec![
+                    world::INTEGRATION_CLIENT.to_owned(),
+                    world::LIBRARIES_CLIENT.to_owned(),
+                ]
+            } else {
+                Vec::new()
+            },
+            admin_scope: "aem_assets.cc_connection.admin".to_owned(),
+            read_scope: "aem_assets.cc_connection.read".to_owned(),
+            ims_region: Some(if dev { world::REGION } else { "ims-na1" }.to_owned()),
+            cc_service_codes: vec!["creative_cloud".to_owned()],
+            ims_cert_url: (!dev).then(|| "https://static.adobelogin.com/keys/prod/".to_owned()),
+            log_format: if dev {
+                LogFormat::Pretty
+            } else {
+                LogFormat::Json
+            },
+            db_max_connections: 10,
+            db_connect_timeout_ms: 3_000,
+            ims_timeout_ms: 5_000,
+            migrate: true,
+        }
+    }
+
+    /// Loads the configuration of `mode` from the process environment and validates it.
+    pub fn load(mode: Mode) -> Result<Self, ConfigError> {
+        Self::from_figment(
+            mode,
+            Figment::new()
+                .merge(Serialized::defaults(Self::defaults(mode)))
+                .merge(Env::prefixed("CCC_"))
+                .merge(Env::raw().only(&["DATABASE_URL"])),
+        )
+    }
+
+    fn from_figment(mode: Mode, figment: Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment.extract().map_err(|e| {
+            let name = e
+                .path
+                .first()
+                .map(|p| p.to_ascii_uppercase())
+                .unwrap_or_default();
+            ConfigError::Invalid {
+                name: "configuration",
+                reason: format!("CCC_{name}: {}", e.kind),
+            }
+        })?;
+        config.validate(mode)?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: required settings, URL schemes, sane bounds.
+    pub fn validate(&self, mode: Mode) -> Result<(), ConfigError> {
+        let Some(db) = &self.database_url else {
+            return Err(ConfigError::Missing("DATABASE_URL"));
+        };
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres:")
+            || db.starts_with("postgresql:"))
+        {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_URL",
+                reason: "must be a sqlite: or postgres: URL".to_owned(),
+            });
+        }
+        if self.client_ids.is_empty() {
+            return Err(ConfigError::Missing("CCC_CLIENT_IDS"));
+        }
+        match &self.ims_url {
+            Some(url) => check_ims_url("CCC_IMS_URL", url)?,
+            None if mode == Mode::Serve => return Err(ConfigError::Missing("CCC_IMS_URL")),
+            None => {}
+        }
+        if let Some(url) = &self.ims_cert_url {
+            check_ims_url("CCC_IMS_CERT_URL", url)?;
+            if !url.ends_with('/') {
+                return Err(ConfigError::Invalid {
+                    name: "CCC_IMS_CERT_URL",
+                    reason: "must end with '/' (certificate names are appended to it)".to_owned(),
+                });
+            }
+        }
+        if self.cc_service_codes.is_empty() {
+            return Err(ConfigError::Missing("CCC_CC_SERVICE_CODES"));
+        }
+        if self.admin_scope.is_empty() || self.read_scope.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "CCC_ADMIN_SCOPE/CCC_READ_SCOPE",
+                reason: "must not be empty".to_owned(),
+            });
+        }
+        if self.db_max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_DB_MAX_CONNECTIONS",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The IMS call timeout.
+    pub fn ims_timeout(&self) -> Duration {
+        Duration::from_millis(self.ims_timeout_ms)
+    }
+}
+
+/// IMS URLs carry tokens: https only, except plain http to this machine (development, tests).
+fn check_ims_url(name: &'static str, raw: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name,
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(raw).map_err(|_| invalid("is not a URL"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(invalid("must be https (http only on loopback)"))
+            }
+        }
+        _ => Err(invalid("must be https (http only on loopback)")),
+    }
+}
+
+/// Accepts a string, a number or a boolean (figment types environment values by their look).
+fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::U(u) => u.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::B(b) => b.to_string(),
+    })
+}
+
+/// Like [`string`], with an empty value meaning "not set".
+fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<StringLike>::deserialize(d)?.map(|s| s.0);
+    Ok(s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()))
+}
+
+/// A comma-separated list (or a real list); blanks dropped.
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListLike {
+        Seq(Vec<StringLike>),
+        One(StringLike),
+    }
+    let items = match Option::<ListLike>::deserialize(d)? {
+        None => Vec::new(),
+        Some(ListLike::Seq(v)) => v.into_iter().map(|s| s.0).collect(),
+        Some(ListLike::One(s)) => s.0.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+struct StringLike(String);
+impl<'de> Deserialize<'de> for StringLike {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        string(d).map(StringLike)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn with(mode: Mode, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut fig = Figment::new().merge(Serialized::defaults(Config::defaults(mode)));
+        for (k, v) in pairs {
+            fig = fig.merge(Serialized::default(k, v));
+        }
+        Config::from_figment(mode, fig)
+    }
+
+    #[test]
+    fn serve_requires_database_url_and_client_ids() {
+        let err = with(Mode::Serve, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "DATABASE_URL is required (see README, Configuration)"
+        );
+        let err = with(Mode::Serve, &[("database_url", "postgres://db/ccc")]).unwrap_err();
+        assert!(err.to_string().starts_with("CCC_CLIENT_IDS is required"));
+        let ok = with(
+            Mode::Serve,
+            &[
+                ("database_url", "postgres://db/ccc"),
+                ("client_ids", "a, b,,c"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.client_ids, ["a", "b", "c"]);
+        assert_eq!(ok.ims_region.as_deref(), Some("ims-na1"));
+        assert_eq!(ok.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn ims_url_must_be_https_unless_loopback() {
+        let base = [("database_url", "sqlite::memory:"), ("client_ids", "a")];
+        for (url, ok) in [
+            ("https://ims-na1.adobelogin.com", true),
+            ("http://127.0.0.1:9000", true),
+            ("http://localhost:9000", true),
+            ("http://ims.example.com", false),
+            ("ftp://127.0.0.1", false),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push(("ims_url", url));
+            assert_eq!(with(Mode::Serve, &pairs).is_ok(), ok, "{url}");
+        }
+    }
+
+    #[test]
+    fn empty_region_means_not_checked() {
+        let c = with(Mode::Dev, &[("ims_region", "")]).unwrap();
+        assert_eq!(c.ims_region, None);
+    }
+}

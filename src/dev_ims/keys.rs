@@ -1,0 +1,100 @@
+//! The development IMS's two RSA keys, made once per process (RSA generation is the slow part of
+//! starting a development IMS, and tests start many).
+
+use std::sync::OnceLock;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::Value;
+
+use super::{CERT_KID, JWKS_KID};
+
+/// One signing key with what the development IMS publishes of it.
+pub struct DevKey {
+    /// Key id.
+    pub kid: &'static str,
+    encoding: EncodingKey,
+    /// Modulus, base64url (JWKS `n`).
+    pub n: String,
+    /// Exponent, base64url (JWKS `e`).
+    pub e: String,
+    /// Self-signed certificate, PEM (served under `/keys/<kid>.cer`).
+    pub cert_pem: String,
+    /// Public key, PEM.
+    pub public_pem: String,
+}
+
+impl DevKey {
+    fn generate(kid: &'static str) -> DevKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+            .expect("RSA key generation (rcgen with aws-lc-rs)");
+        let mut params = rcgen::CertificateParams::new(vec!["ims-dev.localhost".to_owned()])
+            .expect("certificate parameters");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, kid);
+        let cert = params.self_signed(&pair).expect("self-signed certificate");
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(cert.der()).expect("own certificate parses");
+        let (n, e) = match parsed.public_key().parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+                let strip = |b: &[u8]| {
+                    let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+                    URL_SAFE_NO_PAD.encode(&b[start..])
+                };
+                (strip(rsa.modulus), strip(rsa.exponent))
+            }
+            _ => panic!("development key is not RSA"),
+        };
+        let spki = parsed.public_key().raw;
+        let public_pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(spki)
+        );
+        let encoding =
+            EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).expect("RSA PEM key");
+        DevKey {
+            kid,
+            encoding,
+            n,
+            e,
+            cert_pem: cert.pem(),
+            public_pem,
+        }
+    }
+
+    /// A compact JWT of `header` (verbatim) and `claims`, RS256-signed with this key.
+    pub fn sign(&self, header: &Value, claims: &Value) -> String {
+        let part = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap_or_default());
+        let input = format!("{}.{}", part(header), part(claims));
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, Algorithm::RS256)
+                .unwrap_or_default();
+        format!("{input}.{signature}")
+    }
+
+    /// The JWKS entry.
+    pub fn jwk(&self) -> Value {
+        serde_json::json!({"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256", "n": self.n, "e": self.e})
+    }
+}
+
+static KEYS: OnceLock<[DevKey; 2]> = OnceLock::new();
+
+fn keys() -> &'static [DevKey; 2] {
+    KEYS.get_or_init(|| [DevKey::generate(JWKS_KID), DevKey::generate(CERT_KID)])
+}
+
+/// The key of `kid` (one of the two constants).
+pub fn key(kid: &str) -> &'static DevKey {
+    let [jwks, cert] = keys();
+    if kid == CERT_KID { cert } else { jwks }
+}
+
+/// The key whose certificate file is `name` (`<kid>.cer`).
+pub fn by_cert_name(name: &str) -> Option<&'static DevKey> {
+    keys()
+        .iter()
+        .find(|k| name.strip_suffix(".cer") == Some(k.kid))
+}

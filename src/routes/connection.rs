@@ -1,0 +1,428 @@
+//! `/tenants/{tenant_id}/creative-cloud-connection`: read, switch, disconnect, history.
+
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, delete, get, put, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{TenantAdmin, TenantReader};
+use crate::domain::{OrgId, TenantId, UserId};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest};
+
+/// The tenant's active Creative Cloud connection.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "tenant_id": "acme-prod", "org_id": "0123456789ABCDEF01234567@AdobeOrg", "org_name": "Acme Creative",
+    "connected_by": "ABCDEF0123456789ABCDEF01@AdobeID", "connected_at": "2026-11-24T03:00:00Z", "revision": 7
+}))]
+pub struct Connection {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The connected Creative Cloud org.
+    pub org_id: OrgId,
+    /// The org's name, as IMS gave it when it was connected.
+    pub org_name: String,
+    /// The administrator who connected it.
+    pub connected_by: UserId,
+    /// When it was connected.
+    pub connected_at: DateTime<Utc>,
+    /// The revision; the `ETag` is this number, quoted.
+    pub revision: i64,
+}
+
+impl From<&ConnectionRecord> for Connection {
+    fn from(r: &ConnectionRecord) -> Self {
+        Self {
+            tenant_id: r.tenant_id.clone(),
+            org_id: r.org_id.clone(),
+            org_name: r.org_name.clone(),
+            connected_by: r.connected_by.clone(),
+            connected_at: r.connected_at,
+            revision: r.revision,
+        }
+    }
+}
+
+/// The body of a switch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"org_id": "0123456789ABCDEF01234567@AdobeOrg"}))]
+pub struct SwitchBody {
+    /// The Creative Cloud org to connect the tenant to.
+    pub org_id: OrgId,
+}
+
+/// One entry of the history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    /// The org that was connected.
+    pub org_id: OrgId,
+    /// Its name at the time.
+    pub org_name: String,
+    /// Who connected it.
+    pub connected_by: UserId,
+    /// When.
+    pub connected_at: DateTime<Utc>,
+    /// The revision it was connected at.
+    pub revision: i64,
+    /// Whether it is the active connection.
+    pub active: bool,
+    /// Who replaced or removed it.
+    pub ended_by: Option<UserId>,
+    /// When it was replaced or removed.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `replaced` or `disconnected`.
+    #[schema(example = "replaced")]
+    pub end_reason: Option<String>,
+}
+
+/// A page of the history, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "tenant_id": "acme-prod",
+    "entries": [{
+        "org_id": "0123456789ABCDEF01234567@AdobeOrg", "org_name": "Acme Creative",
+        "connected_by": "ABCDEF0123456789ABCDEF01@AdobeID", "connected_at": "2026-11-24T03:00:00Z",
+        "revision": 7, "active": true, "ended_by": null, "ended_at": null, "end_reason": null
+    }],
+    "next_cursor": null
+}))]
+pub struct HistoryPage {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The entries of this page.
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging of the history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Entries per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn etag(revision: i64) -> HeaderValue {
+    // Digits and quotes only: always a valid header value.
+    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn with_connection(
+    mut res: actix_web::HttpResponseBuilder,
+    rec: &ConnectionRecord,
+) -> HttpResponse {
+    res.insert_header((header::ETAG, etag(rec.revision)))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+        .json(Connection::from(rec))
+}
+
+/// Parses an entity-tag list (`If-Match` / `If-None-Match`): `*`, or quoted revisions; `weak` says
+/// whether `W/` tags count (weak comparison, for `If-None-Match`).
+fn parse_etags(
+    headers: &HeaderMap,
+    name: header::HeaderName,
+    weak: bool,
+) -> Result<Option<EtagSet>, ApiError> {
+    let mut set: Option<EtagSet> = None;
+    for value in headers.get_all(&name) {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid(format!("{name} must be ASCII")))?;
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let entry = set.get_or_insert(EtagSet::Tags(Vec::new()));
+            if item == "*" {
+                *entry = EtagSet::Any;
+                continue;
+            }
+            let (is_weak, tag) = match item.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            let inner = tag
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .ok_or_else(|| ApiError::invalid(format!("{name} must hold quoted entity tags")))?;
+            if let EtagSet::Tags(tags) = entry {
+                // A tag that is not one of ours (or weak, where strong comparison applies) never matches.
+                if let (true, Ok(rev)) = (weak || !is_weak, inner.parse::<i64>()) {
+                    tags.push(rev);
+                } else {
+                    tags.push(-1);
+                }
+            }
+        }
+    }
+    Ok(set)
+}
+
+#[derive(Debug, PartialEq)]
+enum EtagSet {
+    Any,
+    Tags(Vec<i64>),
+}
+
+/// `If-Match` as the store takes it: `Some(None)` for `*`, `Some(Some(rev))` for one tag.
+fn if_match(req: &HttpRequest) -> Result<Option<Option<i64>>, ApiError> {
+    match parse_etags(req.headers(), header::IF_MATCH, false)? {
+        None => Ok(None),
+        Some(EtagSet::Any) => Ok(Some(None)),
+        Some(EtagSet::Tags(tags)) => match tags.as_slice() {
+            [one] => Ok(Some(Some(*one))),
+            _ => Err(ApiError::invalid("If-Match must hold one entity tag or *")),
+        },
+    }
+}
+
+/// Read the tenant's active Creative Cloud connection.
+///
+/// The hot path of the Express and CC Libraries integrations. Sends `ETag`; `If-None-Match` with the
+/// current one answers 304.
+#[utoipa::path(
+    tag = "connection",
+    params(
+        ("tenant_id" = TenantId, Path, description = "The AEM Assets tenant"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier read; 304 if still current"),
+    ),
+    responses(
+        (status = 200, description = "The active connection", body = Connection,
+         headers(("ETag" = String, description = "The revision, quoted"))),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+    ),
+    security(("bearer" = [])),
+)]
+#[get("/tenants/{tenant_id}/creative-cloud-connection")]
+pub async fn get_connection(
+    reader: TenantReader,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let active = reader.view.active.as_ref().ok_or(ApiError::NoConnection)?;
+    let not_modified = match parse_etags(req.headers(), header::IF_NONE_MATCH, true)? {
+        Some(EtagSet::Any) => true,
+        Some(EtagSet::Tags(tags)) => tags.contains(&active.revision),
+        None => false,
+    };
+    if not_modified {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag(active.revision)))
+            .finish());
+    }
+    Ok(with_connection(HttpResponse::Ok(), active))
+}
+
+/// Switch the tenant to a Creative Cloud org.
+///
+/// Administrators only. The caller must see the org in IMS and hold an active Creative Cloud
+/// entitlement there under their own user id, as IMS says now. 201 when the tenant had no
+/// connection, 200 otherwise (the same org again changes nothing). Honours `If-Match`.
+#[utoipa::path(
+    tag = "connection",
+    params(
+        ("tenant_id" = TenantId, Path, description = "The AEM Assets tenant"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read; 412 if the connection changed since"),
+    ),
+    request_body(content = SwitchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Switched (or already connected to that org)", body = Connection,
+         headers(("ETag" = String, description = "The new revision, quoted"))),
+        (status = 201, description = "Connected (the tenant had no connection)", body = Connection,
+         headers(("ETag" = String, description = "The new revision, quoted"),
+                 ("Location" = String, description = "The connection's URL"))),
+    ),
+    security(("bearer" = [])),
+)]
+#[put("/tenants/{tenant_id}/creative-cloud-connection")]
+pub async fn put_connection(
+    admin: TenantAdmin,
+    body: web::Json<SwitchBody>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let precondition = if_match(&req)?;
+    let target = body.into_inner().org_id;
+    let token = &admin.caller.0;
+    // As IMS says now: both lookups bypass the cache, and run at once.
+    let (orgs, profile) = tokio::join!(
+        state
+            .ims
+            .organizations(&token.bearer, token.remaining(), true),
+        state.ims.profile(&token.bearer, token.remaining(), true),
+    );
+    let orgs = orgs?;
+    let org = orgs
+        .iter()
+        .find(|o| o.org_id == target)
+        .ok_or_else(|| ApiError::OrgNotAccessible(target.to_string()))?;
+    let profile = profile?;
+    if !crate::ims::profile_matches(&profile, &admin.user_id) {
+        return Err(ApiError::InvalidToken(
+            "IMS profile does not belong to the token's user",
+        ));
+    }
+    if !profile.entitled_in(&target, &state.config.cc_service_codes) {
+        return Err(ApiError::NoCreativeCloudEntitlement(target.to_string()));
+    }
+    let outcome = state
+        .store
+        .switch(&SwitchRequest {
+            tenant_id: admin.tenant.tenant_id.clone(),
+            org_id: target,
+            org_name: org.name.clone(),
+            by: admin.user_id.clone(),
+            at: Utc::now(),
+            if_match: precondition,
+        })
+        .await?;
+    Ok(match &outcome {
+        SwitchOutcome::Created(rec) => {
+            tracing::info!(org_id = %rec.org_id, revision = rec.revision, "tenant connected");
+            let mut res = HttpResponse::Created();
+            res.insert_header((header::LOCATION, req.path().to_owned()));
+            with_connection(res, rec)
+        }
+        SwitchOutcome::Replaced(rec) => {
+            tracing::info!(org_id = %rec.org_id, revision = rec.revision, "tenant switched");
+            with_connection(HttpResponse::Ok(), rec)
+        }
+        SwitchOutcome::Unchanged(rec) => with_connection(HttpResponse::Ok(), rec),
+    })
+}
+
+/// Disconnect the tenant from its Creative Cloud org.
+///
+/// Administrators only. The connection is kept in the history. Honours `If-Match`.
+#[utoipa::path(
+    tag = "connection",
+    params(
+        ("tenant_id" = TenantId, Path, description = "The AEM Assets tenant"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read; 412 if the connection changed since"),
+    ),
+    responses((status = 204, description = "Disconnected")),
+    security(("bearer" = [])),
+)]
+#[delete("/tenants/{tenant_id}/creative-cloud-connection")]
+pub async fn delete_connection(
+    admin: TenantAdmin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let precondition = if_match(&req)?;
+    let ended = state
+        .store
+        .disconnect(
+            &admin.tenant.tenant_id,
+            &admin.user_id,
+            Utc::now(),
+            precondition,
+        )
+        .await?;
+    tracing::info!(org_id = %ended.org_id, revision = ended.revision, "tenant disconnected");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The tenant's connection history, newest first.
+///
+/// Administrators only. Each entry: the org, who connected it and when, who replaced or removed it
+/// and when.
+#[utoipa::path(
+    tag = "connection",
+    params(("tenant_id" = TenantId, Path, description = "The AEM Assets tenant"), HistoryQuery),
+    responses((status = 200, description = "A page of the history", body = HistoryPage)),
+    security(("bearer" = [])),
+)]
+#[get("/tenants/{tenant_id}/creative-cloud-connection/history")]
+pub async fn get_history(
+    admin: TenantAdmin,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 100"));
+    }
+    let before = match query.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .ok()
+                .filter(|r| *r > 0)
+                .ok_or_else(|| ApiError::invalid("cursor is not one this service issued"))?,
+        ),
+    };
+    // One more than asked tells whether another page follows.
+    let mut rows = state
+        .store
+        .history(&admin.tenant.tenant_id, limit + 1, before)
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| r.revision.to_string()))
+        .flatten();
+    let entries = rows
+        .iter()
+        .map(|r| HistoryEntry {
+            org_id: r.org_id.clone(),
+            org_name: r.org_name.clone(),
+            connected_by: r.connected_by.clone(),
+            connected_at: r.connected_at,
+            revision: r.revision,
+            active: r.active,
+            ended_by: r.ended_by.clone(),
+            ended_at: r.ended_at,
+            end_reason: r.end_reason.map(|e| e.as_str().to_owned()),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(HistoryPage {
+        tenant_id: admin.tenant.tenant_id.clone(),
+        entries,
+        next_cursor,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: header::HeaderName, v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            name,
+            HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+        );
+        h
+    }
+
+    #[test]
+    fn entity_tags_parse_strong_weak_and_star() {
+        let inm = |v| {
+            parse_etags(
+                &headers(header::IF_NONE_MATCH, v),
+                header::IF_NONE_MATCH,
+                true,
+            )
+            .ok()
+            .flatten()
+        };
+        assert_eq!(inm("\"7\""), Some(EtagSet::Tags(vec![7])));
+        assert_eq!(inm("W/\"7\", \"8\""), Some(EtagSet::Tags(vec![7, 8])));
+        assert_eq!(inm("*"), Some(EtagSet::Any));
+        let im = |v| {
+            parse_etags(&headers(header::IF_MATCH, v), header::IF_MATCH, false)
+                .ok()
+                .flatten()
+        };
+        // Strong comparison: a weak tag never matches.
+        assert_eq!(im("W/\"7\""), Some(EtagSet::Tags(vec![-1])));
+        assert_eq!(im("\"abc\""), Some(EtagSet::Tags(vec![-1])));
+        assert!(parse_etags(&headers(header::IF_MATCH, "7"), header::IF_MATCH, false).is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! Probes: `/healthz` (the process answers) and `/readyz` (it can serve: database and keys).
+
+use actix_web::{HttpResponse, get, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+/// A probe's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"status": "ready", "database": true, "ims_keys": true}))]
+pub struct Readiness {
+    /// `ready` or `not-ready`.
+    pub status: String,
+    /// Whether the database answered.
+    pub database: bool,
+    /// Whether IMS signing keys are loaded.
+    pub ims_keys: bool,
+}
+
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain", example = "ok")),
+)]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// Readiness: the database is reachable and IMS keys are loaded.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready", body = Readiness,
+         example = json!({"status": "not-ready", "database": false, "ims_keys": true})),
+    ),
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let database = state.store.ping().await.is_ok();
+    let ims_keys = state.verifier.keys().is_loaded();
+    let ready = database && ims_keys;
+    let body = Readiness {
+        status: if ready { "ready" } else { "not-ready" }.to_owned(),
+        database,
+        ims_keys,
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

@@ -1,0 +1,161 @@
+//! The routes: what is routed here is what the OpenAPI document says (utoipa-actix-web).
+
+pub mod connection;
+pub mod health;
+pub mod orgs;
+
+use actix_web::dev::ResourceDef;
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::{HttpRequest, web};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::ApiError;
+
+/// The largest request body accepted (a switch body is under 100 bytes).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Registers every documented route.
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(connection::get_connection)
+        .service(connection::put_connection)
+        .service(connection::delete_connection)
+        .service(connection::get_history)
+        .service(orgs::get_user_orgs)
+        .service(health::healthz)
+        .service(health::readyz);
+}
+
+/// Each route's path and the methods it answers, for `405` with `Allow` (actix alone answers 404).
+const ROUTES: &[(&str, &str)] = &[
+    (
+        "/tenants/{tenant_id}/creative-cloud-connection",
+        "GET, PUT, DELETE",
+    ),
+    (
+        "/tenants/{tenant_id}/creative-cloud-connection/history",
+        "GET",
+    ),
+    ("/users/{user_id}/orgs", "GET"),
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+    ("/openapi.json", "GET"),
+];
+
+/// A status and the problem slugs an operation may answer with it.
+pub type StatusSlugs = (u16, &'static [&'static str]);
+
+/// The errors each operation can answer with, by status and slug. The OpenAPI document's error
+/// responses and their examples are generated from this list (see `openapi.rs`).
+pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
+    (
+        "get_connection",
+        &[
+            (400, &["invalid-request"]),
+            (401, &["invalid-token"]),
+            (403, &["insufficient-scope", "forbidden"]),
+            (404, &["unknown-tenant", "no-connection"]),
+            (500, &["internal"]),
+            (502, &["ims-error"]),
+            (503, &["ims-unavailable", "database-unavailable"]),
+        ],
+    ),
+    (
+        "put_connection",
+        &[
+            (400, &["invalid-request"]),
+            (401, &["invalid-token"]),
+            (403, &["insufficient-scope", "forbidden"]),
+            (404, &["unknown-tenant"]),
+            (409, &["concurrent-switch"]),
+            (412, &["precondition-failed"]),
+            (413, &["payload-too-large"]),
+            (415, &["unsupported-media-type"]),
+            (
+                422,
+                &["org-not-accessible", "no-creative-cloud-entitlement"],
+            ),
+            (500, &["internal"]),
+            (502, &["ims-error"]),
+            (503, &["ims-unavailable", "database-unavailable"]),
+        ],
+    ),
+    (
+        "delete_connection",
+        &[
+            (400, &["invalid-request"]),
+            (401, &["invalid-token"]),
+            (403, &["insufficient-scope", "forbidden"]),
+            (404, &["unknown-tenant", "no-connection"]),
+            (409, &["concurrent-switch"]),
+            (412, &["precondition-failed"]),
+            (500, &["internal"]),
+            (502, &["ims-error"]),
+            (503, &["ims-unavailable", "database-unavailable"]),
+        ],
+    ),
+    (
+        "get_history",
+        &[
+            (400, &["invalid-request"]),
+            (401, &["invalid-token"]),
+            (403, &["insufficient-scope", "forbidden"]),
+            (404, &["unknown-tenant"]),
+            (500, &["internal"]),
+            (502, &["ims-error"]),
+            (503, &["ims-unavailable", "database-unavailable"]),
+        ],
+    ),
+    (
+        "get_user_orgs",
+        &[
+            (400, &["invalid-request"]),
+            (401, &["invalid-token"]),
+            (403, &["forbidden"]),
+            (500, &["internal"]),
+            (502, &["ims-error"]),
+            (503, &["ims-unavailable"]),
+        ],
+    ),
+];
+
+/// Unknown route (404 `not-found`) or known route with another method (405 with `Allow`).
+pub async fn fallback(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    let path = req.path();
+    Err(
+        match ROUTES
+            .iter()
+            .find(|(pattern, _)| ResourceDef::new(*pattern).is_match(path))
+        {
+            Some((_, allow)) => ApiError::MethodNotAllowed(allow),
+            None => ApiError::NotFound,
+        },
+    )
+}
+
+/// actix's JSON errors as problems: 413 oversized, 415 wrong type, 400 for the rest (with the
+/// parser's message, which names the field and position but never echoes the body).
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .content_type_required(true)
+        .content_type(|mime| mime.type_() == "application" && mime.subtype() == "json")
+        .error_handler(|err, _req| {
+            match err {
+                JsonPayloadError::OverflowKnownLength { .. }
+                | JsonPayloadError::Overflow { .. } => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
+                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::invalid(format!("invalid JSON body: {e}"))
+                }
+                other => ApiError::invalid(format!("invalid request body: {other}")),
+            }
+            .into()
+        })
+}
+
+/// Query-string errors as 400 problems.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req| {
+        ApiError::invalid(format!("invalid query: {err}")).into()
+    })
+}

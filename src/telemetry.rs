@@ -1,0 +1,120 @@
+//! Logging and the request context: a request id on every response, problem and log line, and one
+//! log line per request. Tokens are never logged: nothing here reads the `Authorization` header.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// The header that carries the request id both ways.
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// Installs the global subscriber (`RUST_LOG`, default `info`). Safe to call more than once.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
+
+/// The id of the request being served, or `-` outside one.
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_owned())
+}
+
+/// A caller-sent id is kept when it is sane (1 to 128 of `A-Z a-z 0-9 . _ - :`), so traces join
+/// across services; anything else is replaced, never echoed.
+fn sane_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    ok.then(|| s.to_owned())
+}
+
+/// Middleware: assigns the request id, runs the request inside its span, logs one line at the end.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(sane_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        route = tracing::field::Empty,
+        tenant_id = tracing::field::Empty,
+        client_id = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = REQUEST_ID
+        .scope(id.clone(), next.call(req).instrument(span.clone()))
+        .await;
+    let mut res = match result {
+        Ok(res) => res,
+        // Errors raised by inner middleware still get a problem body with this request's id.
+        Err(err) => return Err(err),
+    };
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "-".to_owned());
+    span.record("route", route.as_str());
+    let status = res.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = format_args!("{latency_ms:.2}"),
+            "request"
+        );
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sane_request_ids_are_kept() {
+        let ok = HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(sane_request_id(&ok).as_deref(), Some("abc-123_x.y:z"));
+        assert_eq!(sane_request_id(&HeaderValue::from_static("a b")), None);
+        assert_eq!(sane_request_id(&HeaderValue::from_static("")), None);
+        let long = "a".repeat(129);
+        assert_eq!(
+            sane_request_id(&HeaderValue::from_str(&long).unwrap_or(ok)),
+            None
+        );
+    }
+}

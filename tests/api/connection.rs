@@ -1,0 +1,530 @@
+//! The connection resource: read, switch, disconnect, history, and who may do each.
+
+use cc_connection::dev_ims::{TokenSpec, world};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::each_backend;
+use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app};
+
+#[tokio::test]
+async fn first_switch_returns_201_and_integration_reads_it_with_etag() {
+    each_backend!(|app| {
+        let res = app
+            .put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await;
+        assert_eq!(res.status(), 201);
+        assert_eq!(res.headers()["etag"], "\"1\"");
+        assert_eq!(res.headers()["location"], TestApp::connection_path(TENANT));
+        let created: Value = res.json().await.unwrap();
+        assert_eq!(created["org_id"], world::ACME_CREATIVE_ORG);
+        assert_eq!(created["org_name"], "Acme Creative");
+        assert_eq!(created["connected_by"], world::ALICE_FEDERATED);
+        assert_eq!(created["revision"], 1);
+
+        let res = app.get_connection(&app.integration_token()).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["etag"], "\"1\"");
+        let read: Value = res.json().await.unwrap();
+        assert_eq!(read, created);
+    });
+}
+
+#[tokio::test]
+async fn any_member_of_the_home_org_reads_the_connection() {
+    each_backend!(|app| {
+        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await;
+        let res = app
+            .get_connection(&app.user_token(world::BOB_MEMBER, false))
+            .await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["org_id"], world::ACME_CREATIVE_ORG);
+    });
+}
+
+#[tokio::test]
+async fn if_none_match_with_the_current_etag_returns_304() {
+    each_backend!(|app| {
+        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await;
+        let path = TestApp::connection_path(TENANT);
+        let token = app.integration_token();
+        let res = app
+            .request(Method::GET, &path, Some(&token))
+            .header("If-None-Match", "\"1\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 304);
+        assert_eq!(res.headers()["etag"], "\"1\"");
+        let res = app
+            .request(Method::GET, &path, Some(&token))
+            .header("If-None-Match", "\"0\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    });
+}
+
+#[tokio::test]
+async fn reading_a_tenant_without_connection_returns_404_no_connection() {
+    each_backend!(|app| {
+        assert_problem(
+            app.get_connection(&app.integration_token()).await,
+            404,
+            "no-connection",
+        )
+        .await;
+    });
+}
+
+#[tokio::test]
+async fn reading_an_unregistered_tenant_returns_404_unknown_tenant() {
+    each_backend!(|app| {
+        let path = TestApp::connection_path("no-such-tenant");
+        let res = app
+            .request(Method::GET, &path, Some(&app.integration_token()))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 404, "unknown-tenant").await;
+    });
+}
+
+#[tokio::test]
+async fn a_user_outside_the_home_org_cannot_read_403_forbidden() {
+    each_backend!(|app| {
+        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await;
+        let res = app
+            .get_connection(&app.user_token(world::MALLORY_OTHER_ADMIN, true))
+            .await;
+        assert_problem(res, 403, "forbidden").await;
+    });
+}
+
+#[tokio::test]
+async fn an_integration_without_the_read_scope_gets_403_insufficient_scope() {
+    each_backend!(|app| {
+        let token = app
+            .ims
+            .mint(&TokenSpec::service(world::INTEGRATION_CLIENT, &["openid"]));
+        let res = app.get_connection(&token).await;
+        let www = res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            www.contains("insufficient_scope") && www.contains(world::READ_SCOPE),
+            "{www}"
+        );
+        assert_problem(res, 403, "insufficient-scope").await;
+    });
+}
+
+#[tokio::test]
+async fn a_non_integration_service_token_cannot_read() {
+    each_backend!(|app| {
+        let token = app
+            .ims
+            .mint(&TokenSpec::service(world::UI_CLIENT, &[world::READ_SCOPE]));
+        assert_problem(app.get_connection(&token).await, 403, "forbidden").await;
+    });
+}
+
+#[tokio::test]
+async fn switching_replaces_the_active_org_and_keeps_the_old_one_in_history() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        assert_eq!(
+            app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+                .await
+                .status(),
+            201
+        );
+        let res = app.put_connection(&admin, world::ACME_DESIGN_ORG).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["etag"], "\"2\"");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["org_id"], world::ACME_DESIGN_ORG);
+
+        let history = app.history_json().await;
+        let entries = history["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0]["org_id"], world::ACME_DESIGN_ORG);
+        assert_eq!(entries[0]["active"], true);
+        assert_eq!(entries[1]["org_id"], world::ACME_CREATIVE_ORG);
+        assert_eq!(entries[1]["active"], false);
+        assert_eq!(entries[1]["ended_by"], world::ALICE_FEDERATED);
+        assert_eq!(entries[1]["end_reason"], "replaced");
+        assert!(entries[1]["ended_at"].is_string());
+    });
+}
+
+#[tokio::test]
+async fn switching_to_the_active_org_again_changes_nothing() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
+        let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["etag"], "\"1\"");
+        assert_eq!(
+            app.history_json().await["entries"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    });
+}
+
+#[tokio::test]
+async fn personal_adobe_id_with_the_same_email_is_not_entitled_422() {
+    each_backend!(|app| {
+        // Same email as the federated admin, who is entitled; this account is not: users are ids.
+        let personal = app.user_token(world::ALICE_PERSONAL, true);
+        let res = app
+            .put_connection(&personal, world::ACME_CREATIVE_ORG)
+            .await;
+        assert_problem(res, 422, "no-creative-cloud-entitlement").await;
+        assert_problem(
+            app.get_connection(&app.integration_token()).await,
+            404,
+            "no-connection",
+        )
+        .await;
+        // The federated ID with that email may.
+        assert_eq!(
+            app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+                .await
+                .status(),
+            201
+        );
+    });
+}
+
+#[tokio::test]
+async fn an_org_the_admin_cannot_see_is_refused_422_org_not_accessible() {
+    each_backend!(|app| {
+        let res = app
+            .put_connection(&app.admin_token(), world::OTHER_ORG)
+            .await;
+        assert_problem(res, 422, "org-not-accessible").await;
+    });
+}
+
+#[tokio::test]
+async fn entitlements_must_be_active_creative_cloud_in_that_org() {
+    each_backend!(|app| {
+        // Access without Creative Cloud.
+        let res = app
+            .put_connection(&app.admin_token(), world::NO_CC_ORG)
+            .await;
+        assert_problem(res, 422, "no-creative-cloud-entitlement").await;
+        // A Creative Cloud entitlement that is not ACTIVE.
+        let res = app
+            .put_connection(
+                &app.user_token(world::CAROL_EXPIRED_CC, true),
+                world::ACME_CREATIVE_ORG,
+            )
+            .await;
+        assert_problem(res, 422, "no-creative-cloud-entitlement").await;
+        // An active entitlement of another service.
+        let res = app
+            .put_connection(
+                &app.user_token(world::DAVE_OTHER_SERVICE, true),
+                world::ACME_CREATIVE_ORG,
+            )
+            .await;
+        assert_problem(res, 422, "no-creative-cloud-entitlement").await;
+        assert_problem(
+            app.get_connection(&app.integration_token()).await,
+            404,
+            "no-connection",
+        )
+        .await;
+    });
+}
+
+#[tokio::test]
+async fn a_member_who_is_not_an_administrator_cannot_switch_403() {
+    each_backend!(|app| {
+        let bob = app.user_token(world::BOB_MEMBER, true);
+        assert_problem(
+            app.put_connection(&bob, world::ACME_CREATIVE_ORG).await,
+            403,
+            "forbidden",
+        )
+        .await;
+        assert_problem(app.delete_connection(&bob).await, 403, "forbidden").await;
+    });
+}
+
+#[tokio::test]
+async fn an_administrator_of_another_org_is_refused_whatever_the_scope() {
+    each_backend!(|app| {
+        let mallory = app.user_token(world::MALLORY_OTHER_ADMIN, true);
+        assert_problem(
+            app.put_connection(&mallory, world::OTHER_ORG).await,
+            403,
+            "forbidden",
+        )
+        .await;
+        assert_problem(app.history(&mallory, "").await, 403, "forbidden").await;
+    });
+}
+
+#[tokio::test]
+async fn switching_without_the_admin_scope_returns_403_insufficient_scope() {
+    each_backend!(|app| {
+        let alice = app.user_token(world::ALICE_FEDERATED, false);
+        let res = app.put_connection(&alice, world::ACME_CREATIVE_ORG).await;
+        let www = res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            www.contains(r#"error="insufficient_scope""#) && www.contains(world::ADMIN_SCOPE),
+            "{www}"
+        );
+        assert_problem(res, 403, "insufficient-scope").await;
+    });
+}
+
+#[tokio::test]
+async fn integrations_cannot_switch() {
+    each_backend!(|app| {
+        let token = app.ims.mint(&TokenSpec::service(
+            world::INTEGRATION_CLIENT,
+            &[world::READ_SCOPE, world::ADMIN_SCOPE],
+        ));
+        assert_problem(
+            app.put_connection(&token, world::ACME_CREATIVE_ORG).await,
+            403,
+            "forbidden",
+        )
+        .await;
+    });
+}
+
+#[tokio::test]
+async fn switching_an_unregistered_tenant_returns_404_unknown_tenant() {
+    each_backend!(|app| {
+        let res = app
+            .request(
+                Method::PUT,
+                &TestApp::connection_path("globex"),
+                Some(&app.admin_token()),
+            )
+            .json(&serde_json::json!({"org_id": world::ACME_CREATIVE_ORG}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 404, "unknown-tenant").await;
+    });
+}
+
+#[tokio::test]
+async fn if_match_with_a_stale_etag_returns_412_and_changes_nothing() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
+        app.put_connection(&admin, world::ACME_DESIGN_ORG).await;
+        let path = TestApp::connection_path(TENANT);
+        let body = serde_json::json!({"org_id": world::ACME_CREATIVE_ORG});
+        let res = app
+            .request(Method::PUT, &path, Some(&admin))
+            .header("If-Match", "\"1\"")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 412, "precondition-failed").await;
+        let current: Value = app.get_connection(&admin).await.json().await.unwrap();
+        assert_eq!(current["org_id"], world::ACME_DESIGN_ORG);
+        assert_eq!(current["revision"], 2);
+
+        let res = app
+            .request(Method::PUT, &path, Some(&admin))
+            .header("If-Match", "\"2\"")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["etag"], "\"3\"");
+    });
+}
+
+#[tokio::test]
+async fn if_match_star_requires_an_existing_connection() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        let path = TestApp::connection_path(TENANT);
+        let body = serde_json::json!({"org_id": world::ACME_CREATIVE_ORG});
+        let res = app
+            .request(Method::PUT, &path, Some(&admin))
+            .header("If-Match", "*")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 412, "precondition-failed").await;
+        assert_problem(app.get_connection(&admin).await, 404, "no-connection").await;
+    });
+}
+
+#[tokio::test]
+async fn disconnecting_returns_204_and_keeps_the_history() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        assert_problem(app.delete_connection(&admin).await, 404, "no-connection").await;
+        app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
+        assert_eq!(app.delete_connection(&admin).await.status(), 204);
+        assert_problem(
+            app.get_connection(&app.integration_token()).await,
+            404,
+            "no-connection",
+        )
+        .await;
+        assert_problem(app.delete_connection(&admin).await, 404, "no-connection").await;
+        let history = app.history_json().await;
+        let entries = history["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["active"], false);
+        assert_eq!(entries[0]["end_reason"], "disconnected");
+        assert_eq!(entries[0]["ended_by"], world::ALICE_FEDERATED);
+        // Reconnecting never reuses an ETag: a client holding "1" cannot match the new connection.
+        let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
+        assert_eq!(res.status(), 201);
+        assert_eq!(res.headers()["etag"], "\"3\"");
+    });
+}
+
+#[tokio::test]
+async fn history_pages_newest_first_with_a_cursor() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        for org in [
+            world::ACME_CREATIVE_ORG,
+            world::ACME_DESIGN_ORG,
+            world::ACME_CREATIVE_ORG,
+            world::ACME_DESIGN_ORG,
+        ] {
+            assert!(app.put_connection(&admin, org).await.status().is_success());
+        }
+        let first: Value = app.history(&admin, "?limit=3").await.json().await.unwrap();
+        let revisions: Vec<i64> = first["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["revision"].as_i64().unwrap())
+            .collect();
+        assert_eq!(revisions, [4, 3, 2]);
+        let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+        let second: Value = app
+            .history(&admin, &format!("?limit=3&cursor={cursor}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let revisions: Vec<i64> = second["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["revision"].as_i64().unwrap())
+            .collect();
+        assert_eq!(revisions, [1]);
+        assert!(second["next_cursor"].is_null());
+        assert_problem(
+            app.history(&admin, "?limit=0").await,
+            400,
+            "invalid-request",
+        )
+        .await;
+        assert_problem(
+            app.history(&admin, "?limit=101").await,
+            400,
+            "invalid-request",
+        )
+        .await;
+        assert_problem(
+            app.history(&admin, "?cursor=abc").await,
+            400,
+            "invalid-request",
+        )
+        .await;
+        assert_problem(
+            app.history(&admin, "?bogus=1").await,
+            400,
+            "invalid-request",
+        )
+        .await;
+        // Members read the connection, not its history.
+        let bob = app.user_token(world::BOB_MEMBER, false);
+        assert_problem(app.history(&bob, "").await, 403, "insufficient-scope").await;
+    });
+}
+
+#[tokio::test]
+async fn ims_down_during_a_switch_returns_503_and_changes_nothing() {
+    let app = spawn_app(crate::common::db::Backend::Sqlite).await;
+    let admin = app.admin_token();
+    // Prime the admin check so the failure lands on the switch's own IMS calls.
+    assert_eq!(
+        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+    app.ims.faults().set_status(Some(503));
+    let res = app.put_connection(&admin, world::ACME_DESIGN_ORG).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, 503, "ims-unavailable").await;
+    app.ims.faults().set_status(None);
+    let current: Value = app
+        .get_connection(&app.integration_token())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["org_id"], world::ACME_CREATIVE_ORG);
+    assert_eq!(current["revision"], 1);
+}
+
+#[tokio::test]
+async fn ims_garbage_during_a_switch_returns_502_ims_error() {
+    let app = spawn_app(crate::common::db::Backend::Sqlite).await;
+    let admin = app.admin_token();
+    assert_eq!(
+        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+    app.ims.faults().set_garbage(true);
+    assert_problem(
+        app.put_connection(&admin, world::ACME_DESIGN_ORG).await,
+        502,
+        "ims-error",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn integration_reads_keep_working_while_ims_is_down() {
+    let app = spawn_app(crate::common::db::Backend::Sqlite).await;
+    assert_eq!(
+        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+    app.ims.faults().set_status(Some(503));
+    let res = app.get_connection(&app.integration_token()).await;
+    assert_eq!(res.status(), 200);
+}

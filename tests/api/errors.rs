@@ -1,0 +1,152 @@
+//! actix's own errors and bad input, all as problem+json, and nothing written.
+
+use cc_connection::dev_ims::world;
+use reqwest::Method;
+
+use crate::common::db::Backend;
+use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app};
+
+async fn put_raw(
+    app: &TestApp,
+    body: impl Into<reqwest::Body>,
+    content_type: &str,
+) -> reqwest::Response {
+    app.request(
+        Method::PUT,
+        &TestApp::connection_path(TENANT),
+        Some(&app.admin_token()),
+    )
+    .header("Content-Type", content_type)
+    .body(body)
+    .send()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bad_bodies_get_400_413_415_and_nothing_is_written() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for body in [
+        "{",
+        "not json",
+        "{\"org_id\": 42}",
+        "{\"org_id\": \"nope\"}",
+        "{\"org_id\": \"0123456789ABCDEF01234567@AdobeOrg\", \"extra\": 1}",
+        "{\"org_id\": \"0123456789ABCDEF01234567@AdobeOrg\", \"org_id\": \"0123456789ABCDEF01234567@AdobeOrg\"}",
+        "[]",
+        "",
+    ] {
+        let body_text = body.to_owned();
+        let problem = assert_problem(
+            put_raw(&app, body_text, "application/json").await,
+            400,
+            "invalid-request",
+        )
+        .await;
+        assert!(
+            problem["errors"].as_array().is_some_and(|e| !e.is_empty()),
+            "{body}: {problem}"
+        );
+    }
+    assert_problem(
+        put_raw(
+            &app,
+            format!("{{\"org_id\":\"{}\"}}", world::ACME_CREATIVE_ORG),
+            "text/plain",
+        )
+        .await,
+        415,
+        "unsupported-media-type",
+    )
+    .await;
+    let huge = format!(
+        "{{\"org_id\":\"{}\",\"pad\":\"{}\"}}",
+        world::ACME_CREATIVE_ORG,
+        "x".repeat(1 << 20)
+    );
+    assert_problem(
+        put_raw(&app, huge, "application/json").await,
+        413,
+        "payload-too-large",
+    )
+    .await;
+    assert_problem(
+        app.get_connection(&app.integration_token()).await,
+        404,
+        "no-connection",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_tenant_ids_get_400() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.integration_token();
+    for tenant in ["-starts-with-dash", "a%20b", "%C3%A9", &"a".repeat(129)] {
+        let res = app
+            .request(Method::GET, &TestApp::connection_path(tenant), Some(&token))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 400, "invalid-request").await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let res = app
+        .request(Method::GET, "/nope", None)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "not-found").await;
+    let res = app
+        .request(Method::POST, &TestApp::connection_path(TENANT), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "GET, PUT, DELETE");
+    assert_problem(res, 405, "method-not-allowed").await;
+    let res = app
+        .request(Method::DELETE, "/healthz", None)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 405, "method-not-allowed").await;
+}
+
+#[tokio::test]
+async fn a_sane_request_id_is_kept_and_an_insane_one_replaced() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-123");
+    let res = app
+        .client
+        .get(app.url("/nope"))
+        .header("x-request-id", "bad id <script>")
+        .send()
+        .await
+        .unwrap();
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "bad id <script>");
+    let body = assert_problem(res, 404, "not-found").await;
+    assert_eq!(body["instance"], id);
+}
+
+#[tokio::test]
+async fn probes_answer_without_a_token() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let res = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+}

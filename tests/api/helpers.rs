@@ -1,0 +1,227 @@
+//! `spawn_app`: the real application on port 0, against the development IMS on port 0 and a fresh
+//! database, reached over HTTP with reqwest.
+
+use std::sync::Arc;
+
+use cc_connection::config::{Config, Mode};
+use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection::domain::{OrgId, TenantId};
+use cc_connection::startup::{Application, open_store};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+
+use crate::common::db::{self, Backend, TestDb};
+
+pub const TENANT: &str = "acme-prod";
+
+/// A running application and everything a test needs to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub ims: Arc<DevIms>,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub config: Config,
+    pub db: Arc<TestDb>,
+}
+
+/// Test configuration: the development defaults pointed at this test's IMS and database.
+pub fn test_config(ims: &DevIms, db_url: &str) -> Config {
+    let mut config = Config::defaults(Mode::Dev);
+    config.database_url = Some(db_url.to_owned());
+    config.listen = ([127, 0, 0, 1], 0).into();
+    config.ims_url = Some(ims.url());
+    config.ims_cert_url = Some(ims.cert_base_url());
+    config.ims_timeout_ms = 1_000;
+    config
+}
+
+/// Starts the app with the demo tenant registered.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts the app after `tweak` adjusted its configuration.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    init_test_log();
+    let ims = Arc::new(
+        DevIms::start("127.0.0.1:0")
+            .await
+            .expect("development IMS starts"),
+    );
+    let db = Arc::new(db::fresh(backend).await);
+    let mut config = test_config(&ims, &db.url);
+    tweak(&mut config);
+    let store = open_store(&config).await.expect("store opens");
+    store
+        .add_tenant(
+            &TenantId::parse(TENANT).unwrap(),
+            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
+            &[world::ACME_ADMIN_GROUP.to_owned()],
+        )
+        .await
+        .expect("demo tenant added");
+    let app = Application::build_with_store(config.clone(), store)
+        .await
+        .expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let test_app = TestApp {
+        address,
+        ims,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        backend,
+        config,
+        db,
+    };
+    test_app.wait_ready().await;
+    test_app
+}
+
+/// Another replica on the same database and IMS (for the concurrency tests).
+pub async fn spawn_replica(of: &TestApp) -> TestApp {
+    let config = of.config.clone();
+    let app = Application::build(config.clone())
+        .await
+        .expect("replica builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let replica = TestApp {
+        address,
+        ims: of.ims.clone(),
+        client: of.client.clone(),
+        backend: of.backend,
+        config,
+        db: of.db.clone(),
+    };
+    replica.wait_ready().await;
+    replica
+}
+
+fn init_test_log() {
+    if std::env::var("TEST_LOG").is_ok() {
+        cc_connection::telemetry::init(cc_connection::config::LogFormat::Pretty);
+    }
+}
+
+impl TestApp {
+    async fn wait_ready(&self) {
+        for _ in 0..100 {
+            let res = self
+                .client
+                .get(format!("{}/readyz", self.address))
+                .send()
+                .await;
+            if res.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("app did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn connection_path(tenant: &str) -> String {
+        format!("/tenants/{tenant}/creative-cloud-connection")
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    /// A user token of the UI client with the user scopes (plus the admin scope when `admin`).
+    pub fn user_token(&self, user: &str, admin: bool) -> String {
+        let mut scopes: Vec<&str> = world::USER_SCOPES.to_vec();
+        if admin {
+            scopes.push(world::ADMIN_SCOPE);
+        }
+        self.ims
+            .mint(&TokenSpec::user(user, world::UI_CLIENT, &scopes))
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.user_token(world::ALICE_FEDERATED, true)
+    }
+
+    pub fn integration_token(&self) -> String {
+        self.ims.mint(&TokenSpec::service(
+            world::INTEGRATION_CLIENT,
+            &[world::READ_SCOPE],
+        ))
+    }
+
+    pub async fn get_connection(&self, token: &str) -> Response {
+        self.request(Method::GET, &Self::connection_path(TENANT), Some(token))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put_connection(&self, token: &str, org_id: &str) -> Response {
+        self.request(Method::PUT, &Self::connection_path(TENANT), Some(token))
+            .json(&serde_json::json!({ "org_id": org_id }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_connection(&self, token: &str) -> Response {
+        self.request(Method::DELETE, &Self::connection_path(TENANT), Some(token))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn history(&self, token: &str, query: &str) -> Response {
+        let path = format!("{}/history{query}", Self::connection_path(TENANT));
+        self.request(Method::GET, &path, Some(token))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The history as JSON, read with the admin token.
+    pub async fn history_json(&self) -> Value {
+        let res = self.history(&self.admin_token(), "?limit=100").await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+}
+
+/// Asserts a problem+json response with the given status and slug; returns the body.
+pub async fn assert_problem(res: Response, status: u16, slug: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status (expected {slug})");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "content type of {slug}"
+    );
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["type"], format!("/problems/{slug}"), "{body}");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["detail"].as_str().is_some());
+    assert_eq!(
+        body["instance"].as_str(),
+        request_id.as_deref(),
+        "instance is the request id"
+    );
+    body
+}

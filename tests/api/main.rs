@@ -1,0 +1,25 @@
+//! Integration tests: the real application over HTTP, on SQLite and (with TEST_DATABASE_URL) on
+//! PostgreSQL, against the development IMS over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod concurrency;
+mod connection;
+mod errors;
+mod helpers;
+mod openapi;
+mod orgs;
+mod tokens;
+
+/// Runs a test body once per configured backend.
+#[macro_export]
+macro_rules! each_backend {
+    (|$app:ident| $body:block) => {
+        for backend in $crate::common::db::backends() {
+            let $app = $crate::helpers::spawn_app(backend).await;
+            $body
+        }
+    };
+}

@@ -1,0 +1,134 @@
+//! The org picker: every org the user has access to, and which have Creative Cloud for them.
+
+use cc_connection::dev_ims::{TokenSpec, world};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::db::Backend;
+use crate::helpers::{assert_problem, spawn_app};
+
+fn entitled(body: &Value, org: &str) -> Option<bool> {
+    body["orgs"]
+        .as_array()?
+        .iter()
+        .find(|o| o["org_id"] == org)?["creative_cloud_entitled"]
+        .as_bool()
+}
+
+#[tokio::test]
+async fn me_lists_every_org_with_its_creative_cloud_flag() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let res = app
+        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["user_id"], world::ALICE_FEDERATED);
+    assert_eq!(entitled(&body, world::ACME_CREATIVE_ORG), Some(true));
+    assert_eq!(entitled(&body, world::ACME_HOME_ORG), Some(false));
+    assert_eq!(entitled(&body, world::NO_CC_ORG), Some(false));
+    let first = &body["orgs"][0];
+    assert!(first["org_name"].is_string() && first["org_type"].is_string());
+}
+
+#[tokio::test]
+async fn the_personal_id_with_the_same_email_sees_its_own_entitlements() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.user_token(world::ALICE_PERSONAL, false);
+    let body: Value = app
+        .request(Method::GET, "/users/me/orgs", Some(&token))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["user_id"], world::ALICE_PERSONAL);
+    // Access to the org, but no Creative Cloud there, whatever serviceAccounts says.
+    assert_eq!(entitled(&body, world::ACME_CREATIVE_ORG), Some(false));
+}
+
+#[tokio::test]
+async fn own_id_works_and_another_users_id_is_403() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.admin_token();
+    let own = format!("/users/{}/orgs", world::ALICE_FEDERATED);
+    assert_eq!(
+        app.request(Method::GET, &own, Some(&token))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let other = format!("/users/{}/orgs", world::ALICE_PERSONAL);
+    assert_problem(
+        app.request(Method::GET, &other, Some(&token))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_problem(
+        app.request(Method::GET, "/users/not%20an%20id/orgs", Some(&token))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid-request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn service_tokens_have_no_orgs_to_list() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.ims.mint(&TokenSpec::service(
+        world::INTEGRATION_CLIENT,
+        &[world::READ_SCOPE],
+    ));
+    assert_problem(
+        app.request(Method::GET, "/users/me/orgs", Some(&token))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn repeated_listings_are_served_from_one_ims_lookup() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.admin_token();
+    let before = app.ims.faults().requests("/ims/organizations/v6");
+    let calls = (0..10).map(|_| {
+        app.request(Method::GET, "/users/me/orgs", Some(&token))
+            .send()
+    });
+    for res in futures_util::future::join_all(calls).await {
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    assert_eq!(
+        app.ims.faults().requests("/ims/organizations/v6") - before,
+        1
+    );
+}
+
+#[tokio::test]
+async fn ims_unavailable_for_a_listing_is_503_with_retry_after() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.ims.faults().set_status(Some(429));
+    let res = app
+        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_problem(res, 503, "ims-unavailable").await;
+}

@@ -1,0 +1,270 @@
+//! Token rules of `ims.md`: each refusal is a 401 `invalid-token` with `WWW-Authenticate`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cc_connection::dev_ims::{TokenSpec, world};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::db::Backend;
+use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app, spawn_app_with};
+
+fn header(kid: &str) -> Value {
+    json!({"alg": "RS256", "typ": "JWT", "kid": kid, "x5u": format!("{kid}.cer"), "itt": "at"})
+}
+
+fn claims(created_at: Value, expires_in: Value) -> Value {
+    json!({
+        "id": "1", "type": "access_token", "client_id": world::INTEGRATION_CLIENT, "as": world::REGION,
+        "scope": world::READ_SCOPE, "created_at": created_at, "expires_in": expires_in,
+    })
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn expect_invalid(app: &TestApp, token: &str) {
+    let res = app.get_connection(token).await;
+    assert_eq!(
+        res.headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap()),
+        Some(r#"Bearer error="invalid_token""#)
+    );
+    assert_problem(res, 401, "invalid-token").await;
+}
+
+async fn connected_app() -> TestApp {
+    let app = spawn_app(Backend::Sqlite).await;
+    assert_eq!(
+        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+    app
+}
+
+#[tokio::test]
+async fn a_minted_integration_token_is_accepted() {
+    let app = connected_app().await;
+    let token = app.ims.sign_raw(
+        &header("dev-key-at-1"),
+        &claims(json!(now_ms().to_string()), json!("86400000")),
+    );
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn missing_or_malformed_authorization_is_401() {
+    let app = connected_app().await;
+    let path = TestApp::connection_path(TENANT);
+    let res = app.request(Method::GET, &path, None).send().await.unwrap();
+    assert_problem(res, 401, "invalid-token").await;
+    let good = app.integration_token();
+    for value in [
+        "Basic abc",
+        "Bearer",
+        "Bearer ",
+        &format!("Token {good}"),
+        &format!("Bearer {good} extra"),
+    ] {
+        let res = app
+            .client
+            .get(app.url(&path))
+            .header("Authorization", value)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 401, "invalid-token").await;
+    }
+    let res = app
+        .client
+        .get(app.url(&path))
+        .header("Authorization", format!("Bearer {good}"))
+        .header("Authorization", format!("Bearer {good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 401, "invalid-token").await;
+}
+
+#[tokio::test]
+async fn alg_none_and_hs256_and_other_algorithms_are_refused() {
+    let app = connected_app().await;
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    // alg none, unsigned.
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": "dev-key-at-1"})),
+        b64(&c)
+    );
+    expect_invalid(&app, &none).await;
+    // HS256 keyed with the RSA public key (the classic confusion attack).
+    let hs_header = json!({"alg": "HS256", "typ": "JWT", "kid": "dev-key-at-1"});
+    let signing_input = format!("{}.{}", b64(&hs_header), b64(&c));
+    let key = jsonwebtoken::EncodingKey::from_secret(app.ims.public_key_pem().as_bytes());
+    let sig = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &key,
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .unwrap();
+    expect_invalid(&app, &format!("{signing_input}.{sig}")).await;
+    // RS512 header over an RS256 signature, and PS256.
+    for alg in ["RS512", "PS256", "ES256"] {
+        let t = app
+            .ims
+            .sign_raw(&json!({"alg": alg, "kid": "dev-key-at-1"}), &c);
+        expect_invalid(&app, &t).await;
+    }
+}
+
+#[tokio::test]
+async fn tampered_payload_and_stripped_signature_are_refused() {
+    let app = connected_app().await;
+    let token = app.integration_token();
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    payload["client_id"] = json!(world::LIBRARIES_CLIENT);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap()),
+        parts[2]
+    );
+    expect_invalid(&app, &forged).await;
+    expect_invalid(&app, &format!("{}.{}.", parts[0], parts[1])).await;
+    expect_invalid(&app, &format!("{}.{}", parts[0], parts[1])).await;
+}
+
+#[tokio::test]
+async fn expiry_comes_from_created_at_plus_expires_in() {
+    let app = connected_app().await;
+    let now = now_ms();
+    let h = header("dev-key-at-1");
+    // Expired two hours ago.
+    expect_invalid(
+        &app,
+        &app.ims.sign_raw(
+            &h,
+            &claims(json!((now - 26 * 3_600_000).to_string()), json!("86400000")),
+        ),
+    )
+    .await;
+    // Created in the future.
+    expect_invalid(
+        &app,
+        &app.ims.sign_raw(
+            &h,
+            &claims(json!((now + 3_600_000).to_string()), json!("86400000")),
+        ),
+    )
+    .await;
+    // Absurd values.
+    for (c, e) in [
+        (json!("abc"), json!("86400000")),
+        (json!(now.to_string()), json!("-5")),
+        (json!(now.to_string()), json!("99999999999999999999999")),
+        (json!(now.to_string()), json!("0")),
+        (json!(now.to_string()), json!(null)),
+        (json!(now.to_string()), json!(["1"])),
+    ] {
+        expect_invalid(&app, &app.ims.sign_raw(&h, &claims(c, e))).await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_type_region_or_client_is_refused() {
+    let app = connected_app().await;
+    for spec in [
+        TokenSpec {
+            token_type: "refresh_token".into(),
+            ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+        },
+        TokenSpec {
+            region: "ims-na1-stg1".into(),
+            ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+        },
+        TokenSpec::service("some-other-client", &[world::READ_SCOPE]),
+    ] {
+        expect_invalid(&app, &app.ims.mint(&spec)).await;
+    }
+    // Missing claims.
+    let h = header("dev-key-at-1");
+    let mut c = claims(json!(now_ms().to_string()), json!("86400000"));
+    c.as_object_mut().unwrap().remove("type");
+    expect_invalid(&app, &app.ims.sign_raw(&h, &c)).await;
+    let mut c = claims(json!(now_ms().to_string()), json!("86400000"));
+    c["client_id"] = json!(42);
+    expect_invalid(&app, &app.ims.sign_raw(&h, &c)).await;
+}
+
+#[tokio::test]
+async fn unknown_or_hostile_kids_are_refused() {
+    let app = connected_app().await;
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    for kid in ["no-such-key", "../../etc/passwd", &"k".repeat(10_000)] {
+        expect_invalid(
+            &app,
+            &app.ims.sign_raw(&json!({"alg": "RS256", "kid": kid}), &c),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_key_is_used_from_the_configured_base_only() {
+    let app = connected_app().await;
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    let token = app.ims.mint(&spec);
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
+
+    // An x5u naming a URL is never fetched.
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    let evil = json!({"alg": "RS256", "kid": "other", "x5u": format!("{}/keys/dev-key-cert-1.cer", app.ims.url())});
+    expect_invalid(&app, &app.ims.sign_raw_with_cert_key(&evil, &c)).await;
+    let jku = json!({"alg": "RS256", "kid": "other", "jku": format!("{}/ims/keys", app.ims.url())});
+    expect_invalid(&app, &app.ims.sign_raw_with_cert_key(&jku, &c)).await;
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
+}
+
+#[tokio::test]
+async fn without_a_certificate_base_the_certificate_key_is_unknown() {
+    let app = spawn_app_with(Backend::Sqlite, |c| c.ims_cert_url = None).await;
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    expect_invalid(&app, &app.ims.mint(&spec)).await;
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 0);
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_kids_fetches_the_jwks_at_most_once_per_interval() {
+    let app = connected_app().await;
+    let before = app.ims.faults().requests("/ims/keys");
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    for i in 0..20 {
+        let t = app
+            .ims
+            .sign_raw(&json!({"alg": "RS256", "kid": format!("forged-{i}")}), &c);
+        expect_invalid(&app, &t).await;
+    }
+    assert!(app.ims.faults().requests("/ims/keys") - before <= 1);
+}
+
+#[tokio::test]
+async fn oversized_tokens_are_refused() {
+    let app = connected_app().await;
+    let mut c = claims(json!(now_ms().to_string()), json!("86400000"));
+    c["padding"] = json!("x".repeat(9_000));
+    expect_invalid(&app, &app.ims.sign_raw(&header("dev-key-at-1"), &c)).await;
+}
