@@ -35,7 +35,7 @@ pub struct TestDb {
 }
 
 enum Cleanup {
-    File(tempfile_dir::TempDir),
+    File(tempfile::TempDir),
     Postgres { admin_url: String, name: String },
 }
 
@@ -43,7 +43,10 @@ enum Cleanup {
 pub async fn fresh(backend: Backend) -> TestDb {
     match backend {
         Backend::Sqlite => {
-            let dir = tempfile_dir::TempDir::new();
+            let dir = tempfile::Builder::new()
+                .prefix("ccc-test-")
+                .tempdir()
+                .expect("temp dir");
             let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
             TestDb {
                 url,
@@ -94,31 +97,6 @@ impl Drop for TestDb {
                 });
             })
             .join();
-        }
-    }
-}
-
-/// A minimal temporary directory (std only), removed on drop.
-mod tempfile_dir {
-    use std::path::{Path, PathBuf};
-
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new() -> Self {
-            let path =
-                std::env::temp_dir().join(format!("ccc-test-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&path).expect("temp dir");
-            Self(path)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 }
