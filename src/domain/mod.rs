@@ -121,7 +121,7 @@ macro_rules! id_impls {
     ($($ty:ident),*) => {$(
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
         impl<'de> Deserialize<'de> for $ty {
