@@ -52,7 +52,7 @@ impl Caller {
             TokenError::KeysUnavailable => ApiError::ImsUnavailable(5),
         })?;
         tracing::Span::current().record("client_id", token.client_id.as_str());
-        Ok(Self(Arc::new(token)))
+        Ok(Self(token))
     }
 }
 

@@ -29,6 +29,15 @@ const MAX_CERT_KEYS: usize = 64;
 /// A key that verifies RS256 signatures.
 pub type VerifyingKey = Arc<DecodingKey>;
 
+/// Where a key came from, so a cached verification can be dropped when IMS withdraws the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The JWKS, by `kid`.
+    Jwks(Arc<str>),
+    /// A certificate, by file name.
+    Certificate(Arc<str>),
+}
+
 /// The key cache.
 pub struct KeyStore {
     ims: ImsClient,
@@ -117,37 +126,54 @@ impl KeyStore {
         self.certs.read().ok()?.get(name).cloned()
     }
 
+    /// Whether the key that verified a cached token is still published: a withdrawn key must stop
+    /// admitting tokens at once, cached or not.
+    pub fn still_valid(&self, source: &KeySource) -> bool {
+        match source {
+            KeySource::Jwks(kid) => self.jwks.read().is_ok_and(|m| m.contains_key(&**kid)),
+            KeySource::Certificate(name) => {
+                self.certs.read().is_ok_and(|m| m.contains_key(&**name))
+            }
+        }
+    }
+
     /// The key for a token's header: the JWKS key named by `kid`, else the certificate named by
     /// `x5u` from the configured base URL.
     pub async fn key_for(
         &self,
         kid: Option<&str>,
         x5u: Option<&str>,
-    ) -> Result<VerifyingKey, KeyError> {
+    ) -> Result<(VerifyingKey, KeySource), KeyError> {
         let kid = kid.filter(|k| sane_name(k));
-        if let Some(key) = kid.and_then(|k| self.cached(k)) {
-            return Ok(key);
+        if let Some(kid) = kid
+            && let Some(key) = self.cached(kid)
+        {
+            return Ok((key, KeySource::Jwks(Arc::from(kid))));
         }
         let mut ims_error = None;
         if let Some(kid) = kid {
-            match self.refresh_if_due().await {
-                Ok(()) => {}
-                Err(e) => ims_error = Some(e),
+            if let Err(e) = self.refresh_if_due().await {
+                ims_error = Some(e);
             }
             if let Some(key) = self.cached(kid) {
-                return Ok(key);
+                return Ok((key, KeySource::Jwks(Arc::from(kid))));
             }
         }
         if let (Some(base), Some(name)) =
             (self.cert_base.as_deref(), x5u.filter(|n| sane_cert_name(n)))
         {
-            if let Some(key) = self.cached_cert(name) {
-                return Ok(key);
-            }
-            match self.fetch_cert_if_due(base, name).await {
-                Ok(Some(key)) => return Ok(key),
-                Ok(None) => {}
-                Err(e) => ims_error = Some(e),
+            let found = match self.cached_cert(name) {
+                Some(key) => Some(key),
+                None => match self.fetch_cert_if_due(base, name).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        ims_error = Some(e);
+                        None
+                    }
+                },
+            };
+            if let Some(key) = found {
+                return Ok((key, KeySource::Certificate(Arc::from(name))));
             }
         }
         Err(match ims_error {

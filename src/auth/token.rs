@@ -11,7 +11,10 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Deserializer};
 
-use super::keys::{KeyError, KeyStore};
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+
+use super::keys::{KeyError, KeySource, KeyStore};
 use crate::domain::UserId;
 use crate::ims::BearerToken;
 
@@ -21,6 +24,11 @@ pub const LEEWAY_MS: i64 = 60_000;
 pub const MAX_LIFETIME_MS: i64 = 7 * 24 * 3_600_000;
 /// Tokens longer than this are refused unread (an IMS access token is about 1.5 KiB).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// A verified token is reused for at most this long (and never past its expiry), so a repeated
+/// token does not pay for RSA again.
+pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
+/// At most this many verified tokens are kept (about 2 KiB each).
+pub const VERIFIED_CACHE_CAPACITY: u64 = 50_000;
 
 /// Why a token was refused. The message is sent to the caller: it never contains the token.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +72,28 @@ impl VerifiedToken {
 /// Verifies tokens. Shared by all workers.
 pub struct TokenVerifier {
     keys: Arc<KeyStore>,
+    verified: Cache<[u8; 32], Arc<CachedToken>>,
     client_ids: HashSet<String>,
     region: Option<String>,
     validation: Validation,
+}
+
+/// A verified token with the key that verified it.
+struct CachedToken {
+    token: Arc<VerifiedToken>,
+    key: KeySource,
+}
+
+struct UntilExpiry;
+impl moka::Expiry<[u8; 32], Arc<CachedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        v: &Arc<CachedToken>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.token.remaining().min(VERIFIED_CACHE_TTL))
+    }
 }
 
 #[derive(Deserialize)]
@@ -123,8 +150,13 @@ impl TokenVerifier {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
+        let verified = Cache::builder()
+            .max_capacity(VERIFIED_CACHE_CAPACITY)
+            .expire_after(UntilExpiry)
+            .build();
         Self {
             keys,
+            verified,
             client_ids: client_ids.iter().cloned().collect(),
             region,
             validation,
@@ -137,11 +169,33 @@ impl TokenVerifier {
     }
 
     /// Verifies `raw` (the part after `Bearer `).
-    pub async fn verify(&self, raw: &str) -> Result<VerifiedToken, TokenError> {
-        use TokenError::Invalid;
+    /// A token verified before is taken from the cache (keyed by its SHA-256) while it is
+    /// unexpired and its key is still published.
+    pub async fn verify(&self, raw: &str) -> Result<Arc<VerifiedToken>, TokenError> {
         if raw.len() > MAX_TOKEN_BYTES {
-            return Err(Invalid("token too large"));
+            return Err(TokenError::Invalid("token too large"));
         }
+        let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+        if let Some(hit) = self.verified.get(&digest) {
+            if now_ms() <= hit.token.expires_at_ms + LEEWAY_MS && self.keys.still_valid(&hit.key) {
+                return Ok(hit.token.clone());
+            }
+            self.verified.invalidate(&digest);
+        }
+        let (token, key) = self.verify_uncached(raw).await?;
+        let token = Arc::new(token);
+        self.verified.insert(
+            digest,
+            Arc::new(CachedToken {
+                token: token.clone(),
+                key,
+            }),
+        );
+        Ok(token)
+    }
+
+    async fn verify_uncached(&self, raw: &str) -> Result<(VerifiedToken, KeySource), TokenError> {
+        use TokenError::Invalid;
         let header = jsonwebtoken::decode_header(raw).map_err(|_| Invalid("malformed token"))?;
         if header.alg != Algorithm::RS256 {
             return Err(Invalid("token algorithm must be RS256"));
@@ -149,7 +203,7 @@ impl TokenVerifier {
         if header.crit.is_some() {
             return Err(Invalid("token has critical header parameters"));
         }
-        let key = self
+        let (key, source) = self
             .keys
             .key_for(header.kid.as_deref(), header.x5u.as_deref())
             .await
@@ -206,13 +260,14 @@ impl TokenVerifier {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
-        Ok(VerifiedToken {
+        let token = VerifiedToken {
             client_id: claims.client_id,
             user_id,
             scopes,
             expires_at_ms: expires_at,
             bearer: BearerToken::new(raw),
-        })
+        };
+        Ok((token, source))
     }
 }
 

@@ -99,6 +99,7 @@ pub struct Faults {
     delay_ms: AtomicU64,
     status: AtomicU16,
     garbage: AtomicBool,
+    withhold_keys: AtomicBool,
     counts: Mutex<HashMap<String, u64>>,
 }
 
@@ -118,6 +119,10 @@ impl Faults {
     pub fn set_garbage(&self, on: bool) {
         self.garbage.store(on, Ordering::Relaxed);
     }
+    /// Withdraws the access-token key from the JWKS (as IMS does when it rotates a key out).
+    pub fn set_withhold_keys(&self, on: bool) {
+        self.withhold_keys.store(on, Ordering::Relaxed);
+    }
     /// Requests received on exactly `path` so far.
     pub fn requests(&self, path: &str) -> u64 {
         self.counts
@@ -130,6 +135,7 @@ impl Faults {
         self.set_delay(Duration::ZERO);
         self.set_status(None);
         self.set_garbage(false);
+        self.set_withhold_keys(false);
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
         }
@@ -144,6 +150,9 @@ impl Faults {
     }
     fn status(&self) -> Option<u16> {
         Some(self.status.load(Ordering::Relaxed)).filter(|s| *s != 0)
+    }
+    fn withhold_keys(&self) -> bool {
+        self.withhold_keys.load(Ordering::Relaxed)
     }
     fn garbage(&self) -> bool {
         self.garbage.load(Ordering::Relaxed)

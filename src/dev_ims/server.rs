@@ -91,6 +91,9 @@ async fn jwks(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
     if let Some(res) = faulted(&ims, &req).await {
         return res;
     }
+    if ims.faults.withhold_keys() {
+        return HttpResponse::Ok().json(json!({"keys": []}));
+    }
     // Only the access-token key: the other is reachable through its certificate alone.
     HttpResponse::Ok().json(json!({"keys": [keys::key(super::JWKS_KID).jwk()]}))
 }
@@ -101,7 +104,9 @@ async fn certificate(
     name: web::Path<String>,
 ) -> HttpResponse {
     ims.faults.count(req.path());
-    match keys::by_cert_name(&name) {
+    // A withdrawn key is withdrawn everywhere, its certificate included.
+    let withdrawn = |k: &keys::DevKey| ims.faults.withhold_keys() && k.kid == super::JWKS_KID;
+    match keys::by_cert_name(&name).filter(|k| !withdrawn(k)) {
         Some(k) => HttpResponse::Ok()
             .content_type("application/x-x509-ca-cert")
             .body(k.cert_pem.clone()),

@@ -7,6 +7,7 @@ use cc_connection::config::{Config, Mode};
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use cc_connection::domain::{OrgId, TenantId};
 use cc_connection::startup::{Application, open_store};
+use cc_connection::state::AppState;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
@@ -22,6 +23,7 @@ pub struct TestApp {
     pub backend: Backend,
     pub config: Config,
     pub db: Arc<TestDb>,
+    pub state: AppState,
 }
 
 /// Test configuration: the development defaults pointed at this test's IMS and database.
@@ -64,6 +66,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         .await
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     let test_app = TestApp {
         address,
@@ -75,6 +78,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         backend,
         config,
         db,
+        state,
     };
     test_app.wait_ready().await;
     test_app
@@ -87,6 +91,7 @@ pub async fn spawn_replica(of: &TestApp) -> TestApp {
         .await
         .expect("replica builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     let replica = TestApp {
         address,
@@ -95,6 +100,7 @@ pub async fn spawn_replica(of: &TestApp) -> TestApp {
         backend: of.backend,
         config,
         db: of.db.clone(),
+        state,
     };
     replica.wait_ready().await;
     replica

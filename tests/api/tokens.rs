@@ -268,3 +268,22 @@ async fn oversized_tokens_are_refused() {
     c["padding"] = json!("x".repeat(9_000));
     expect_invalid(&app, &app.ims.sign_raw(&header("dev-key-at-1"), &c)).await;
 }
+
+#[tokio::test]
+async fn a_cached_token_stops_working_once_ims_withdraws_its_key() {
+    let app = connected_app().await;
+    let token = app.integration_token();
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+    assert_eq!(
+        app.get_connection(&token).await.status(),
+        200,
+        "served from the verified-token cache"
+    );
+    app.ims.faults().set_withhold_keys(true);
+    app.state.verifier.keys().refresh().await.unwrap();
+    expect_invalid(&app, &token).await;
+    // The key comes back: the token verifies again.
+    app.ims.faults().set_withhold_keys(false);
+    app.state.verifier.keys().refresh().await.unwrap();
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+}
