@@ -12,9 +12,7 @@ pub const DEMO_TENANT: &str = "acme-prod";
 /// `serve`: the production service.
 pub async fn serve(config: Config) -> Result<(), String> {
     let listen = config.listen;
-    let app = Application::build(config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let app = Application::build(config).await.map_err(|e| e.to_string())?;
     tracing::info!(%listen, port = app.port(), "cc-connection serving");
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
@@ -74,10 +72,7 @@ fn print_dev_banner(ims: &DevIms, base: &str, admin_scope: &str, read_scope: &st
         world::UI_CLIENT,
         &user_scopes,
     ));
-    let integration = ims.mint(&TokenSpec::service(
-        world::INTEGRATION_CLIENT,
-        &[read_scope],
-    ));
+    let integration = ims.mint(&TokenSpec::service(world::INTEGRATION_CLIENT, &[read_scope]));
     let t = DEMO_TENANT;
     println!(
         "\ncc-connection (development) on {base}\n\
@@ -113,6 +108,7 @@ async fn open(migrate: bool) -> Result<Store, String> {
         &DbOptions {
             max_connections: 2,
             connect_timeout_secs: 5,
+            ..DbOptions::default()
         },
     )
     .await

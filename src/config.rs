@@ -69,6 +69,8 @@ pub struct Config {
     pub db_max_connections: u32,
     /// `CCC_DB_CONNECT_TIMEOUT_MS`: how long a request waits for a database connection.
     pub db_connect_timeout_ms: u64,
+    /// `CCC_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL statement timeout (0: none).
+    pub db_statement_timeout_ms: u64,
     /// `CCC_IMS_TIMEOUT_MS`: the whole-request timeout of one IMS call.
     pub ims_timeout_ms: u64,
     /// `CCC_MIGRATE`: whether `serve` applies pending migrations at start (`false` when a separate
@@ -127,13 +129,10 @@ impl Config {
             ims_region: Some(if dev { world::REGION } else { "ims-na1" }.to_owned()),
             cc_service_codes: vec!["creative_cloud".to_owned()],
             ims_cert_url: (!dev).then(|| "https://static.adobelogin.com/keys/prod/".to_owned()),
-            log_format: if dev {
-                LogFormat::Pretty
-            } else {
-                LogFormat::Json
-            },
+            log_format: if dev { LogFormat::Pretty } else { LogFormat::Json },
             db_max_connections: 10,
             db_connect_timeout_ms: 3_000,
+            db_statement_timeout_ms: 5_000,
             ims_timeout_ms: 5_000,
             migrate: true,
         }
@@ -152,11 +151,7 @@ impl Config {
 
     fn from_figment(mode: Mode, figment: Figment) -> Result<Self, ConfigError> {
         let config: Self = figment.extract().map_err(|e| {
-            let name = e
-                .path
-                .first()
-                .map(|p| p.to_ascii_uppercase())
-                .unwrap_or_default();
+            let name = e.path.first().map(|p| p.to_ascii_uppercase()).unwrap_or_default();
             ConfigError::Invalid {
                 name: "configuration",
                 reason: format!("CCC_{name}: {}", e.kind),
@@ -171,10 +166,7 @@ impl Config {
         let Some(db) = &self.database_url else {
             return Err(ConfigError::Missing("DATABASE_URL"));
         };
-        if !(db.starts_with("sqlite:")
-            || db.starts_with("postgres:")
-            || db.starts_with("postgresql:"))
-        {
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres:") || db.starts_with("postgresql:")) {
             return Err(ConfigError::Invalid {
                 name: "DATABASE_URL",
                 reason: "must be a sqlite: or postgres: URL".to_owned(),
@@ -325,10 +317,7 @@ mod tests {
         assert!(err.to_string().starts_with("CCC_CLIENT_IDS is required"));
         let ok = with(
             Mode::Serve,
-            &[
-                ("database_url", "postgres://db/ccc"),
-                ("client_ids", "a, b,,c"),
-            ],
+            &[("database_url", "postgres://db/ccc"), ("client_ids", "a, b,,c")],
         )
         .unwrap();
         assert_eq!(ok.client_ids, ["a", "b", "c"]);

@@ -271,9 +271,7 @@ impl From<StoreError> for ApiError {
 impl From<ImsError> for ApiError {
     fn from(e: ImsError) -> Self {
         match e {
-            ImsError::Unavailable {
-                retry_after_secs, ..
-            } => Self::ImsUnavailable(retry_after_secs),
+            ImsError::Unavailable { retry_after_secs, .. } => Self::ImsUnavailable(retry_after_secs),
             ImsError::Rejected => Self::InvalidToken("IMS rejected the token"),
             ImsError::BadResponse(reason) => {
                 tracing::warn!(reason = %reason, "IMS answered with an unusable response");

@@ -63,15 +63,11 @@ impl Modify for ProblemResponses {
                 let Some(id) = op.operation_id.as_deref() else {
                     continue;
                 };
-                let Some((_, errors)) = routes::OPERATION_ERRORS
-                    .iter()
-                    .find(|(name, _)| *name == id)
-                else {
+                let Some((_, errors)) = routes::OPERATION_ERRORS.iter().find(|(name, _)| *name == id) else {
                     continue;
                 };
                 for (status, slugs) in *errors {
-                    let mut content =
-                        ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem")));
+                    let mut content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem")));
                     for slug in *slugs {
                         content = content.examples_from_iter([(
                             (*slug).to_owned(),
@@ -105,17 +101,13 @@ fn example_problem(slug: &str, status: u16) -> serde_json::Value {
         .find(|(s, _, _)| *s == slug)
         .map_or("Error", |(_, t, _)| t);
     let detail = match slug {
-        "invalid-request" => {
-            "invalid JSON body: unknown field `orgId`, expected `org_id` at line 1 column 8"
-        }
+        "invalid-request" => "invalid JSON body: unknown field `orgId`, expected `org_id` at line 1 column 8",
         "invalid-token" => "token has expired",
         "insufficient-scope" => "the token lacks the scope aem_assets.cc_connection.admin",
         "forbidden" => "the caller is not an administrator of this tenant",
         "unknown-tenant" => "tenant is not registered",
         "no-connection" => "tenant has no active Creative Cloud connection",
-        "concurrent-switch" => {
-            "a concurrent switch of this tenant won; read the connection and retry"
-        }
+        "concurrent-switch" => "a concurrent switch of this tenant won; read the connection and retry",
         "precondition-failed" => "the connection changed since the ETag given in If-Match",
         "payload-too-large" => "the request body is larger than 16384 bytes",
         "unsupported-media-type" => "the request body must be application/json",

@@ -42,6 +42,7 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
         &DbOptions {
             max_connections: config.db_max_connections,
             connect_timeout_secs: config.db_connect_timeout_ms.div_ceil(1000).max(1),
+            statement_timeout_ms: config.db_statement_timeout_ms,
         },
     )
     .await?;
@@ -91,11 +92,7 @@ impl Application {
         let listener = TcpListener::bind(state.config.listen)?;
         let port = listener.local_addr()?.port();
         let server = serve(listener, state.clone())?;
-        Ok(Self {
-            port,
-            server,
-            state,
-        })
+        Ok(Self { port, server, state })
     }
 
     /// The port actually bound.

@@ -81,19 +81,12 @@ pub async fn request_context(
         // Errors raised by inner middleware still get a problem body with this request's id.
         Err(err) => return Err(err),
     };
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "-".to_owned());
+    let route = res.request().match_pattern().unwrap_or_else(|| "-".to_owned());
     span.record("route", route.as_str());
     let status = res.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_ms = format_args!("{latency_ms:.2}"),
-            "request"
-        );
+        tracing::info!(status, latency_ms = format_args!("{latency_ms:.2}"), "request");
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
@@ -112,9 +105,6 @@ mod tests {
         assert_eq!(sane_request_id(&HeaderValue::from_static("a b")), None);
         assert_eq!(sane_request_id(&HeaderValue::from_static("")), None);
         let long = "a".repeat(129);
-        assert_eq!(
-            sane_request_id(&HeaderValue::from_str(&long).unwrap_or(ok)),
-            None
-        );
+        assert_eq!(sane_request_id(&HeaderValue::from_str(&long).unwrap_or(ok)), None);
     }
 }

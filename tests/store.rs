@@ -29,6 +29,7 @@ async fn open(db: &TestDb, pool: u32) -> Store {
         &DbOptions {
             max_connections: pool,
             connect_timeout_secs: 10,
+            ..DbOptions::default()
         },
     )
     .await
@@ -40,11 +41,7 @@ async fn with_tenant(backend: Backend) -> (TestDb, Store) {
     let store = open(&db, 5).await;
     store.migrate().await.unwrap();
     store
-        .add_tenant(
-            &tenant(),
-            &OrgId::parse(HOME).unwrap(),
-            &["700001".to_owned()],
-        )
+        .add_tenant(&tenant(), &OrgId::parse(HOME).unwrap(), &["700001".to_owned()])
         .await
         .unwrap();
     (db, store)
@@ -69,17 +66,10 @@ async fn tenants_are_registered_once_and_listed() {
             .add_tenant(&tenant(), &OrgId::parse(HOME).unwrap(), &[])
             .await
             .unwrap_err();
-        assert!(
-            matches!(err, StoreError::TenantExists),
-            "{backend:?}: {err:?}"
-        );
+        assert!(matches!(err, StoreError::TenantExists), "{backend:?}: {err:?}");
         let other = TenantId::parse("globex").unwrap();
         store
-            .add_tenant(
-                &other,
-                &OrgId::parse(ORG_C).unwrap(),
-                &["1".into(), "2".into()],
-            )
+            .add_tenant(&other, &OrgId::parse(ORG_C).unwrap(), &["1".into(), "2".into()])
             .await
             .unwrap();
         let all = store.list_tenants().await.unwrap();
@@ -102,18 +92,15 @@ async fn tenants_are_registered_once_and_listed() {
 async fn switch_creates_replaces_and_leaves_an_unchanged_org_alone() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
-        let SwitchOutcome::Created(first) = store.switch(&switch_to(ORG_A, None)).await.unwrap()
-        else {
+        let SwitchOutcome::Created(first) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
             panic!("{backend:?}: first switch creates")
         };
         assert_eq!(first.revision, 1);
-        let SwitchOutcome::Unchanged(same) = store.switch(&switch_to(ORG_A, None)).await.unwrap()
-        else {
+        let SwitchOutcome::Unchanged(same) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
             panic!("{backend:?}: same org is unchanged")
         };
         assert_eq!(same, first);
-        let SwitchOutcome::Replaced(second) = store.switch(&switch_to(ORG_B, None)).await.unwrap()
-        else {
+        let SwitchOutcome::Replaced(second) = store.switch(&switch_to(ORG_B, None)).await.unwrap() else {
             panic!("{backend:?}: other org replaces")
         };
         assert_eq!(
@@ -138,16 +125,10 @@ async fn switch_creates_replaces_and_leaves_an_unchanged_org_alone() {
 async fn stale_if_match_fails_and_leaves_everything_as_it_was() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
-        let err = store
-            .switch(&switch_to(ORG_A, Some(None)))
-            .await
-            .unwrap_err();
+        let err = store.switch(&switch_to(ORG_A, Some(None))).await.unwrap_err();
         assert!(matches!(err, StoreError::PreconditionFailed), "{backend:?}");
         store.switch(&switch_to(ORG_A, None)).await.unwrap();
-        let err = store
-            .switch(&switch_to(ORG_B, Some(Some(7))))
-            .await
-            .unwrap_err();
+        let err = store.switch(&switch_to(ORG_B, Some(Some(7)))).await.unwrap_err();
         assert!(matches!(err, StoreError::PreconditionFailed), "{backend:?}");
         let view = store.tenant_view(&tenant()).await.unwrap().unwrap();
         assert_eq!(
@@ -156,10 +137,7 @@ async fn stale_if_match_fails_and_leaves_everything_as_it_was() {
         );
         assert_eq!(view.active.unwrap().org_id.as_str(), ORG_A);
         assert!(matches!(
-            store
-                .switch(&switch_to(ORG_B, Some(Some(1))))
-                .await
-                .unwrap(),
+            store.switch(&switch_to(ORG_B, Some(Some(1)))).await.unwrap(),
             SwitchOutcome::Replaced(_)
         ));
     }
@@ -189,8 +167,7 @@ async fn disconnect_ends_the_connection_and_revisions_never_repeat() {
                 .active
                 .is_none()
         );
-        let SwitchOutcome::Created(again) = store.switch(&switch_to(ORG_A, None)).await.unwrap()
-        else {
+        let SwitchOutcome::Created(again) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
             panic!("{backend:?}: reconnecting creates")
         };
         assert_eq!(again.revision, 3, "{backend:?}");
@@ -234,25 +211,14 @@ async fn the_database_refuses_a_second_active_connection() {
         let (_db, store) = with_tenant(backend).await;
         store.switch(&switch_to(ORG_A, None)).await.unwrap();
         // Bypass the store, as a buggy writer or a manual fix-up would.
-        let truth = if backend == Backend::Sqlite {
-            "1"
-        } else {
-            "TRUE"
-        };
+        let truth = if backend == Backend::Sqlite { "1" } else { "TRUE" };
         let sql = format!(
             "INSERT INTO connection (tenant_id, org_id, org_name, connected_by, connected_at, revision, active) \
              VALUES ('acme-prod', '{ORG_B}', 'x', 'u@AdobeID', CURRENT_TIMESTAMP, 99, {truth})"
         );
-        let err = store
-            .connection()
-            .execute_unprepared(&sql)
-            .await
-            .unwrap_err();
+        let err = store.connection().execute_unprepared(&sql).await.unwrap_err();
         assert!(
-            matches!(
-                err.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ),
+            matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))),
             "{backend:?}: {err}"
         );
         // An inactive row for history is fine.
@@ -264,11 +230,7 @@ async fn the_database_refuses_a_second_active_connection() {
                 ", FALSE)"
             },
         );
-        store
-            .connection()
-            .execute_unprepared(&inactive)
-            .await
-            .unwrap();
+        store.connection().execute_unprepared(&inactive).await.unwrap();
     }
 }
 
@@ -286,24 +248,15 @@ async fn concurrent_switches_from_three_pools_leave_exactly_one_active_row() {
         let mut acknowledged = Vec::new();
         for joined in futures_util::future::join_all(calls).await {
             match joined.unwrap() {
-                Ok(SwitchOutcome::Created(r) | SwitchOutcome::Replaced(r)) => {
-                    acknowledged.push(r.revision)
-                }
+                Ok(SwitchOutcome::Created(r) | SwitchOutcome::Replaced(r)) => acknowledged.push(r.revision),
                 Ok(SwitchOutcome::Unchanged(_)) => {}
                 Err(e) => panic!("{backend:?}: switch failed: {e:?}"),
             }
         }
         let history = replicas[0].history(&tenant(), 1000, None).await.unwrap();
-        assert_eq!(
-            history.iter().filter(|r| r.active).count(),
-            1,
-            "{backend:?}"
-        );
+        assert_eq!(history.iter().filter(|r| r.active).count(), 1, "{backend:?}");
         let revisions: Vec<i64> = history.iter().map(|r| r.revision).collect();
-        assert!(
-            revisions.windows(2).all(|w| w[0] > w[1]),
-            "{backend:?}: ordered"
-        );
+        assert!(revisions.windows(2).all(|w| w[0] > w[1]), "{backend:?}: ordered");
         acknowledged.sort_unstable();
         let mut stored = revisions.clone();
         stored.sort_unstable();
@@ -311,5 +264,25 @@ async fn concurrent_switches_from_three_pools_leave_exactly_one_active_row() {
             acknowledged, stored,
             "{backend:?}: every acknowledged switch, and only those, in history"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_migrating_at_once_all_succeed() {
+    for backend in db::backends() {
+        let db = db::fresh(backend).await;
+        let stores = [open(&db, 3).await, open(&db, 3).await, open(&db, 3).await];
+        let runs = stores
+            .iter()
+            .cloned()
+            .map(|s| tokio::spawn(async move { s.migrate().await }));
+        for run in futures_util::future::join_all(runs).await {
+            run.unwrap()
+                .unwrap_or_else(|e| panic!("{backend:?}: concurrent migrate failed: {e:?}"));
+        }
+        stores[0]
+            .add_tenant(&tenant(), &OrgId::parse(HOME).unwrap(), &[])
+            .await
+            .unwrap();
     }
 }

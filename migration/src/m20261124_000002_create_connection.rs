@@ -45,28 +45,16 @@ impl MigrationTrait for Migration {
                             .auto_increment()
                             .primary_key(),
                     )
-                    .col(
-                        ColumnDef::new(Connection::TenantId)
-                            .string_len(128)
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Connection::TenantId).string_len(128).not_null())
                     .col(ColumnDef::new(Connection::OrgId).string_len(64).not_null())
                     .col(ColumnDef::new(Connection::OrgName).text().not_null())
-                    .col(
-                        ColumnDef::new(Connection::ConnectedBy)
-                            .string_len(255)
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Connection::ConnectedBy).string_len(255).not_null())
                     .col(
                         ColumnDef::new(Connection::ConnectedAt)
                             .timestamp_with_time_zone()
                             .not_null(),
                     )
-                    .col(
-                        ColumnDef::new(Connection::Revision)
-                            .big_integer()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Connection::Revision).big_integer().not_null())
                     .col(ColumnDef::new(Connection::Active).boolean().not_null())
                     .col(ColumnDef::new(Connection::EndedBy).string_len(255).null())
                     .col(

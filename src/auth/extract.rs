@@ -36,9 +36,7 @@ impl Caller {
             .next()
             .ok_or(ApiError::InvalidToken("a bearer token is required"))?;
         if values.next().is_some() {
-            return Err(ApiError::InvalidToken(
-                "only one Authorization header is allowed",
-            ));
+            return Err(ApiError::InvalidToken("only one Authorization header is allowed"));
         }
         let raw = value
             .to_str()
@@ -89,10 +87,7 @@ async fn member_of_home_org(
         .await?;
     Ok(orgs.iter().any(|o| {
         o.org_id == tenant.home_org
-            && (!admin
-                || o.group_idents
-                    .iter()
-                    .any(|g| tenant.admin_groups.contains(g)))
+            && (!admin || o.group_idents.iter().any(|g| tenant.admin_groups.contains(g)))
     }))
 }
 
@@ -122,11 +117,7 @@ impl FromRequest for TenantReader {
                 .ok_or(ApiError::UnknownTenant)?;
             let token = &caller.0;
             let cfg = &state.config;
-            if cfg
-                .integration_client_ids
-                .iter()
-                .any(|c| *c == token.client_id)
-            {
+            if cfg.integration_client_ids.iter().any(|c| *c == token.client_id) {
                 if !token.has_scope(&cfg.read_scope) {
                     return Err(ApiError::InsufficientScope(cfg.read_scope.clone()));
                 }
@@ -170,14 +161,10 @@ impl FromRequest for TenantAdmin {
             let tenant_id = tenant_from_path(&req)?;
             let token = &caller.0;
             let Some(user_id) = token.user_id.clone() else {
-                return Err(ApiError::Forbidden(
-                    "an administrator's user token is required",
-                ));
+                return Err(ApiError::Forbidden("an administrator's user token is required"));
             };
             if !token.has_scope(&state.config.admin_scope) {
-                return Err(ApiError::InsufficientScope(
-                    state.config.admin_scope.clone(),
-                ));
+                return Err(ApiError::InsufficientScope(state.config.admin_scope.clone()));
             }
             let tenant = state
                 .store

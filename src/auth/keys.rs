@@ -131,9 +131,7 @@ impl KeyStore {
     pub fn still_valid(&self, source: &KeySource) -> bool {
         match source {
             KeySource::Jwks(kid) => self.jwks.read().is_ok_and(|m| m.contains_key(&**kid)),
-            KeySource::Certificate(name) => {
-                self.certs.read().is_ok_and(|m| m.contains_key(&**name))
-            }
+            KeySource::Certificate(name) => self.certs.read().is_ok_and(|m| m.contains_key(&**name)),
         }
     }
 
@@ -159,9 +157,7 @@ impl KeyStore {
                 return Ok((key, KeySource::Jwks(Arc::from(kid))));
             }
         }
-        if let (Some(base), Some(name)) =
-            (self.cert_base.as_deref(), x5u.filter(|n| sane_cert_name(n)))
-        {
+        if let (Some(base), Some(name)) = (self.cert_base.as_deref(), x5u.filter(|n| sane_cert_name(n))) {
             let found = match self.cached_cert(name) {
                 Some(key) => Some(key),
                 None => match self.fetch_cert_if_due(base, name).await {
@@ -192,11 +188,7 @@ impl KeyStore {
         self.fetch_jwks().await.map(drop)
     }
 
-    async fn fetch_cert_if_due(
-        &self,
-        base: &str,
-        name: &str,
-    ) -> Result<Option<VerifyingKey>, ImsError> {
+    async fn fetch_cert_if_due(&self, base: &str, name: &str) -> Result<Option<VerifyingKey>, ImsError> {
         let mut last = self.last_cert_fetch.lock().await;
         if let Some(key) = self.cached_cert(name) {
             return Ok(Some(key));

@@ -27,8 +27,8 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// A verified token is reused for at most this long (and never past its expiry), so a repeated
 /// token does not pay for RSA again.
 pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
-/// At most this many verified tokens are kept (about 2 KiB each).
-pub const VERIFIED_CACHE_CAPACITY: u64 = 50_000;
+/// At most this many verified tokens are kept (about 2 KiB each: 20 MiB at the most).
+pub const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
 
 /// Why a token was refused. The message is sent to the caller: it never contains the token.
 #[derive(Debug, thiserror::Error)]
@@ -216,9 +216,7 @@ impl TokenVerifier {
             match e.kind() {
                 K::InvalidSignature => Invalid("token signature is invalid"),
                 K::InvalidAlgorithm => Invalid("token algorithm must be RS256"),
-                K::Json(_) | K::MissingRequiredClaim(_) => {
-                    Invalid("token claims are missing or malformed")
-                }
+                K::Json(_) | K::MissingRequiredClaim(_) => Invalid("token claims are missing or malformed"),
                 _ => Invalid("malformed token"),
             }
         })?;

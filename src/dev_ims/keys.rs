@@ -31,12 +31,9 @@ impl DevKey {
             .expect("RSA key generation (rcgen with aws-lc-rs)");
         let mut params = rcgen::CertificateParams::new(vec!["ims-dev.localhost".to_owned()])
             .expect("certificate parameters");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, kid);
+        params.distinguished_name.push(rcgen::DnType::CommonName, kid);
         let cert = params.self_signed(&pair).expect("self-signed certificate");
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(cert.der()).expect("own certificate parses");
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.der()).expect("own certificate parses");
         let (n, e) = match parsed.public_key().parsed() {
             Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
                 let strip = |b: &[u8]| {
@@ -52,8 +49,7 @@ impl DevKey {
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
             base64::engine::general_purpose::STANDARD.encode(spki)
         );
-        let encoding =
-            EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).expect("RSA PEM key");
+        let encoding = EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).expect("RSA PEM key");
         DevKey {
             kid,
             encoding,
@@ -68,9 +64,8 @@ impl DevKey {
     pub fn sign(&self, header: &Value, claims: &Value) -> String {
         let part = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap_or_default());
         let input = format!("{}.{}", part(header), part(claims));
-        let signature =
-            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, Algorithm::RS256)
-                .unwrap_or_default();
+        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, Algorithm::RS256)
+            .unwrap_or_default();
         format!("{input}.{signature}")
     }
 
@@ -94,7 +89,5 @@ pub fn key(kid: &str) -> &'static DevKey {
 
 /// The key whose certificate file is `name` (`<kid>.cer`).
 pub fn by_cert_name(name: &str) -> Option<&'static DevKey> {
-    keys()
-        .iter()
-        .find(|k| name.strip_suffix(".cer") == Some(k.kid))
+    keys().iter().find(|k| name.strip_suffix(".cer") == Some(k.kid))
 }

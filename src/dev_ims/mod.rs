@@ -169,11 +169,7 @@ impl DevIms {
         let server = server::build(listener, url.clone(), faults.clone())?;
         let handle = server.handle();
         tokio::spawn(server);
-        Ok(DevIms {
-            url,
-            handle,
-            faults,
-        })
+        Ok(DevIms { url, handle, faults })
     }
 
     /// Base URL, no trailing slash.
@@ -193,12 +189,9 @@ impl DevIms {
 
     /// A signed access token.
     pub fn mint(&self, spec: &TokenSpec) -> String {
-        let kid = if spec.use_cert_key {
-            CERT_KID
-        } else {
-            JWKS_KID
-        };
-        let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid, "x5u": format!("{kid}.cer"), "itt": "at"});
+        let kid = if spec.use_cert_key { CERT_KID } else { JWKS_KID };
+        let header =
+            json!({"alg": "RS256", "typ": "JWT", "kid": kid, "x5u": format!("{kid}.cer"), "itt": "at"});
         keys::key(kid).sign(&header, &spec.claims())
     }
 

@@ -17,19 +17,12 @@ struct Ims {
     faults: Arc<Faults>,
 }
 
-pub(super) fn build(
-    listener: TcpListener,
-    url: String,
-    faults: Arc<Faults>,
-) -> std::io::Result<Server> {
+pub(super) fn build(listener: TcpListener, url: String, faults: Arc<Faults>) -> std::io::Result<Server> {
     let state = web::Data::new(Ims { url, faults });
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .route(
-                "/ims/.well-known/openid-configuration",
-                web::get().to(discovery),
-            )
+            .route("/ims/.well-known/openid-configuration", web::get().to(discovery))
             .route("/ims/keys", web::get().to(jwks))
             .route("/ims/organizations/v6", web::get().to(organizations))
             .route("/ims/profile/v1", web::get().to(profile))
@@ -45,8 +38,8 @@ pub(super) fn build(
 }
 
 fn ims_error(status: u16, error: &str, description: &str) -> HttpResponse {
-    let code = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+    let code =
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
     let mut res = HttpResponse::build(code);
     if status == 429 {
         res.insert_header((header::RETRY_AFTER, "1"));
@@ -98,11 +91,7 @@ async fn jwks(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
     HttpResponse::Ok().json(json!({"keys": [keys::key(super::JWKS_KID).jwk()]}))
 }
 
-async fn certificate(
-    ims: web::Data<Ims>,
-    req: HttpRequest,
-    name: web::Path<String>,
-) -> HttpResponse {
+async fn certificate(ims: web::Data<Ims>, req: HttpRequest, name: web::Path<String>) -> HttpResponse {
     ims.faults.count(req.path());
     // A withdrawn key is withdrawn everywhere, its certificate included.
     let withdrawn = |k: &keys::DevKey| ims.faults.withhold_keys() && k.kid == super::JWKS_KID;
@@ -143,8 +132,7 @@ fn caller(req: &HttpRequest) -> Result<(String, Vec<String>), Box<HttpResponse>>
     if head.kid.as_deref() != Some(key.kid) {
         return Err(invalid("unknown key"));
     }
-    let decoding =
-        DecodingKey::from_rsa_components(&key.n, &key.e).map_err(|_| invalid("bad key"))?;
+    let decoding = DecodingKey::from_rsa_components(&key.n, &key.e).map_err(|_| invalid("bad key"))?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.required_spec_claims.clear();
     validation.validate_exp = false;
@@ -152,14 +140,8 @@ fn caller(req: &HttpRequest) -> Result<(String, Vec<String>), Box<HttpResponse>>
     let claims = jsonwebtoken::decode::<Claims>(raw, &decoding, &validation)
         .map_err(|_| invalid("signature or claims invalid"))?
         .claims;
-    let created: i64 = claims
-        .created_at
-        .parse()
-        .map_err(|_| invalid("bad created_at"))?;
-    let expires: i64 = claims
-        .expires_in
-        .parse()
-        .map_err(|_| invalid("bad expires_in"))?;
+    let created: i64 = claims.created_at.parse().map_err(|_| invalid("bad created_at"))?;
+    let expires: i64 = claims.expires_in.parse().map_err(|_| invalid("bad expires_in"))?;
     if claims.token_type != "access_token"
         || created.saturating_add(expires) < chrono::Utc::now().timestamp_millis()
     {
@@ -261,9 +243,7 @@ struct TokenRequest {
 }
 
 /// Development convenience: mints a token for any user of the world and any client.
-async fn token(
-    body: web::Either<web::Json<TokenRequest>, web::Form<TokenRequest>>,
-) -> HttpResponse {
+async fn token(body: web::Either<web::Json<TokenRequest>, web::Form<TokenRequest>>) -> HttpResponse {
     let req = body.into_inner();
     let scopes: Vec<&str> = req
         .scope
@@ -277,7 +257,6 @@ async fn token(
         &json!({"alg": "RS256", "typ": "JWT", "kid": super::JWKS_KID, "x5u": format!("{}.cer", super::JWKS_KID), "itt": "at"}),
         &spec.claims(),
     );
-    HttpResponse::Ok().json(
-        json!({"access_token": token, "token_type": "bearer", "expires_in": spec.expires_in_ms}),
-    )
+    HttpResponse::Ok()
+        .json(json!({"access_token": token, "token_type": "bearer", "expires_in": spec.expires_in_ms}))
 }

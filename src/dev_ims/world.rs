@@ -158,10 +158,7 @@ static USERS: &[DevUser] = &[
         email: "alice@acme.example",
         account_type: "type1",
         role: "personal Adobe ID, same email as Alice's federated ID; administrator; no Creative Cloud entitlement",
-        memberships: &[
-            (ACME_HOME_ORG, &[ACME_ADMIN_GROUP]),
-            (ACME_CREATIVE_ORG, &[]),
-        ],
+        memberships: &[(ACME_HOME_ORG, &[ACME_ADMIN_GROUP]), (ACME_CREATIVE_ORG, &[])],
         entitlements: &[],
         free_cc_service_account: true,
     },
@@ -171,10 +168,7 @@ static USERS: &[DevUser] = &[
         email: "bob@acme.example",
         account_type: "type3",
         role: "member of the tenant's org, not an administrator",
-        memberships: &[
-            (ACME_HOME_ORG, &[ACME_USERS_GROUP]),
-            (ACME_CREATIVE_ORG, &[]),
-        ],
+        memberships: &[(ACME_HOME_ORG, &[ACME_USERS_GROUP]), (ACME_CREATIVE_ORG, &[])],
         entitlements: &[cc(ACME_CREATIVE_ORG)],
         free_cc_service_account: false,
     },
@@ -194,10 +188,7 @@ static USERS: &[DevUser] = &[
         email: "carol@acme.example",
         account_type: "type3",
         role: "administrator whose Creative Cloud entitlement expired",
-        memberships: &[
-            (ACME_HOME_ORG, &[ACME_ADMIN_GROUP]),
-            (ACME_CREATIVE_ORG, &[]),
-        ],
+        memberships: &[(ACME_HOME_ORG, &[ACME_ADMIN_GROUP]), (ACME_CREATIVE_ORG, &[])],
         entitlements: &[DevEntitlement {
             service_code: "creative_cloud",
             org: ACME_CREATIVE_ORG,
@@ -211,10 +202,7 @@ static USERS: &[DevUser] = &[
         email: "dave@acme.example",
         account_type: "type3",
         role: "administrator entitled to another service only",
-        memberships: &[
-            (ACME_HOME_ORG, &[ACME_ADMIN_GROUP]),
-            (ACME_CREATIVE_ORG, &[]),
-        ],
+        memberships: &[(ACME_HOME_ORG, &[ACME_ADMIN_GROUP]), (ACME_CREATIVE_ORG, &[])],
         entitlements: &[DevEntitlement {
             service_code: "dma_aem_cloud",
             org: ACME_CREATIVE_ORG,

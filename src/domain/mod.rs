@@ -67,9 +67,7 @@ impl OrgId {
             return Err(bad("must end with @AdobeOrg"));
         };
         if ident.len() != 24 || !ident.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad(
-                "must be 24 hexadecimal characters followed by @AdobeOrg",
-            ));
+            return Err(bad("must be 24 hexadecimal characters followed by @AdobeOrg"));
         }
         Ok(Self(raw.to_owned()))
     }

@@ -245,8 +245,8 @@ impl ImsClient {
     pub async fn keys(&self) -> Result<Vec<Jwk>, ImsError> {
         let url = format!("{}/ims/keys", self.base);
         let body = self.get_bytes(&url, None).await?;
-        let set: JwkSet = serde_json::from_slice(&body)
-            .map_err(|e| ImsError::BadResponse(format!("keys: {e}")))?;
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| ImsError::BadResponse(format!("keys: {e}")))?;
         Ok(set.keys)
     }
 
@@ -285,8 +285,8 @@ impl ImsClient {
         let fetch = async {
             let url = format!("{}/ims/profile/v1", self.base);
             let body = self.get_bytes(&url, Some(token)).await?;
-            let raw: RawProfile = serde_json::from_slice(&body)
-                .map_err(|e| ImsError::BadResponse(format!("profile: {e}")))?;
+            let raw: RawProfile =
+                serde_json::from_slice(&body).map_err(|e| ImsError::BadResponse(format!("profile: {e}")))?;
             let profile = ImsProfile {
                 user_id: raw.user_id,
                 product_contexts: raw.projected.into_iter().map(|p| p.prod_ctx).collect(),
@@ -364,10 +364,7 @@ impl ImsClient {
                 )));
             }
         }
-        if res
-            .content_length()
-            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-        {
+        if res.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(ImsError::BadResponse("body too large".to_owned()));
         }
         let body = res
@@ -434,8 +431,5 @@ fn parse_orgs(raw: Vec<RawOrg>) -> Vec<ImsOrg> {
 /// Whether `user` (by the profile IMS returned for the token) is who the token says; a mismatch
 /// means IMS and the token disagree, which the service treats as a rejected token.
 pub fn profile_matches(profile: &ImsProfile, user: &UserId) -> bool {
-    profile
-        .user_id
-        .as_deref()
-        .is_none_or(|id| id == user.as_str())
+    profile.user_id.as_deref().is_none_or(|id| id == user.as_str())
 }

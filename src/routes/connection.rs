@@ -116,10 +116,7 @@ fn etag(revision: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-fn with_connection(
-    mut res: actix_web::HttpResponseBuilder,
-    rec: &ConnectionRecord,
-) -> HttpResponse {
+fn with_connection(mut res: actix_web::HttpResponseBuilder, rec: &ConnectionRecord) -> HttpResponse {
     res.insert_header((header::ETAG, etag(rec.revision)))
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
         .json(Connection::from(rec))
@@ -200,10 +197,7 @@ fn if_match(req: &HttpRequest) -> Result<Option<Option<i64>>, ApiError> {
     security(("bearer" = [])),
 )]
 #[get("/tenants/{tenant_id}/creative-cloud-connection")]
-pub async fn get_connection(
-    reader: TenantReader,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get_connection(reader: TenantReader, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let active = reader.view.active.as_ref().ok_or(ApiError::NoConnection)?;
     let not_modified = match parse_etags(req.headers(), header::IF_NONE_MATCH, true)? {
         Some(EtagSet::Any) => true,
@@ -251,9 +245,7 @@ pub async fn put_connection(
     let token = &admin.caller.0;
     // As IMS says now: both lookups bypass the cache, and run at once.
     let (orgs, profile) = tokio::join!(
-        state
-            .ims
-            .organizations(&token.bearer, token.remaining(), true),
+        state.ims.organizations(&token.bearer, token.remaining(), true),
         state.ims.profile(&token.bearer, token.remaining(), true),
     );
     let orgs = orgs?;
@@ -317,12 +309,7 @@ pub async fn delete_connection(
     let precondition = if_match(&req)?;
     let ended = state
         .store
-        .disconnect(
-            &admin.tenant.tenant_id,
-            &admin.user_id,
-            Utc::now(),
-            precondition,
-        )
+        .disconnect(&admin.tenant.tenant_id, &admin.user_id, Utc::now(), precondition)
         .await?;
     tracing::info!(org_id = %ended.org_id, revision = ended.revision, "tenant disconnected");
     Ok(HttpResponse::NoContent().finish())
@@ -404,13 +391,9 @@ mod tests {
     #[test]
     fn entity_tags_parse_strong_weak_and_star() {
         let inm = |v| {
-            parse_etags(
-                &headers(header::IF_NONE_MATCH, v),
-                header::IF_NONE_MATCH,
-                true,
-            )
-            .ok()
-            .flatten()
+            parse_etags(&headers(header::IF_NONE_MATCH, v), header::IF_NONE_MATCH, true)
+                .ok()
+                .flatten()
         };
         assert_eq!(inm("\"7\""), Some(EtagSet::Tags(vec![7])));
         assert_eq!(inm("W/\"7\", \"8\""), Some(EtagSet::Tags(vec![7, 8])));

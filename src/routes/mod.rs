@@ -31,10 +31,7 @@ const ROUTES: &[(&str, &str)] = &[
         "/tenants/{tenant_id}/creative-cloud-connection",
         "GET, PUT, DELETE",
     ),
-    (
-        "/tenants/{tenant_id}/creative-cloud-connection/history",
-        "GET",
-    ),
+    ("/tenants/{tenant_id}/creative-cloud-connection/history", "GET"),
     ("/users/{user_id}/orgs", "GET"),
     ("/healthz", "GET"),
     ("/readyz", "GET"),
@@ -70,10 +67,7 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
             (412, &["precondition-failed"]),
             (413, &["payload-too-large"]),
             (415, &["unsupported-media-type"]),
-            (
-                422,
-                &["org-not-accessible", "no-creative-cloud-entitlement"],
-            ),
+            (422, &["org-not-accessible", "no-creative-cloud-entitlement"]),
             (500, &["internal"]),
             (502, &["ims-error"]),
             (503, &["ims-unavailable", "database-unavailable"]),
@@ -141,12 +135,11 @@ pub fn json_config() -> web::JsonConfig {
         .content_type(|mime| mime.type_() == "application" && mime.subtype() == "json")
         .error_handler(|err, _req| {
             match err {
-                JsonPayloadError::OverflowKnownLength { .. }
-                | JsonPayloadError::Overflow { .. } => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
-                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-                JsonPayloadError::Deserialize(e) => {
-                    ApiError::invalid(format!("invalid JSON body: {e}"))
+                JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+                    ApiError::PayloadTooLarge(MAX_BODY_BYTES)
                 }
+                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+                JsonPayloadError::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
                 other => ApiError::invalid(format!("invalid request body: {other}")),
             }
             .into()

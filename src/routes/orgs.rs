@@ -48,15 +48,10 @@ pub struct UserOrgs {
     security(("bearer" = [])),
 )]
 #[get("/users/{user_id}/orgs")]
-pub async fn get_user_orgs(
-    user: UserCaller,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get_user_orgs(user: UserCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let token = &user.caller.0;
     let (orgs, profile) = tokio::join!(
-        state
-            .ims
-            .organizations(&token.bearer, token.remaining(), false),
+        state.ims.organizations(&token.bearer, token.remaining(), false),
         state.ims.profile(&token.bearer, token.remaining(), false),
     );
     let (orgs, profile) = (orgs?, profile?);

@@ -10,8 +10,8 @@ use sea_orm::{
 
 use super::tenant::corrupt;
 use super::{
-    ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantRecord,
-    TenantView, classify,
+    ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantRecord, TenantView,
+    classify,
 };
 use crate::domain::{OrgId, TenantId, UserId};
 use crate::entity::connection;
@@ -131,9 +131,7 @@ impl Store {
                     .map_err(StoreError::Database)?,
             )
             .map_err(|_| corrupt("admin groups"))?,
-            revision: row
-                .try_get("", "t_revision")
-                .map_err(StoreError::Database)?,
+            revision: row.try_get("", "t_revision").map_err(StoreError::Database)?,
         };
         let has_connection = row
             .try_get::<Option<String>>("", "c_org_id")
@@ -165,9 +163,7 @@ impl Store {
             txn.rollback().await.map_err(classify)?;
             return Err(StoreError::UnknownTenant);
         };
-        let revision: i64 = bumped
-            .try_get("", "revision")
-            .map_err(StoreError::Database)?;
+        let revision: i64 = bumped.try_get("", "revision").map_err(StoreError::Database)?;
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connection WHERE tenant_id = $1 AND {}",
             is_active(backend, "")
@@ -219,15 +215,7 @@ impl Store {
         // PostgreSQL keeps microseconds: answer with what a later read returns.
         let at = req.at.trunc_subsecs(6);
         if active.is_some() {
-            end_active(
-                &txn,
-                backend,
-                &req.tenant_id,
-                &req.by,
-                at,
-                EndReason::Replaced,
-            )
-            .await?;
+            end_active(&txn, backend, &req.tenant_id, &req.by, at, EndReason::Replaced).await?;
         }
         let new = ConnectionRecord {
             tenant_id: req.tenant_id.clone(),

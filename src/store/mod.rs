@@ -137,6 +137,19 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// Time to wait for a connection, in seconds.
     pub connect_timeout_secs: u64,
+    /// PostgreSQL `statement_timeout`, in milliseconds (0: none). A statement that runs longer is
+    /// cancelled and the request answers 503 `database-unavailable`.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout_secs: 3,
+            statement_timeout_ms: 5_000,
+        }
+    }
 }
 
 /// The store: a handle to the database, cheap to clone.
@@ -168,9 +181,7 @@ pub(crate) fn classify(e: DbErr) -> StoreError {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             match code.as_str() {
                 // PostgreSQL: serialization failure, deadlock. SQLite: busy, locked (and extended).
-                "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => {
-                    StoreError::ConcurrentSwitch
-                }
+                "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => StoreError::ConcurrentSwitch,
                 // PostgreSQL: shutdown, crash, cannot connect now, too many connections, statement
                 // timeout, and the connection exception class.
                 "57P01" | "57P02" | "57P03" | "53300" | "57014" => StoreError::Unavailable(e),

@@ -5,8 +5,8 @@ use std::time::Duration;
 use chrono::Utc;
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
-    QueryOrder, Set,
+    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder,
+    Set,
 };
 
 use super::{Store, StoreError, TenantRecord, classify};
@@ -16,21 +16,32 @@ use crate::entity::tenant;
 impl Store {
     /// Opens a pool on `url` (`sqlite:` or `postgres:`).
     pub async fn connect(url: &str, opts: &super::DbOptions) -> Result<Store, StoreError> {
+        let sqlite = url.starts_with("sqlite:");
+        // SQLite has one writer at a time: more than a few connections only cost memory.
+        let max = if sqlite {
+            opts.max_connections.min(4)
+        } else {
+            opts.max_connections
+        };
+        let statement_timeout = opts.statement_timeout_ms.to_string();
         let mut options = ConnectOptions::new(url.to_owned());
         options
-            .max_connections(opts.max_connections)
+            .max_connections(max)
             .min_connections(1)
             .connect_timeout(Duration::from_secs(opts.connect_timeout_secs))
             .acquire_timeout(Duration::from_secs(opts.connect_timeout_secs))
             .sqlx_logging(false)
             // WAL lets readers go on while a switch writes; the busy timeout makes concurrent
-            // writers wait for each other instead of failing.
+            // writers wait for each other instead of failing; a 1 MiB page cache per connection
+            // keeps memory small (the hot query reads two index pages).
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
                     .create_if_missing(true)
-            });
+                    .pragma("cache_size", "-1024")
+            })
+            .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", statement_timeout.as_str())]));
         let db = Database::connect(options).await.map_err(classify)?;
         Ok(Store { db })
     }
@@ -45,12 +56,33 @@ impl Store {
         &self.db
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. On PostgreSQL an advisory lock is held meanwhile, so replicas
+    /// starting at once migrate one after the other (the later ones find nothing to do).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         use migration::MigratorTrait;
-        migration::Migrator::up(&self.db, None)
+        use sea_orm::TransactionTrait;
+        if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            // SQLite runs migrations outside transactions and has no advisory locks: a process
+            // that loses the race to another one (its CREATE finds the table made) tries again
+            // once the winner has recorded the migration, and then finds nothing to do.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match migration::Migrator::up(&self.db, None).await {
+                    Ok(()) => return Ok(()),
+                    Err(_) if attempt < 10 => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => return Err(classify(e)),
+                }
+            }
+        }
+        // A transaction-level lock, released by commit or by the connection dying.
+        let lock = self.db.begin().await.map_err(classify)?;
+        lock.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             .await
-            .map_err(classify)
+            .map_err(classify)?;
+        let result = migration::Migrator::up(&self.db, None).await.map_err(classify);
+        lock.commit().await.map_err(classify)?;
+        result
     }
 
     /// Checks that the database answers.
@@ -80,12 +112,7 @@ impl Store {
         };
         match model.insert(&self.db).await {
             Ok(m) => to_record(m),
-            Err(e)
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
+            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
                 Err(StoreError::TenantExists)
             }
             Err(e) => Err(classify(e)),
@@ -112,11 +139,12 @@ impl Store {
     }
 }
 
+/// The advisory lock key of migrations ("cc-conn" in ASCII).
+const MIGRATION_LOCK: i64 = 0x63_632d_636f_6e6e;
+
 /// A stored row that does not parse back is corruption, reported as a database error.
 pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Database(sea_orm::DbErr::Custom(format!(
-        "stored {what} is malformed"
-    )))
+    StoreError::Database(sea_orm::DbErr::Custom(format!("stored {what} is malformed")))
 }
 
 pub(super) fn to_record(m: tenant::Model) -> Result<TenantRecord, StoreError> {

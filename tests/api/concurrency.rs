@@ -36,10 +36,7 @@ async fn concurrent_switches_from_three_replicas_leave_one_active_connection() {
         let entries = history["entries"].as_array().unwrap();
         let active = entries.iter().filter(|e| e["active"] == true).count();
         assert_eq!(active, 1, "{backend:?}: exactly one active connection");
-        let revisions: Vec<i64> = entries
-            .iter()
-            .map(|e| e["revision"].as_i64().unwrap())
-            .collect();
+        let revisions: Vec<i64> = entries.iter().map(|e| e["revision"].as_i64().unwrap()).collect();
         assert!(
             revisions.windows(2).all(|w| w[0] > w[1]),
             "{backend:?}: history strictly ordered"

@@ -113,10 +113,7 @@ async fn an_integration_without_the_read_scope_gets_403_insufficient_scope() {
             .ims
             .mint(&TokenSpec::service(world::INTEGRATION_CLIENT, &["openid"]));
         let res = app.get_connection(&token).await;
-        let www = res.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let www = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
         assert!(
             www.contains("insufficient_scope") && www.contains(world::READ_SCOPE),
             "{www}"
@@ -172,13 +169,7 @@ async fn switching_to_the_active_org_again_changes_nothing() {
         let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["etag"], "\"1\"");
-        assert_eq!(
-            app.history_json().await["entries"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(app.history_json().await["entries"].as_array().unwrap().len(), 1);
     });
 }
 
@@ -187,9 +178,7 @@ async fn personal_adobe_id_with_the_same_email_is_not_entitled_422() {
     each_backend!(|app| {
         // Same email as the federated admin, who is entitled; this account is not: users are ids.
         let personal = app.user_token(world::ALICE_PERSONAL, true);
-        let res = app
-            .put_connection(&personal, world::ACME_CREATIVE_ORG)
-            .await;
+        let res = app.put_connection(&personal, world::ACME_CREATIVE_ORG).await;
         assert_problem(res, 422, "no-creative-cloud-entitlement").await;
         assert_problem(
             app.get_connection(&app.integration_token()).await,
@@ -210,9 +199,7 @@ async fn personal_adobe_id_with_the_same_email_is_not_entitled_422() {
 #[tokio::test]
 async fn an_org_the_admin_cannot_see_is_refused_422_org_not_accessible() {
     each_backend!(|app| {
-        let res = app
-            .put_connection(&app.admin_token(), world::OTHER_ORG)
-            .await;
+        let res = app.put_connection(&app.admin_token(), world::OTHER_ORG).await;
         assert_problem(res, 422, "org-not-accessible").await;
     });
 }
@@ -221,9 +208,7 @@ async fn an_org_the_admin_cannot_see_is_refused_422_org_not_accessible() {
 async fn entitlements_must_be_active_creative_cloud_in_that_org() {
     each_backend!(|app| {
         // Access without Creative Cloud.
-        let res = app
-            .put_connection(&app.admin_token(), world::NO_CC_ORG)
-            .await;
+        let res = app.put_connection(&app.admin_token(), world::NO_CC_ORG).await;
         assert_problem(res, 422, "no-creative-cloud-entitlement").await;
         // A Creative Cloud entitlement that is not ACTIVE.
         let res = app
@@ -283,10 +268,7 @@ async fn switching_without_the_admin_scope_returns_403_insufficient_scope() {
     each_backend!(|app| {
         let alice = app.user_token(world::ALICE_FEDERATED, false);
         let res = app.put_connection(&alice, world::ACME_CREATIVE_ORG).await;
-        let www = res.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let www = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
         assert!(
             www.contains(r#"error="insufficient_scope""#) && www.contains(world::ADMIN_SCOPE),
             "{www}"
@@ -440,30 +422,10 @@ async fn history_pages_newest_first_with_a_cursor() {
             .collect();
         assert_eq!(revisions, [1]);
         assert!(second["next_cursor"].is_null());
-        assert_problem(
-            app.history(&admin, "?limit=0").await,
-            400,
-            "invalid-request",
-        )
-        .await;
-        assert_problem(
-            app.history(&admin, "?limit=101").await,
-            400,
-            "invalid-request",
-        )
-        .await;
-        assert_problem(
-            app.history(&admin, "?cursor=abc").await,
-            400,
-            "invalid-request",
-        )
-        .await;
-        assert_problem(
-            app.history(&admin, "?bogus=1").await,
-            400,
-            "invalid-request",
-        )
-        .await;
+        assert_problem(app.history(&admin, "?limit=0").await, 400, "invalid-request").await;
+        assert_problem(app.history(&admin, "?limit=101").await, 400, "invalid-request").await;
+        assert_problem(app.history(&admin, "?cursor=abc").await, 400, "invalid-request").await;
+        assert_problem(app.history(&admin, "?bogus=1").await, 400, "invalid-request").await;
         // Members read the connection, not its history.
         let bob = app.user_token(world::BOB_MEMBER, false);
         assert_problem(app.history(&bob, "").await, 403, "insufficient-scope").await;

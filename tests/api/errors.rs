@@ -6,11 +6,7 @@ use reqwest::Method;
 use crate::common::db::Backend;
 use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app};
 
-async fn put_raw(
-    app: &TestApp,
-    body: impl Into<reqwest::Body>,
-    content_type: &str,
-) -> reqwest::Response {
+async fn put_raw(app: &TestApp, body: impl Into<reqwest::Body>, content_type: &str) -> reqwest::Response {
     app.request(
         Method::PUT,
         &TestApp::connection_path(TENANT),
@@ -95,11 +91,7 @@ async fn invalid_tenant_ids_get_400() {
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
     let app = spawn_app(Backend::Sqlite).await;
-    let res = app
-        .request(Method::GET, "/nope", None)
-        .send()
-        .await
-        .unwrap();
+    let res = app.request(Method::GET, "/nope", None).send().await.unwrap();
     assert_problem(res, 404, "not-found").await;
     let res = app
         .request(Method::POST, &TestApp::connection_path(TENANT), None)

@@ -87,9 +87,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
 /// Another replica on the same database and IMS (for the concurrency tests).
 pub async fn spawn_replica(of: &TestApp) -> TestApp {
     let config = of.config.clone();
-    let app = Application::build(config.clone())
-        .await
-        .expect("replica builds");
+    let app = Application::build(config.clone()).await.expect("replica builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
@@ -115,11 +113,7 @@ fn init_test_log() {
 impl TestApp {
     async fn wait_ready(&self) {
         for _ in 0..100 {
-            let res = self
-                .client
-                .get(format!("{}/readyz", self.address))
-                .send()
-                .await;
+            let res = self.client.get(format!("{}/readyz", self.address)).send().await;
             if res.is_ok_and(|r| r.status() == 200) {
                 return;
             }
@@ -150,8 +144,7 @@ impl TestApp {
         if admin {
             scopes.push(world::ADMIN_SCOPE);
         }
-        self.ims
-            .mint(&TokenSpec::user(user, world::UI_CLIENT, &scopes))
+        self.ims.mint(&TokenSpec::user(user, world::UI_CLIENT, &scopes))
     }
 
     pub fn admin_token(&self) -> String {

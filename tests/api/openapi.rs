@@ -8,9 +8,8 @@ use crate::common::db::Backend;
 use crate::helpers::spawn_app;
 
 fn committed() -> Value {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
-            .expect("openapi/openapi.json is committed");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+        .expect("openapi/openapi.json is committed");
     serde_json::from_str(&text).expect("openapi/openapi.json is JSON")
 }
 
@@ -36,12 +35,7 @@ async fn the_service_serves_the_committed_document_and_swagger_ui() {
         .await
         .unwrap();
     assert_eq!(served, committed());
-    let res = app
-        .client
-        .get(app.url("/swagger-ui/"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/swagger-ui/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("swagger"));
 }
@@ -49,10 +43,7 @@ async fn the_service_serves_the_committed_document_and_swagger_ui() {
 #[test]
 fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
     let doc = committed();
-    assert_eq!(
-        doc["components"]["securitySchemes"]["bearer"]["scheme"],
-        "bearer"
-    );
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let paths = doc["paths"].as_object().unwrap();
     let expected: BTreeSet<&str> = [
         "/tenants/{tenant_id}/creative-cloud-connection",
@@ -77,19 +68,12 @@ fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
                         .as_object()
                         .unwrap_or_else(|| panic!("{method} {path} {status}"));
                     for example in examples.values() {
-                        assert_eq!(
-                            example["value"]["status"].to_string(),
-                            *status,
-                            "{method} {path}"
-                        );
+                        assert_eq!(example["value"]["status"].to_string(), *status, "{method} {path}");
                     }
                 }
             }
             if !path.ends_with("z") {
-                assert!(
-                    responses.contains_key("401"),
-                    "{method} {path} documents 401"
-                );
+                assert!(responses.contains_key("401"), "{method} {path} documents 401");
                 assert!(op["security"].is_array(), "{method} {path} needs bearer");
             }
         }

@@ -8,11 +8,7 @@ use crate::common::db::Backend;
 use crate::helpers::{assert_problem, spawn_app};
 
 fn entitled(body: &Value, org: &str) -> Option<bool> {
-    body["orgs"]
-        .as_array()?
-        .iter()
-        .find(|o| o["org_id"] == org)?["creative_cloud_entitled"]
-        .as_bool()
+    body["orgs"].as_array()?.iter().find(|o| o["org_id"] == org)?["creative_cloud_entitled"].as_bool()
 }
 
 #[tokio::test]
@@ -107,17 +103,11 @@ async fn repeated_listings_are_served_from_one_ims_lookup() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.admin_token();
     let before = app.ims.faults().requests("/ims/organizations/v6");
-    let calls = (0..10).map(|_| {
-        app.request(Method::GET, "/users/me/orgs", Some(&token))
-            .send()
-    });
+    let calls = (0..10).map(|_| app.request(Method::GET, "/users/me/orgs", Some(&token)).send());
     for res in futures_util::future::join_all(calls).await {
         assert_eq!(res.unwrap().status(), 200);
     }
-    assert_eq!(
-        app.ims.faults().requests("/ims/organizations/v6") - before,
-        1
-    );
+    assert_eq!(app.ims.faults().requests("/ims/organizations/v6") - before, 1);
 }
 
 #[tokio::test]

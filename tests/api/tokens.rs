@@ -27,9 +27,7 @@ fn now_ms() -> i64 {
 async fn expect_invalid(app: &TestApp, token: &str) {
     let res = app.get_connection(token).await;
     assert_eq!(
-        res.headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap()),
+        res.headers().get("www-authenticate").map(|v| v.to_str().unwrap()),
         Some(r#"Bearer error="invalid_token""#)
     );
     assert_problem(res, 401, "invalid-token").await;
@@ -106,18 +104,12 @@ async fn alg_none_and_hs256_and_other_algorithms_are_refused() {
     let hs_header = json!({"alg": "HS256", "typ": "JWT", "kid": "dev-key-at-1"});
     let signing_input = format!("{}.{}", b64(&hs_header), b64(&c));
     let key = jsonwebtoken::EncodingKey::from_secret(app.ims.public_key_pem().as_bytes());
-    let sig = jsonwebtoken::crypto::sign(
-        signing_input.as_bytes(),
-        &key,
-        jsonwebtoken::Algorithm::HS256,
-    )
-    .unwrap();
+    let sig =
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
     expect_invalid(&app, &format!("{signing_input}.{sig}")).await;
     // RS512 header over an RS256 signature, and PS256.
     for alg in ["RS512", "PS256", "ES256"] {
-        let t = app
-            .ims
-            .sign_raw(&json!({"alg": alg, "kid": "dev-key-at-1"}), &c);
+        let t = app.ims.sign_raw(&json!({"alg": alg, "kid": "dev-key-at-1"}), &c);
         expect_invalid(&app, &t).await;
     }
 }
@@ -127,8 +119,7 @@ async fn tampered_payload_and_stripped_signature_are_refused() {
     let app = connected_app().await;
     let token = app.integration_token();
     let parts: Vec<&str> = token.split('.').collect();
-    let mut payload: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     payload["client_id"] = json!(world::LIBRARIES_CLIENT);
     let forged = format!(
         "{}.{}.{}",
@@ -208,11 +199,7 @@ async fn unknown_or_hostile_kids_are_refused() {
     let app = connected_app().await;
     let c = claims(json!(now_ms().to_string()), json!("86400000"));
     for kid in ["no-such-key", "../../etc/passwd", &"k".repeat(10_000)] {
-        expect_invalid(
-            &app,
-            &app.ims.sign_raw(&json!({"alg": "RS256", "kid": kid}), &c),
-        )
-        .await;
+        expect_invalid(&app, &app.ims.sign_raw(&json!({"alg": "RS256", "kid": kid}), &c)).await;
     }
 }
 
@@ -229,7 +216,8 @@ async fn a_certificate_key_is_used_from_the_configured_base_only() {
 
     // An x5u naming a URL is never fetched.
     let c = claims(json!(now_ms().to_string()), json!("86400000"));
-    let evil = json!({"alg": "RS256", "kid": "other", "x5u": format!("{}/keys/dev-key-cert-1.cer", app.ims.url())});
+    let evil =
+        json!({"alg": "RS256", "kid": "other", "x5u": format!("{}/keys/dev-key-cert-1.cer", app.ims.url())});
     expect_invalid(&app, &app.ims.sign_raw_with_cert_key(&evil, &c)).await;
     let jku = json!({"alg": "RS256", "kid": "other", "jku": format!("{}/ims/keys", app.ims.url())});
     expect_invalid(&app, &app.ims.sign_raw_with_cert_key(&jku, &c)).await;
