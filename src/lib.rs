@@ -13,6 +13,7 @@ pub mod domain;
 pub mod entity;
 pub mod error;
 pub mod ims;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

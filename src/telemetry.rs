@@ -84,7 +84,16 @@ pub async fn request_context(
     let route = res.request().match_pattern().unwrap_or_else(|| "-".to_owned());
     span.record("route", route.as_str());
     let status = res.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let latency_ms = elapsed * 1000.0;
+    let m = crate::metrics::metrics();
+    let method = res.request().method().as_str().to_owned();
+    m.http_requests
+        .with_label_values(&[method.as_str(), route.as_str(), status.to_string().as_str()])
+        .inc();
+    m.http_latency
+        .with_label_values(&[method.as_str(), route.as_str()])
+        .observe(elapsed);
     span.in_scope(|| {
         tracing::info!(status, latency_ms = format_args!("{latency_ms:.2}"), "request");
     });

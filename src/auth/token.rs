@@ -176,12 +176,15 @@ impl TokenVerifier {
             return Err(TokenError::Invalid("token too large"));
         }
         let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+        let lookups = &crate::metrics::metrics().token_cache;
         if let Some(hit) = self.verified.get(&digest) {
             if now_ms() <= hit.token.expires_at_ms + LEEWAY_MS && self.keys.still_valid(&hit.key) {
+                lookups.with_label_values(&["hit"]).inc();
                 return Ok(hit.token.clone());
             }
             self.verified.invalidate(&digest);
         }
+        lookups.with_label_values(&["miss"]).inc();
         let (token, key) = self.verify_uncached(raw).await?;
         let token = Arc::new(token);
         self.verified.insert(

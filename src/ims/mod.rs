@@ -320,6 +320,26 @@ impl ImsClient {
 
     async fn get_once(&self, url: &str, token: Option<&BearerToken>) -> Result<Vec<u8>, ImsError> {
         let started = Instant::now();
+        let result = self.get_once_unmeasured(url, token).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ImsError::Rejected) => "rejected",
+            Err(ImsError::Unavailable { .. }) => "unavailable",
+            Err(ImsError::BadResponse(_)) => "bad_response",
+        };
+        let endpoint = url
+            .strip_prefix(&*self.base)
+            .filter(|p| p.starts_with("/ims/"))
+            .unwrap_or("/keys/*");
+        crate::metrics::metrics()
+            .ims_calls
+            .with_label_values(&[endpoint, outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn get_once_unmeasured(&self, url: &str, token: Option<&BearerToken>) -> Result<Vec<u8>, ImsError> {
+        let started = Instant::now();
         let mut req = self.http.get(url);
         if let Some(t) = token {
             req = req.bearer_auth(t.expose());

@@ -273,6 +273,15 @@ pub async fn put_connection(
             if_match: precondition,
         })
         .await?;
+    let outcome_label = match &outcome {
+        SwitchOutcome::Created(_) => "created",
+        SwitchOutcome::Replaced(_) => "replaced",
+        SwitchOutcome::Unchanged(_) => "unchanged",
+    };
+    crate::metrics::metrics()
+        .switches
+        .with_label_values(&[outcome_label])
+        .inc();
     Ok(match &outcome {
         SwitchOutcome::Created(rec) => {
             tracing::info!(org_id = %rec.org_id, revision = rec.revision, "tenant connected");
@@ -312,6 +321,10 @@ pub async fn delete_connection(
         .disconnect(&admin.tenant.tenant_id, &admin.user_id, Utc::now(), precondition)
         .await?;
     tracing::info!(org_id = %ended.org_id, revision = ended.revision, "tenant disconnected");
+    crate::metrics::metrics()
+        .switches
+        .with_label_values(&["disconnected"])
+        .inc();
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -22,7 +22,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(connection::get_history)
         .service(orgs::get_user_orgs)
         .service(health::healthz)
-        .service(health::readyz);
+        .service(health::readyz)
+        .service(health::metrics);
 }
 
 /// Each route's path and the methods it answers, for `405` with `Allow` (actix alone answers 404).
@@ -35,6 +36,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/users/{user_id}/orgs", "GET"),
     ("/healthz", "GET"),
     ("/readyz", "GET"),
+    ("/metrics", "GET"),
     ("/openapi.json", "GET"),
 ];
 

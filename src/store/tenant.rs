@@ -46,6 +46,21 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Connections in the pool, and how many of them are idle.
+    pub fn pool_size(&self) -> (u32, u32) {
+        match self.db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX))
+            }
+            sea_orm::DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX))
+            }
+            _ => (0, 0),
+        }
+    }
+
     /// Wraps an open connection.
     pub fn from_connection(db: DatabaseConnection) -> Store {
         Store { db }

@@ -142,3 +142,52 @@ async fn probes_answer_without_a_token() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ready");
 }
+
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_with_requests_switches_and_token_cache() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let before = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+    let token = app.integration_token();
+    app.get_connection(&token).await;
+    app.get_connection(&token).await;
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let after = res.text().await.unwrap();
+    let get = r#"ccc_http_requests_total{method="GET",route="/tenants/{tenant_id}/creative-cloud-connection",status="200"}"#;
+    assert!(sample(&after, get) >= sample(&before, get) + 2.0, "{after}");
+    let created = r#"ccc_switches_total{outcome="created"}"#;
+    assert!(sample(&after, created) >= sample(&before, created) + 1.0);
+    let hits = r#"ccc_token_cache_lookups_total{result="hit"}"#;
+    assert!(sample(&after, hits) >= sample(&before, hits) + 1.0);
+    assert!(
+        after.contains("ccc_ims_call_duration_seconds_count{endpoint=\"/ims/profile/v1\",outcome=\"ok\"}")
+    );
+    assert!(after.contains("ccc_db_pool_connections{state=\"idle\"}"));
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics, served at `/metrics` in the text format by the `prometheus` crate.
+//!
+//! One registry per process (the Prometheus convention: a scrape describes a process), so it is
+//! the one process-wide value besides the tracing subscriber.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The service's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by method, route template and status.
+    pub http_requests: IntCounterVec,
+    /// Request latency by method and route template, in seconds.
+    pub http_latency: HistogramVec,
+    /// IMS calls by endpoint and outcome (`ok`, `rejected`, `unavailable`, `bad_response`).
+    pub ims_calls: HistogramVec,
+    /// Verified-token cache lookups by result (`hit`, `miss`).
+    pub token_cache: IntCounterVec,
+    /// Switches by outcome (`created`, `replaced`, `unchanged`, `disconnected`).
+    pub switches: IntCounterVec,
+    /// Database pool connections by state (`in_use`, `idle`), sampled at scrape time.
+    pub db_pool: IntGaugeVec,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new_custom(Some("ccc".to_owned()), None)?;
+    let http_requests = IntCounterVec::new(
+        Opts::new("http_requests_total", "HTTP requests by method, route and status"),
+        &["method", "route", "status"],
+    )?;
+    let http_latency = HistogramVec::new(
+        HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]),
+        &["method", "route"],
+    )?;
+    let ims_calls = HistogramVec::new(
+        HistogramOpts::new("ims_call_duration_seconds", "IMS calls by endpoint and outcome")
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        &["endpoint", "outcome"],
+    )?;
+    let token_cache = IntCounterVec::new(
+        Opts::new("token_cache_lookups_total", "Verified-token cache lookups"),
+        &["result"],
+    )?;
+    let switches = IntCounterVec::new(
+        Opts::new("switches_total", "Connection changes by outcome"),
+        &["outcome"],
+    )?;
+    let db_pool = IntGaugeVec::new(
+        Opts::new("db_pool_connections", "Database pool connections"),
+        &["state"],
+    )?;
+    registry.register(Box::new(http_requests.clone()))?;
+    registry.register(Box::new(http_latency.clone()))?;
+    registry.register(Box::new(ims_calls.clone()))?;
+    registry.register(Box::new(token_cache.clone()))?;
+    registry.register(Box::new(switches.clone()))?;
+    registry.register(Box::new(db_pool.clone()))?;
+    Ok(Metrics {
+        registry,
+        http_requests,
+        http_latency,
+        ims_calls,
+        token_cache,
+        switches,
+        db_pool,
+    })
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    // Only fails on duplicate or malformed names, which are constants above.
+    build().unwrap_or_else(|e| panic!("metrics definitions are invalid: {e}"))
+});
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics could not be encoded");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
