@@ -193,7 +193,7 @@ async fn start_service(db_url: &str, ims: &DevIms) -> (Service, Duration) {
             format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
         )
         .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
-        .env("CCC_DB_MAX_CONNECTIONS", "16")
+        .env("CCC_DB_MAX_CONNECTIONS", env_or("BENCH_DB_POOL", "10"))
         .env("RUST_LOG", env_or("BENCH_RUST_LOG", "info"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
