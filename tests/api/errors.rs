@@ -191,3 +191,82 @@ async fn metrics_move_with_requests_switches_and_token_cache() {
     );
     assert!(after.contains("ccc_db_pool_connections{state=\"idle\"}"));
 }
+
+#[tokio::test]
+async fn refused_requests_leave_the_database_as_it_was() {
+    for backend in crate::common::db::backends() {
+        let app = spawn_app(backend).await;
+        let admin = app.admin_token();
+        assert_eq!(
+            app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+                .await
+                .status(),
+            201
+        );
+        let tenant = cc_connection::domain::TenantId::parse(TENANT).unwrap();
+        let snapshot = || async {
+            let view = app.state.store.tenant_view(&tenant).await.unwrap().unwrap();
+            let history = app.state.store.history(&tenant, 100, None).await.unwrap();
+            (view.tenant, view.active, history)
+        };
+        let before = snapshot().await;
+        let path = TestApp::connection_path(TENANT);
+        let design = serde_json::json!({"org_id": world::ACME_DESIGN_ORG});
+        let attempts = vec![
+            app.request(Method::PUT, &path, None).json(&design),
+            app.request(Method::PUT, &path, Some("not-a-token")).json(&design),
+            app.request(Method::PUT, &path, Some(&app.user_token(world::BOB_MEMBER, true)))
+                .json(&design),
+            app.request(
+                Method::PUT,
+                &path,
+                Some(&app.user_token(world::MALLORY_OTHER_ADMIN, true)),
+            )
+            .json(&design),
+            app.request(
+                Method::PUT,
+                &path,
+                Some(&app.user_token(world::ALICE_PERSONAL, true)),
+            )
+            .json(&design),
+            app.request(Method::PUT, &path, Some(&app.integration_token()))
+                .json(&design),
+            app.request(Method::PUT, &path, Some(&admin))
+                .json(&serde_json::json!({"org_id": world::OTHER_ORG})),
+            app.request(Method::PUT, &path, Some(&admin))
+                .header("If-Match", "\"0\"")
+                .json(&design),
+            app.request(Method::PUT, &path, Some(&admin))
+                .header("Content-Type", "application/json")
+                .body("{\"org_id\":"),
+            app.request(Method::PUT, &path, Some(&admin))
+                .header("Content-Type", "text/plain")
+                .body("x"),
+            app.request(Method::PUT, &path, Some(&admin))
+                .json(&serde_json::json!({"org_id": world::ACME_DESIGN_ORG, "active": false})),
+            app.request(
+                Method::DELETE,
+                &path,
+                Some(&app.user_token(world::BOB_MEMBER, true)),
+            ),
+            app.request(Method::DELETE, &path, Some(&admin))
+                .header("If-Match", "\"9\""),
+            app.request(Method::POST, &path, Some(&admin)).json(&design),
+            app.request(
+                Method::PUT,
+                "/tenants/acme-prod%2F..%2Fother/creative-cloud-connection",
+                Some(&admin),
+            )
+            .json(&design),
+        ];
+        for attempt in attempts {
+            let res = attempt.send().await.unwrap();
+            let status = res.status().as_u16();
+            assert!(
+                (400..500).contains(&status),
+                "{backend:?}: refused with a 4xx, got {status}"
+            );
+        }
+        assert_eq!(snapshot().await, before, "{backend:?}: nothing changed");
+    }
+}
