@@ -8,6 +8,7 @@ mod common;
 mod concurrency;
 mod connection;
 mod errors;
+mod faults;
 mod helpers;
 mod openapi;
 mod orgs;
