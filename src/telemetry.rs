@@ -76,11 +76,7 @@ pub async fn request_context(
     let result = REQUEST_ID
         .scope(id.clone(), next.call(req).instrument(span.clone()))
         .await;
-    let mut res = match result {
-        Ok(res) => res,
-        // Errors raised by inner middleware still get a problem body with this request's id.
-        Err(err) => return Err(err),
-    };
+    let mut res = result?;
     let route = res.request().match_pattern().unwrap_or_else(|| "-".to_owned());
     span.record("route", route.as_str());
     let status = res.status().as_u16();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QueryResult, QuerySelect, Statement, TransactionTrait, Value,
 };
 
@@ -36,37 +36,19 @@ fn is_active(backend: DbBackend, alias: &str) -> String {
     }
 }
 
-const CONNECTION_COLUMNS: &str = "tenant_id, org_id, org_name, connected_by, connected_at, revision, active, ended_by, ended_at, end_reason";
+const CONNECTION_COLUMNS: &str = "id, tenant_id, org_id, org_name, connected_by, connected_at, revision, active, ended_by, ended_at, end_reason";
 
+/// A connection row of a raw query whose columns carry `prefix` (`c_org_id`, ...).
 fn record(row: &QueryResult, prefix: &str) -> Result<ConnectionRecord, StoreError> {
-    let get_err = |e: DbErr| StoreError::Database(e);
-    let col = |name: &str| format!("{prefix}{name}");
-    let text = |name: &str| row.try_get::<String>("", &col(name)).map_err(get_err);
-    let ended_by: Option<String> = row.try_get("", &col("ended_by")).map_err(get_err)?;
-    let end_reason: Option<String> = row.try_get("", &col("end_reason")).map_err(get_err)?;
-    Ok(ConnectionRecord {
-        tenant_id: TenantId::parse(&text("tenant_id")?).map_err(|_| corrupt("tenant id"))?,
-        org_id: OrgId::parse(&text("org_id")?).map_err(|_| corrupt("org id"))?,
-        org_name: text("org_name")?,
-        connected_by: UserId::parse(&text("connected_by")?).map_err(|_| corrupt("user id"))?,
-        connected_at: row
-            .try_get::<DateTime<Utc>>("", &col("connected_at"))
-            .map_err(get_err)?,
-        revision: row.try_get::<i64>("", &col("revision")).map_err(get_err)?,
-        active: row.try_get::<bool>("", &col("active")).map_err(get_err)?,
-        ended_by: ended_by
-            .map(|u| UserId::parse(&u).map_err(|_| corrupt("user id")))
-            .transpose()?,
-        ended_at: row
-            .try_get::<Option<DateTime<Utc>>>("", &col("ended_at"))
-            .map_err(get_err)?,
-        end_reason: match end_reason.as_deref() {
-            None => None,
-            Some("replaced") => Some(EndReason::Replaced),
-            Some("disconnected") => Some(EndReason::Disconnected),
-            Some(_) => return Err(corrupt("end reason")),
-        },
-    })
+    from_model(connection::Model::from_query_result(row, prefix).map_err(StoreError::Database)?)
+}
+
+fn parse_end_reason(stored: &str) -> Result<EndReason, StoreError> {
+    match stored {
+        "replaced" => Ok(EndReason::Replaced),
+        "disconnected" => Ok(EndReason::Disconnected),
+        _ => Err(corrupt("end reason")),
+    }
 }
 
 fn from_model(m: connection::Model) -> Result<ConnectionRecord, StoreError> {
@@ -83,12 +65,7 @@ fn from_model(m: connection::Model) -> Result<ConnectionRecord, StoreError> {
             .map(|u| UserId::parse(&u).map_err(|_| corrupt("user id")))
             .transpose()?,
         ended_at: m.ended_at,
-        end_reason: match m.end_reason.as_deref() {
-            None => None,
-            Some("replaced") => Some(EndReason::Replaced),
-            Some("disconnected") => Some(EndReason::Disconnected),
-            Some(_) => return Err(corrupt("end reason")),
-        },
+        end_reason: m.end_reason.as_deref().map(parse_end_reason).transpose()?,
     })
 }
 
@@ -105,7 +82,7 @@ impl Store {
         let backend = self.db.get_database_backend();
         let sql = format!(
             "SELECT t.tenant_id AS t_tenant_id, t.home_org, t.admin_groups, t.revision AS t_revision, \
-                    c.tenant_id AS c_tenant_id, c.org_id AS c_org_id, c.org_name AS c_org_name, \
+                    c.id AS c_id, c.tenant_id AS c_tenant_id, c.org_id AS c_org_id, c.org_name AS c_org_name, \
                     c.connected_by AS c_connected_by, c.connected_at AS c_connected_at, \
                     c.revision AS c_revision, c.active AS c_active, c.ended_by AS c_ended_by, \
                     c.ended_at AS c_ended_at, c.end_reason AS c_end_reason \
