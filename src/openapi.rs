@@ -18,8 +18,9 @@ use crate::routes;
     info(
         title = "cc-connection",
         description = "The connection of an AEM Assets tenant to a Creative Cloud organization (an Adobe IMS org).\n\nAuthenticate with an Adobe IMS access token: `Authorization: Bearer <token>`. Every error is `application/problem+json` (RFC 9457) with a stable `type`.",
-        license(name = "Apache-2.0"),
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
+    servers((url = "/", description = "This service")),
     components(schemas(Problem)),
     modifiers(&BearerScheme),
     tags(

@@ -21,6 +21,7 @@ pub struct Readiness {
 /// Liveness: the process is up and serving HTTP.
 #[utoipa::path(
     tag = "operations",
+    security(()),
     responses((status = 200, description = "Alive", body = String, content_type = "text/plain", example = "ok")),
 )]
 #[get("/healthz")]
@@ -31,6 +32,7 @@ pub async fn healthz() -> HttpResponse {
 /// Readiness: the database is reachable and IMS keys are loaded.
 #[utoipa::path(
     tag = "operations",
+    security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready", body = Readiness,
@@ -58,6 +60,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// token-cache hits and misses, database pool use, switches.
 #[utoipa::path(
     tag = "operations",
+    security(()),
     responses((status = 200, description = "Prometheus text exposition", body = String,
                content_type = "text/plain; version=0.0.4",
                example = "ccc_switches_total{outcome=\"created\"} 1")),
