@@ -31,6 +31,8 @@ async fn bad_bodies_get_400_413_415_and_nothing_is_written() {
         "{\"org_id\": \"0123456789ABCDEF01234567@AdobeOrg\", \"org_id\": \"0123456789ABCDEF01234567@AdobeOrg\"}",
         "[]",
         "",
+        "{\"org_id\": \"0123456789ABCDEF01234567@AdobeOrg\\u0000\"}",
+        "{\"org_id\": \"\\u202e0123456789ABCDEF01234567@AdobeOrg\"}",
     ] {
         let body_text = body.to_owned();
         let problem = assert_problem(
@@ -44,6 +46,13 @@ async fn bad_bodies_get_400_413_415_and_nothing_is_written() {
             "{body}: {problem}"
         );
     }
+    let deep = format!("{{\"org_id\":{}{}}}", "[".repeat(5_000), "]".repeat(5_000));
+    assert_problem(
+        put_raw(&app, deep, "application/json").await,
+        400,
+        "invalid-request",
+    )
+    .await;
     assert_problem(
         put_raw(
             &app,

@@ -275,3 +275,33 @@ async fn a_cached_token_stops_working_once_ims_withdraws_its_key() {
     app.state.verifier.keys().refresh().await.unwrap();
     assert_eq!(app.get_connection(&token).await.status(), 200);
 }
+
+#[tokio::test]
+async fn oversized_authorization_and_headers_are_refused_cleanly() {
+    let app = connected_app().await;
+    let path = TestApp::connection_path(TENANT);
+    let huge = format!("Bearer {}", "a".repeat(100_000));
+    let res = app
+        .client
+        .get(app.url(&path))
+        .header("Authorization", huge)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 401, "invalid-token").await;
+    // Many large unrelated headers: answered (served or refused), never a 5xx or a dropped worker.
+    let mut req = app
+        .client
+        .get(app.url(&path))
+        .bearer_auth(app.integration_token());
+    for i in 0..50 {
+        req = req.header(format!("x-junk-{i}"), "j".repeat(1_000));
+    }
+    let status = req.send().await.map(|r| r.status().as_u16()).unwrap_or(431);
+    assert!(status == 200 || status == 431 || status == 400, "{status}");
+    assert_eq!(
+        app.get_connection(&app.integration_token()).await.status(),
+        200,
+        "still serving"
+    );
+}
