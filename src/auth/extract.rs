@@ -25,6 +25,20 @@ fn state(req: &HttpRequest) -> Result<AppState, ApiError> {
         .ok_or_else(|| ApiError::Internal("application state is missing".into()))
 }
 
+/// Runs an async extraction with the request and the application state (`from_request` must
+/// return a `'static` future, so both are owned).
+fn extract<T, F, Fut>(req: &HttpRequest, run: F) -> BoxFut<T>
+where
+    F: FnOnce(HttpRequest, AppState) -> Fut + 'static,
+    Fut: Future<Output = Result<T, ApiError>> + 'static,
+{
+    let req = req.clone();
+    Box::pin(async move {
+        let state = state(&req)?;
+        run(req, state).await
+    })
+}
+
 /// Any caller holding a valid IMS access token of an accepted client.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Arc<VerifiedToken>);
@@ -58,11 +72,10 @@ impl FromRequest for Caller {
     type Error = ApiError;
     type Future = BoxFut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = state(&req)?;
-            Caller::from_parts(&req, &state).await
-        })
+        extract(
+            req,
+            |req, state| async move { Caller::from_parts(&req, &state).await },
+        )
     }
 }
 
@@ -105,9 +118,7 @@ impl FromRequest for TenantReader {
     type Error = ApiError;
     type Future = BoxFut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = state(&req)?;
+        extract(req, |req, state| async move {
             let caller = Caller::from_parts(&req, &state).await?;
             let tenant_id = tenant_from_path(&req)?;
             let view = state
@@ -154,9 +165,7 @@ impl FromRequest for TenantAdmin {
     type Error = ApiError;
     type Future = BoxFut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = state(&req)?;
+        extract(req, |req, state| async move {
             let caller = Caller::from_parts(&req, &state).await?;
             let tenant_id = tenant_from_path(&req)?;
             let token = &caller.0;
@@ -198,9 +207,7 @@ impl FromRequest for UserCaller {
     type Error = ApiError;
     type Future = BoxFut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = state(&req)?;
+        extract(req, |req, state| async move {
             let caller = Caller::from_parts(&req, &state).await?;
             let raw = req.match_info().get("user_id").unwrap_or_default();
             let path_user = if raw == "me" {

@@ -79,6 +79,22 @@ pub struct HistoryEntry {
     pub end_reason: Option<String>,
 }
 
+impl From<&ConnectionRecord> for HistoryEntry {
+    fn from(r: &ConnectionRecord) -> Self {
+        Self {
+            org_id: r.org_id.clone(),
+            org_name: r.org_name.clone(),
+            connected_by: r.connected_by.clone(),
+            connected_at: r.connected_at,
+            revision: r.revision,
+            active: r.active,
+            ended_by: r.ended_by.clone(),
+            ended_at: r.ended_at,
+            end_reason: r.end_reason.map(|e| e.as_str().to_owned()),
+        }
+    }
+}
+
 /// A page of the history, newest first.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
@@ -367,20 +383,7 @@ pub async fn get_history(
     let next_cursor = more
         .then(|| rows.last().map(|r| r.revision.to_string()))
         .flatten();
-    let entries = rows
-        .iter()
-        .map(|r| HistoryEntry {
-            org_id: r.org_id.clone(),
-            org_name: r.org_name.clone(),
-            connected_by: r.connected_by.clone(),
-            connected_at: r.connected_at,
-            revision: r.revision,
-            active: r.active,
-            ended_by: r.ended_by.clone(),
-            ended_at: r.ended_at,
-            end_reason: r.end_reason.map(|e| e.as_str().to_owned()),
-        })
-        .collect();
+    let entries = rows.iter().map(HistoryEntry::from).collect();
     Ok(HttpResponse::Ok().json(HistoryPage {
         tenant_id: admin.tenant.tenant_id.clone(),
         entries,
