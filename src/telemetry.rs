@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -34,6 +35,31 @@ pub fn init(format: LogFormat) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+}
+
+/// What the request line reports beyond method, route and status: set by the extractors.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    /// The tenant in the path, once parsed.
+    pub tenant_id: Option<String>,
+    /// The token's client, once verified.
+    pub client_id: Option<String>,
+}
+
+/// Notes the tenant of the request (for its span and its request line).
+pub fn note_tenant(req: &actix_web::HttpRequest, tenant_id: &str) {
+    tracing::Span::current().record("tenant_id", tenant_id);
+    req.extensions_mut()
+        .get_or_insert(RequestFacts::default())
+        .tenant_id = Some(tenant_id.to_owned());
+}
+
+/// Notes the client of the request (for its span and its request line).
+pub fn note_client(req: &actix_web::HttpRequest, client_id: &str) {
+    tracing::Span::current().record("client_id", client_id);
+    req.extensions_mut()
+        .get_or_insert(RequestFacts::default())
+        .client_id = Some(client_id.to_owned());
 }
 
 /// The id of the request being served, or `-` outside one.
@@ -90,9 +116,24 @@ pub async fn request_context(
     m.http_latency
         .with_label_values(&[method.as_str(), route.as_str()])
         .observe(elapsed);
-    span.in_scope(|| {
-        tracing::info!(status, latency_ms = format_args!("{latency_ms:.2}"), "request");
-    });
+    // The request line carries its facts as top-level fields (not nested in a span), so a log
+    // pipeline can index them; extractors noted the tenant and client on the request.
+    let facts = res
+        .request()
+        .extensions()
+        .get::<RequestFacts>()
+        .cloned()
+        .unwrap_or_default();
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status,
+        latency_ms = format_args!("{latency_ms:.2}"),
+        tenant_id = facts.tenant_id.as_deref(),
+        client_id = facts.client_id.as_deref(),
+        "request"
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
     }

@@ -63,7 +63,7 @@ impl Caller {
             TokenError::Invalid(reason) => ApiError::InvalidToken(reason),
             TokenError::KeysUnavailable => ApiError::ImsUnavailable(5),
         })?;
-        tracing::Span::current().record("client_id", token.client_id.as_str());
+        crate::telemetry::note_client(req, &token.client_id);
         Ok(Self(token))
     }
 }
@@ -82,7 +82,7 @@ impl FromRequest for Caller {
 fn tenant_from_path(req: &HttpRequest) -> Result<TenantId, ApiError> {
     let raw = req.match_info().get("tenant_id").unwrap_or_default();
     let id = TenantId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))?;
-    tracing::Span::current().record("tenant_id", id.as_str());
+    crate::telemetry::note_tenant(req, id.as_str());
     Ok(id)
 }
 

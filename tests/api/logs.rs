@@ -1,0 +1,120 @@
+//! What `serve` writes to its log: one JSON line per request with the request's facts, and never a
+//! token or an email.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+
+#[tokio::test]
+async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cc-connection"))
+        .arg("serve")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
+        )
+        .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CCC_IMS_URL", ims.url())
+        .env("CCC_IMS_REGION", world::REGION)
+        .env(
+            "CCC_CLIENT_IDS",
+            format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
+        )
+        .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "serve became ready");
+    let token = ims.mint(&TokenSpec::service(
+        world::INTEGRATION_CLIENT,
+        &[world::READ_SCOPE],
+    ));
+    let mut admin_scopes = world::USER_SCOPES.to_vec();
+    admin_scopes.push(world::ADMIN_SCOPE);
+    let admin = ims.mint(&TokenSpec::user(
+        world::ALICE_FEDERATED,
+        world::UI_CLIENT,
+        &admin_scopes,
+    ));
+    let path = "/tenants/acme-prod/creative-cloud-connection";
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth(&token)
+        .header("x-request-id", "log-test-1")
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("{base}/users/me/orgs"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth("forged.token.value")
+        .send()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let _ = child.wait();
+
+    let lines: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        !lines.is_empty() && lines.len() == log.lines().count(),
+        "every line is JSON:\n{log}"
+    );
+    let line = lines
+        .iter()
+        .find(|l| l["request_id"] == "log-test-1" && l["message"] == "request")
+        .unwrap_or_else(|| panic!("request line:\n{log}"));
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["route"], "/tenants/{tenant_id}/creative-cloud-connection");
+    assert_eq!(
+        line["status"], 404,
+        "acme-prod is not registered in this database"
+    );
+    assert_eq!(line["tenant_id"], "acme-prod");
+    assert_eq!(line["client_id"], world::INTEGRATION_CLIENT);
+    assert!(line["latency_ms"].is_string() || line["latency_ms"].is_number());
+    for secret in [
+        token.as_str(),
+        admin.as_str(),
+        "forged.token.value",
+        "alice@acme.example",
+        "@acme.example",
+    ] {
+        assert!(!log.contains(secret), "the log holds {secret}");
+    }
+    // Tokens' signatures never appear even in part.
+    let sig = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(&sig[..20]));
+}
