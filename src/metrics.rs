@@ -20,6 +20,8 @@ pub struct Metrics {
     pub ims_calls: HistogramVec,
     /// Verified-token cache lookups by result (`hit`, `miss`).
     pub token_cache: IntCounterVec,
+    /// Signing-key cache lookups by result (`hit`, `miss`: a miss asks IMS, rate-limited).
+    pub key_cache: IntCounterVec,
     /// Switches by outcome (`created`, `replaced`, `unchanged`, `disconnected`).
     pub switches: IntCounterVec,
     /// Database pool connections by state (`in_use`, `idle`), sampled at scrape time.
@@ -47,6 +49,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new("token_cache_lookups_total", "Verified-token cache lookups"),
         &["result"],
     )?;
+    let key_cache = IntCounterVec::new(
+        Opts::new("key_cache_lookups_total", "IMS signing-key cache lookups"),
+        &["result"],
+    )?;
     let switches = IntCounterVec::new(
         Opts::new("switches_total", "Connection changes by outcome"),
         &["outcome"],
@@ -59,6 +65,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(http_latency.clone()))?;
     registry.register(Box::new(ims_calls.clone()))?;
     registry.register(Box::new(token_cache.clone()))?;
+    registry.register(Box::new(key_cache.clone()))?;
     registry.register(Box::new(switches.clone()))?;
     registry.register(Box::new(db_pool.clone()))?;
     Ok(Metrics {
@@ -67,6 +74,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         http_latency,
         ims_calls,
         token_cache,
+        key_cache,
         switches,
         db_pool,
     })

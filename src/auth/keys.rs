@@ -143,11 +143,14 @@ impl KeyStore {
         x5u: Option<&str>,
     ) -> Result<(VerifyingKey, KeySource), KeyError> {
         let kid = kid.filter(|k| sane_name(k));
+        let lookups = &crate::metrics::metrics().key_cache;
         if let Some(kid) = kid
             && let Some(key) = self.cached(kid)
         {
+            lookups.with_label_values(&["hit"]).inc();
             return Ok((key, KeySource::Jwks(Arc::from(kid))));
         }
+        lookups.with_label_values(&["miss"]).inc();
         let mut ims_error = None;
         if let Some(kid) = kid {
             if let Err(e) = self.refresh_if_due().await {

@@ -199,6 +199,7 @@ async fn metrics_move_with_requests_switches_and_token_cache() {
         after.contains("ccc_ims_call_duration_seconds_count{endpoint=\"/ims/profile/v1\",outcome=\"ok\"}")
     );
     assert!(after.contains("ccc_db_pool_connections{state=\"idle\"}"));
+    assert!(sample(&after, r#"ccc_key_cache_lookups_total{result="hit"}"#) >= 1.0);
 }
 
 #[tokio::test]
