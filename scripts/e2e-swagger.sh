@@ -12,21 +12,7 @@ if ! [ -f node_modules/playwright-core/package.json ] || ! grep -q "\"version\":
   npm install --silent --no-audit --no-fund --no-save "playwright-core@$pw" >/dev/null
 fi
 
-cargo build --locked -q --bin cc-connection
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-root=$PWD
-(cd "$work" && CCC_LISTEN="127.0.0.1:$port" RUST_LOG=warn exec "$root/target/debug/cc-connection" start-dev \
-  >"$work/out.txt" 2>"$work/err.txt") &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do
-  grep -q '^INTEGRATION_TOKEN=' "$work/out.txt" 2>/dev/null && break
-  sleep 0.1
-done
-admin=$(grep -o '^ADMIN_TOKEN=[^ ]*' "$work/out.txt" | cut -d= -f2)
-integration=$(grep -o '^INTEGRATION_TOKEN=[^ ]*' "$work/out.txt" | cut -d= -f2)
-base="http://127.0.0.1:$port"
+. scripts/start-dev-bg.sh
 # Connect the demo tenant, as an administrator would, so the read has something to show.
 curl -fsS -o /dev/null -X PUT -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
   -d '{"org_id":"C0FFEE00C0FFEE00C0FFEE00@AdobeOrg"}' "$base/tenants/acme-prod/creative-cloud-connection"
