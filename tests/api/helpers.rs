@@ -224,3 +224,50 @@ pub async fn assert_problem(res: Response, status: u16, slug: &str) -> Value {
     );
     body
 }
+
+/// The whole history of the demo tenant, newest first, following `next_cursor`.
+pub async fn full_history(client: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}{}/history?limit=100", TestApp::connection_path(TENANT));
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let res = client.get(url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let page: Value = res.json().await.unwrap();
+        entries.extend(page["entries"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return entries,
+        }
+    }
+}
+
+/// Checks a whole history against the switches acknowledged while it was written: one entry per
+/// revision, newest first, exactly one active, and each acknowledged `(revision, org)` present.
+pub fn assert_history_holds(history: &[Value], acknowledged: &[(i64, String)]) {
+    let by_revision: std::collections::BTreeMap<i64, &Value> = history
+        .iter()
+        .map(|e| (e["revision"].as_i64().unwrap(), e))
+        .collect();
+    assert_eq!(by_revision.len(), history.len(), "one entry per revision");
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0]["revision"].as_i64() > w[1]["revision"].as_i64()),
+        "the history is in revision order"
+    );
+    assert_eq!(
+        history.iter().filter(|e| e["active"] == true).count(),
+        1,
+        "exactly one active connection"
+    );
+    for (revision, org) in acknowledged {
+        let entry = by_revision
+            .get(revision)
+            .unwrap_or_else(|| panic!("acknowledged revision {revision} is in the history"));
+        assert_eq!(entry["org_id"], org.as_str(), "revision {revision}");
+    }
+}

@@ -2,39 +2,25 @@
 //! token or an email.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+
+use crate::process::{free_port, serve_command};
 
 #[tokio::test]
 async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cc-connection"))
-        .arg("serve")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
-        )
-        .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CCC_IMS_URL", ims.url())
-        .env("CCC_IMS_REGION", world::REGION)
-        .env(
-            "CCC_CLIENT_IDS",
-            format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
-        )
-        .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let port = free_port();
+    let mut child = serve_command(
+        &ims,
+        &format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
+        port,
+    )
+    .env("RUST_LOG", "debug")
+    .spawn()
+    .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut ready = false;

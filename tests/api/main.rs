@@ -13,6 +13,8 @@ mod helpers;
 mod logs;
 mod openapi;
 mod orgs;
+mod process;
+mod replicas;
 mod tokens;
 
 /// Runs a test body once per configured backend.

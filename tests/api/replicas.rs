@@ -1,0 +1,267 @@
+//! Replicas as production runs them: separate `serve` processes sharing nothing but one PostgreSQL
+//! database; and how one of them stops (SIGTERM).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection::domain::{OrgId, TenantId};
+use cc_connection::entity::connection;
+use cc_connection::store::{DbOptions, Store};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::Value;
+
+use crate::common::db::{self, Backend};
+use crate::helpers::{TENANT, TestApp, assert_history_holds, full_history};
+use crate::process::ServeProcess;
+
+const WRITERS: usize = 12;
+const SWITCHES_PER_WRITER: usize = 25;
+const READERS: usize = 6;
+const READS_PER_READER: usize = 100;
+
+fn admin_token(ims: &DevIms) -> String {
+    let mut scopes = world::USER_SCOPES.to_vec();
+    scopes.push(world::ADMIN_SCOPE);
+    ims.mint(&TokenSpec::user(
+        world::ALICE_FEDERATED,
+        world::UI_CLIENT,
+        &scopes,
+    ))
+}
+
+fn integration_token(ims: &DevIms) -> String {
+    ims.mint(&TokenSpec::service(
+        world::INTEGRATION_CLIENT,
+        &[world::READ_SCOPE],
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_acknowledged_switch() {
+    if !db::backends().contains(&Backend::Postgres) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs this test on PostgreSQL: set TEST_DATABASE_URL"
+        );
+        eprintln!("skipped: TEST_DATABASE_URL (PostgreSQL) is not set");
+        return;
+    }
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    let db = db::fresh(Backend::Postgres).await;
+    // All three start at once on an empty database: their migrations race (under the advisory lock).
+    let replicas: Vec<ServeProcess> = (0..3).map(|_| ServeProcess::spawn(&ims, &db.url)).collect();
+    let client = reqwest::Client::new();
+    for replica in &replicas {
+        replica.wait_ready(&client).await;
+    }
+    let store = Store::connect(&db.url, &DbOptions::default()).await.unwrap();
+    store
+        .add_tenant(
+            &TenantId::parse(TENANT).unwrap(),
+            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
+            &[world::ACME_ADMIN_GROUP.to_owned()],
+        )
+        .await
+        .unwrap();
+
+    // Samples the database directly, all through the load.
+    let done = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (done, samples, db) = (done.clone(), samples.clone(), store.connection().clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                let active = connection::Entity::find()
+                    .filter(connection::Column::TenantId.eq(TENANT))
+                    .filter(connection::Column::Active.eq(true))
+                    .count(&db)
+                    .await
+                    .unwrap();
+                most = most.max(active);
+                samples.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            most
+        })
+    };
+
+    let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
+    let path = TestApp::connection_path(TENANT);
+    let admin = admin_token(&ims);
+    let orgs = [world::ACME_CREATIVE_ORG, world::ACME_DESIGN_ORG];
+    let writers = (0..WRITERS).map(|w| {
+        let (client, bases, path, admin) = (client.clone(), bases.clone(), path.clone(), admin.clone());
+        tokio::spawn(async move {
+            // (revision, org) of each switch this writer had acknowledged, in the order it was.
+            let mut acknowledged: Vec<(i64, String)> = Vec::new();
+            for i in 0..SWITCHES_PER_WRITER {
+                let org = orgs[(w + i) % 2];
+                let res = client
+                    .put(format!("{}{path}", bases[(w + i) % 3]))
+                    .bearer_auth(&admin)
+                    .json(&serde_json::json!({ "org_id": org }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = res.status().as_u16();
+                let body: Value = res.json().await.unwrap();
+                assert!(matches!(status, 200 | 201), "switch answered {status}: {body}");
+                assert_eq!(body["org_id"], org);
+                acknowledged.push((body["revision"].as_i64().unwrap(), org.to_owned()));
+            }
+            acknowledged
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    let reader_token = integration_token(&ims);
+    let readers = (0..READERS).map(|r| {
+        let (client, bases, path, token) =
+            (client.clone(), bases.clone(), path.clone(), reader_token.clone());
+        tokio::spawn(async move {
+            let mut answered = 0;
+            for i in 0..READS_PER_READER {
+                let res = client
+                    .get(format!("{}{path}", bases[(r + i) % 3]))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = res.status().as_u16();
+                // 404 only until the first switch lands.
+                assert!(matches!(status, 200 | 404), "read answered {status}");
+                if status == 200 {
+                    let body: Value = res.json().await.unwrap();
+                    assert!(orgs.iter().any(|o| body["org_id"] == *o), "{body}");
+                    answered += 1;
+                }
+            }
+            answered
+        })
+    });
+    let readers: Vec<_> = readers.collect();
+
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        let mine = writer.await.unwrap();
+        assert!(
+            mine.windows(2).all(|w| w[0].0 < w[1].0),
+            "one caller's acknowledged switches have increasing revisions: {mine:?}"
+        );
+        acknowledged.extend(mine);
+    }
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let most_active = sampler.await.unwrap();
+    assert_eq!(acknowledged.len(), WRITERS * SWITCHES_PER_WRITER);
+    assert!(reads > 0, "reads saw the connection");
+    assert!(
+        samples.load(Ordering::Relaxed) > 20,
+        "the database was sampled throughout"
+    );
+    assert_eq!(most_active, 1, "never more than one active row");
+
+    let history = full_history(&client, &bases[0], &admin).await;
+    assert_history_holds(&history, &acknowledged);
+    // Every replica now reads the newest acknowledged switch.
+    let newest = acknowledged.iter().max_by_key(|(r, _)| *r).unwrap();
+    for base in &bases {
+        let body: Value = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&reader_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["revision"], newest.0);
+        assert_eq!(body["org_id"], newest.1.as_str());
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_and_refuses_new_ones() {
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/drain.db?mode=rwc", dir.path().display());
+    let replica = ServeProcess::spawn(&ims, &url);
+    let client = reqwest::Client::new();
+    replica.wait_ready(&client).await;
+    let store = Store::connect(&url, &DbOptions::default()).await.unwrap();
+    store
+        .add_tenant(
+            &TenantId::parse(TENANT).unwrap(),
+            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
+            &[world::ACME_ADMIN_GROUP.to_owned()],
+        )
+        .await
+        .unwrap();
+    drop(store);
+
+    // A switch that spends a second waiting on IMS is in flight when SIGTERM arrives.
+    ims.faults().set_delay(Duration::from_millis(1_000));
+    let in_flight = tokio::spawn({
+        let url = format!("{}{}", replica.base, TestApp::connection_path(TENANT));
+        let (client, admin) = (client.clone(), admin_token(&ims));
+        async move {
+            client
+                .put(url)
+                .bearer_auth(admin)
+                .json(&serde_json::json!({ "org_id": world::ACME_CREATIVE_ORG }))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let terminated = Instant::now();
+    replica.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // New connections are refused while the old request drains.
+    let fresh = reqwest::Client::new();
+    let refused = fresh.get(format!("{}/healthz", replica.base)).send().await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.is_connect()),
+        "a new connection after SIGTERM is refused: {refused:?}"
+    );
+
+    let res = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(res.status(), 201, "the switch in flight completes");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["org_id"], world::ACME_CREATIVE_ORG);
+
+    // The process exits by itself, cleanly, well within the shutdown bound.
+    let mut replica = replica;
+    let status = loop {
+        if let Some(status) = replica.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            terminated.elapsed() < Duration::from_secs(10),
+            "serve did not exit within its 10 s shutdown bound"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
+
+    // And the acknowledged switch is in the database.
+    let store = Store::connect(&url, &DbOptions::default()).await.unwrap();
+    let view = store
+        .tenant_view(&TenantId::parse(TENANT).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        view.active.map(|c| c.org_id.to_string()).as_deref(),
+        Some(world::ACME_CREATIVE_ORG)
+    );
+}
