@@ -219,6 +219,11 @@ impl DevIms {
     pub fn stop(&self) {
         drop(self.handle.stop(false));
     }
+
+    /// Stops the server and returns once its port is closed (so it can be started again there).
+    pub async fn shutdown(&self) {
+        self.handle.stop(false).await;
+    }
 }
 
 impl Drop for DevIms {

@@ -1,15 +1,22 @@
-//! Real database faults: a throwaway PostgreSQL cluster (the machine's initdb/pg_ctl, its own port)
-//! stopped and started under the running service.
+//! Real faults under the running service: a throwaway PostgreSQL cluster (the machine's
+//! initdb/pg_ctl, its own port) stopped and started, and the development IMS stopped and started
+//! again on its port, also in the middle of a load of switches and reads.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cc_connection::dev_ims::world;
+use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use reqwest::Method;
+use serde_json::Value;
+use tokio::task::JoinHandle;
 
-use crate::common::db::Backend;
-use crate::helpers::{assert_problem, spawn_app_with};
+use crate::common::db::{Backend, backends};
+use crate::helpers::{
+    TENANT, TestApp, assert_history_holds, assert_problem, full_history, spawn_app, spawn_app_with,
+};
 
 struct Cluster {
     bin: PathBuf,
@@ -33,6 +40,16 @@ fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
 }
 
 impl Cluster {
+    /// A new cluster, or a failure under CI where the machine lacks PostgreSQL's server binaries.
+    fn start_or_skip() -> Option<Cluster> {
+        let cluster = Cluster::start();
+        assert!(
+            cluster.is_some() || std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs PostgreSQL's initdb and pg_ctl"
+        );
+        cluster
+    }
+
     /// A new cluster, or `None` where the machine has no PostgreSQL server binaries (then, under
     /// CI, the test fails instead of skipping).
     fn start() -> Option<Cluster> {
@@ -103,11 +120,7 @@ impl Drop for Cluster {
 
 #[tokio::test]
 async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart() {
-    let Some(cluster) = Cluster::start() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI needs PostgreSQL's initdb and pg_ctl"
-        );
+    let Some(cluster) = Cluster::start_or_skip() else {
         return;
     };
     let url = cluster.url();
@@ -162,4 +175,265 @@ async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart
             .status(),
         200
     );
+}
+
+/// One answer to a request made under load.
+#[derive(Debug)]
+struct Answer {
+    sent: Instant,
+    at: Instant,
+    status: u16,
+    retry_after: bool,
+    body: Value,
+}
+
+impl Answer {
+    async fn of(sent: Instant, res: reqwest::Response) -> Answer {
+        Answer {
+            sent,
+            at: Instant::now(),
+            status: res.status().as_u16(),
+            retry_after: res.headers().contains_key("retry-after"),
+            body: res.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    fn acknowledged(&self) -> bool {
+        matches!(self.status, 200 | 201)
+    }
+
+    /// A 503 of this problem type, with `Retry-After`.
+    fn is_unavailable(&self, slug: &str) -> bool {
+        self.status == 503 && self.retry_after && self.body["type"] == format!("/problems/{slug}")
+    }
+}
+
+/// The tasks of a load: each returns its answers.
+type Load = Vec<JoinHandle<Vec<Answer>>>;
+
+fn fresh_admin_token(ims: &DevIms) -> String {
+    let mut scopes = world::USER_SCOPES.to_vec();
+    scopes.push(world::ADMIN_SCOPE);
+    ims.mint(&TokenSpec::user(
+        world::ALICE_FEDERATED,
+        world::UI_CLIENT,
+        &scopes,
+    ))
+}
+
+fn fresh_integration_token(ims: &DevIms) -> String {
+    ims.mint(&TokenSpec::service(
+        world::INTEGRATION_CLIENT,
+        &[world::READ_SCOPE],
+    ))
+}
+
+/// `writers` callers switching the demo tenant back and forth, and `readers` reading it, until
+/// `stop`. Every request carries a token minted for it, so nothing it needs is in a cache but the
+/// signing keys. Returns the switches' answers and the reads' answers.
+fn start_load(app: &TestApp, writers: usize, readers: usize, stop: &Arc<AtomicBool>) -> (Load, Load) {
+    let url = app.url(&TestApp::connection_path(TENANT));
+    let orgs = [world::ACME_CREATIVE_ORG, world::ACME_DESIGN_ORG];
+    let spawn = |w: usize, write: bool| {
+        let (client, url, ims, stop) = (app.client.clone(), url.clone(), app.ims.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let req = if write {
+                    let org = orgs[i % 2];
+                    client
+                        .put(&url)
+                        .bearer_auth(fresh_admin_token(&ims))
+                        .json(&serde_json::json!({ "org_id": org }))
+                } else {
+                    client.get(&url).bearer_auth(fresh_integration_token(&ims))
+                };
+                let sent = Instant::now();
+                let answer = Answer::of(sent, req.send().await.unwrap()).await;
+                if write && answer.acknowledged() {
+                    assert_eq!(answer.body["org_id"], orgs[i % 2]);
+                }
+                answers.push(answer);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answers
+        })
+    };
+    (
+        (0..writers).map(|w| spawn(w, true)).collect(),
+        (0..readers).map(|r| spawn(r, false)).collect(),
+    )
+}
+
+async fn collect(tasks: Load) -> Vec<Answer> {
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+/// Waits (at most 20 s) until the service is ready again after a fault ended at `since`, then lets
+/// the load run on a little.
+async fn until_ready_again(app: &TestApp, since: Instant) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = app.request(Method::GET, "/readyz", None).send().await.unwrap();
+        if res.status() == 200 {
+            // Ready again: give the writers a few rounds to land switches.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready again {:?} after the fault ended",
+            since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn acknowledged(switches: &[Answer]) -> Vec<(i64, String)> {
+    switches
+        .iter()
+        .filter(|a| a.acknowledged())
+        .map(|a| {
+            (
+                a.body["revision"].as_i64().unwrap(),
+                a.body["org_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
+    let Some(cluster) = Cluster::start_or_skip() else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    let url = cluster.url();
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.database_url = Some(url);
+        c.db_connect_timeout_ms = 1_000;
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (writers, readers) = start_load(&app, 4, 2, &stop);
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let down = Instant::now();
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl("stop"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl("start"))
+        .await
+        .unwrap();
+    let up = Instant::now();
+    until_ready_again(&app, up).await;
+    stop.store(true, Ordering::Relaxed);
+    let (switches, reads) = (collect(writers).await, collect(readers).await);
+
+    for a in &switches {
+        assert!(
+            a.acknowledged() || a.is_unavailable("database-unavailable"),
+            "a switch succeeds or is 503 database-unavailable with Retry-After: {a:?}"
+        );
+    }
+    for a in &reads {
+        assert!(
+            a.acknowledged() || a.status == 404 || a.is_unavailable("database-unavailable"),
+            "a read succeeds or is 503 database-unavailable with Retry-After: {a:?}"
+        );
+    }
+    let refused = switches.iter().filter(|a| a.status == 503).count();
+    assert!(refused > 0, "switches during the outage were refused");
+    assert!(
+        reads
+            .iter()
+            .any(|a| a.status == 503 && a.sent > down && a.at < up),
+        "reads during the outage answered 503"
+    );
+    assert!(switches.iter().any(|a| a.acknowledged() && a.at < down));
+    assert!(
+        switches.iter().any(|a| a.acknowledged() && a.at > up),
+        "switches succeed again without a restart"
+    );
+    let acked = acknowledged(&switches);
+    let history = full_history(&app.client, &app.address, &app.admin_token()).await;
+    assert_history_holds(&history, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ims_stopped_mid_load_refuses_switches_keeps_reads_and_heals() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let ims_addr = app.ims.url().trim_start_matches("http://").to_owned();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (writers, readers) = start_load(&app, 3, 3, &stop);
+
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        app.ims.shutdown().await;
+        let down = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // The same IMS comes back on the same address (same keys, same world).
+        let mut restarted = None;
+        for _ in 0..50 {
+            match DevIms::start(&ims_addr).await {
+                Ok(ims) => {
+                    restarted = Some(ims);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let _restarted = restarted.expect("the IMS restarts on its port");
+        let up = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (switches, reads) = (collect(writers).await, collect(readers).await);
+
+        for a in &switches {
+            assert!(
+                a.acknowledged() || a.is_unavailable("ims-unavailable"),
+                "{backend:?}: a switch succeeds or is 503 ims-unavailable with Retry-After: {a:?}"
+            );
+        }
+        for a in &reads {
+            assert!(
+                a.acknowledged() || a.status == 404,
+                "{backend:?}: reads with integration tokens keep working on cached keys: {a:?}"
+            );
+        }
+        assert!(
+            reads.iter().filter(|a| a.sent > down && a.at < up).count() > 10,
+            "{backend:?}: reads were made during the outage"
+        );
+        let outage: Vec<&Answer> = switches.iter().filter(|a| a.sent > down && a.at < up).collect();
+        assert!(
+            !outage.is_empty() && outage.iter().all(|a| a.status == 503),
+            "{backend:?}: no switch succeeds while IMS is down"
+        );
+        assert!(
+            switches.iter().any(|a| a.acknowledged() && a.at > up),
+            "{backend:?}: switches succeed again once IMS is back"
+        );
+        let acked = acknowledged(&switches);
+        let history = full_history(&app.client, &app.address, &app.admin_token()).await;
+        assert_history_holds(&history, &acked);
+        assert_eq!(
+            history.len(),
+            acked
+                .iter()
+                .map(|(r, _)| r)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            "{backend:?}: a refused switch wrote nothing"
+        );
+    }
 }
