@@ -106,9 +106,10 @@ async fn open(migrate: bool) -> Result<Store, String> {
     let store = Store::connect(
         &database_url()?,
         &DbOptions {
+            // Migrations need two (a lock and the DDL) and may run long.
             max_connections: 2,
             connect_timeout_secs: 5,
-            ..DbOptions::default()
+            statement_timeout_ms: 0,
         },
     )
     .await

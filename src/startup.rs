@@ -37,19 +37,29 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
         .database_url
         .as_deref()
         .ok_or_else(|| StartError::Config("DATABASE_URL is required".into()))?;
-    let store = Store::connect(
-        url,
-        &DbOptions {
-            max_connections: config.db_max_connections,
-            connect_timeout_secs: config.db_connect_timeout_ms.div_ceil(1000).max(1),
-            statement_timeout_ms: config.db_statement_timeout_ms,
-        },
-    )
-    .await?;
+    let options = DbOptions {
+        max_connections: config.db_max_connections,
+        connect_timeout_secs: config.db_connect_timeout_ms.div_ceil(1000).max(1),
+        statement_timeout_ms: config.db_statement_timeout_ms,
+    };
     if config.migrate {
-        store.migrate().await?;
+        // Migrations hold a lock on one connection while they run on another, and DDL may
+        // outlast the request statement timeout: they get a pool of their own, whatever the
+        // serving pool's size.
+        let migrator = Store::connect(
+            url,
+            &DbOptions {
+                max_connections: 2,
+                statement_timeout_ms: 0,
+                ..options
+            },
+        )
+        .await?;
+        let migrated = migrator.migrate().await;
+        migrator.close().await;
+        migrated?;
     }
-    Ok(store)
+    Ok(Store::connect(url, &options).await?)
 }
 
 /// A built, bound, not yet running application.

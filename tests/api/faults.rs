@@ -437,3 +437,82 @@ async fn ims_stopped_mid_load_refuses_switches_keeps_reads_and_heals() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_full_pool_is_503_database_unavailable_until_a_connection_frees() {
+    for backend in backends() {
+        let app = spawn_app_with(backend, |c| {
+            c.db_max_connections = 1;
+            c.db_connect_timeout_ms = 1_000;
+        })
+        .await;
+        let reader = app.integration_token();
+        assert_eq!(app.get_connection(&reader).await.status(), 404);
+        // Something else holds the pool's only connection.
+        let held = sea_orm::TransactionTrait::begin(app.state.store.connection())
+            .await
+            .unwrap();
+        let res = app.get_connection(&reader).await;
+        assert!(res.headers().contains_key("retry-after"));
+        assert_problem(res, 503, "database-unavailable").await;
+        let ready = app.request(Method::GET, "/readyz", None).send().await.unwrap();
+        assert_eq!(
+            ready.status(),
+            503,
+            "{backend:?}: not ready while the pool is exhausted"
+        );
+        drop(held);
+        assert_eq!(app.get_connection(&reader).await.status(), 404, "{backend:?}");
+        let ready = app.request(Method::GET, "/readyz", None).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_statement_over_the_timeout_is_503_database_unavailable_and_changes_nothing() {
+    if !backends().contains(&Backend::Postgres) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs this test on PostgreSQL: set TEST_DATABASE_URL"
+        );
+        return;
+    }
+    let app = spawn_app_with(Backend::Postgres, |c| c.db_statement_timeout_ms = 300).await;
+    let admin = app.admin_token();
+    let reader = app.integration_token();
+    assert_eq!(
+        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+    // Another session locks the tables: every statement of the service waits, then times out.
+    let other = sea_orm::Database::connect(&app.db.url).await.unwrap();
+    let lock = sea_orm::TransactionTrait::begin(&other).await.unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &lock,
+        "LOCK TABLE tenant, connection IN ACCESS EXCLUSIVE MODE",
+    )
+    .await
+    .unwrap();
+    // Without the timeout these would wait as long as the lock is held.
+    let bound = Duration::from_secs(3);
+    let res = tokio::time::timeout(bound, app.get_connection(&reader))
+        .await
+        .expect("answered after the statement timeout, not the lock");
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, 503, "database-unavailable").await;
+    let res = tokio::time::timeout(bound, app.put_connection(&admin, world::ACME_DESIGN_ORG))
+        .await
+        .expect("answered after the statement timeout, not the lock");
+    assert_problem(res, 503, "database-unavailable").await;
+    lock.rollback().await.unwrap();
+
+    let body: Value = app.get_connection(&reader).await.json().await.unwrap();
+    assert_eq!(
+        body["org_id"],
+        world::ACME_CREATIVE_ORG,
+        "the timed-out switch changed nothing"
+    );
+    assert_eq!(body["revision"], 1);
+}
