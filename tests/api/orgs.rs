@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::db::Backend;
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
 
 fn entitled(body: &Value, org: &str) -> Option<bool> {
     body["orgs"].as_array()?.iter().find(|o| o["org_id"] == org)?["creative_cloud_entitled"].as_bool()
@@ -121,4 +121,51 @@ async fn ims_unavailable_for_a_listing_is_503_with_retry_after() {
         .unwrap();
     assert_eq!(res.headers()["retry-after"], "1");
     assert_problem(res, 503, "ims-unavailable").await;
+}
+
+#[tokio::test]
+async fn a_failing_ims_call_is_retried_once_then_503() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.ims.faults().set_status(Some(500));
+    let before = app.ims.faults().requests("/ims/organizations/v6");
+    let res = app
+        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, 503, "ims-unavailable").await;
+    assert_eq!(
+        app.ims.faults().requests("/ims/organizations/v6") - before,
+        2,
+        "one try and one retry, no more"
+    );
+    // IMS answers again: so does the listing.
+    app.ims.faults().set_status(None);
+    let res = app
+        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn a_slow_ims_is_503_after_the_configured_timeout() {
+    let app = spawn_app_with(Backend::Sqlite, |c| c.ims_timeout_ms = 300).await;
+    app.ims.faults().set_delay(std::time::Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let res = app
+        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, 503, "ims-unavailable").await;
+    // Two tries of 300 ms and a short pause: far from the 5 s IMS takes.
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "answered after {waited:?}"
+    );
 }
