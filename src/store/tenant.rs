@@ -30,6 +30,10 @@ impl Store {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(opts.connect_timeout_secs))
             .acquire_timeout(Duration::from_secs(opts.connect_timeout_secs))
+            // Pinging every connection taken from the pool doubles the round trips of a read; a
+            // connection busy in the last seconds is alive, and one that died anyway fails its
+            // statement (503) and leaves the pool.
+            .test_before_acquire_if_idle_for(Duration::from_secs(5))
             .sqlx_logging(false)
             // WAL lets readers go on while a switch writes; the busy timeout makes concurrent
             // writers wait for each other instead of failing; a 1 MiB page cache per connection
