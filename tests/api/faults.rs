@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection::dev_ims::{DevIms, world};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::common::db::{Backend, backends};
 use crate::helpers::{
-    TENANT, TestApp, assert_history_holds, assert_problem, full_history, spawn_app, spawn_app_with,
+    TENANT, TestApp, admin_token, assert_history_holds, assert_problem, full_history, integration_token,
+    spawn_app, spawn_app_with,
 };
 
 struct Cluster {
@@ -211,23 +212,6 @@ impl Answer {
 /// The tasks of a load: each returns its answers.
 type Load = Vec<JoinHandle<Vec<Answer>>>;
 
-fn fresh_admin_token(ims: &DevIms) -> String {
-    let mut scopes = world::USER_SCOPES.to_vec();
-    scopes.push(world::ADMIN_SCOPE);
-    ims.mint(&TokenSpec::user(
-        world::ALICE_FEDERATED,
-        world::UI_CLIENT,
-        &scopes,
-    ))
-}
-
-fn fresh_integration_token(ims: &DevIms) -> String {
-    ims.mint(&TokenSpec::service(
-        world::INTEGRATION_CLIENT,
-        &[world::READ_SCOPE],
-    ))
-}
-
 /// `writers` callers switching the demo tenant back and forth, and `readers` reading it, until
 /// `stop`. Every request carries a token minted for it, so nothing it needs is in a cache but the
 /// signing keys. Returns the switches' answers and the reads' answers.
@@ -244,10 +228,10 @@ fn start_load(app: &TestApp, writers: usize, readers: usize, stop: &Arc<AtomicBo
                     let org = orgs[i % 2];
                     client
                         .put(&url)
-                        .bearer_auth(fresh_admin_token(&ims))
+                        .bearer_auth(admin_token(&ims))
                         .json(&serde_json::json!({ "org_id": org }))
                 } else {
-                    client.get(&url).bearer_auth(fresh_integration_token(&ims))
+                    client.get(&url).bearer_auth(integration_token(&ims))
                 };
                 let sent = Instant::now();
                 let answer = Answer::of(sent, req.send().await.unwrap()).await;

@@ -148,14 +148,11 @@ impl TestApp {
     }
 
     pub fn admin_token(&self) -> String {
-        self.user_token(world::ALICE_FEDERATED, true)
+        admin_token(&self.ims)
     }
 
     pub fn integration_token(&self) -> String {
-        self.ims.mint(&TokenSpec::service(
-            world::INTEGRATION_CLIENT,
-            &[world::READ_SCOPE],
-        ))
+        integration_token(&self.ims)
     }
 
     pub async fn get_connection(&self, token: &str) -> Response {
@@ -194,6 +191,25 @@ impl TestApp {
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()
     }
+}
+
+/// A fresh token of the demo tenant's administrator (federated Alice, UI client, admin scope).
+pub fn admin_token(ims: &DevIms) -> String {
+    let mut scopes: Vec<&str> = world::USER_SCOPES.to_vec();
+    scopes.push(world::ADMIN_SCOPE);
+    ims.mint(&TokenSpec::user(
+        world::ALICE_FEDERATED,
+        world::UI_CLIENT,
+        &scopes,
+    ))
+}
+
+/// A fresh token of the integration client with the read scope.
+pub fn integration_token(ims: &DevIms) -> String {
+    ims.mint(&TokenSpec::service(
+        world::INTEGRATION_CLIENT,
+        &[world::READ_SCOPE],
+    ))
 }
 
 /// Asserts a problem+json response with the given status and slug; returns the body.

@@ -4,8 +4,9 @@
 use std::io::Read;
 use std::time::Duration;
 
-use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection::dev_ims::{DevIms, world};
 
+use crate::helpers::{admin_token, integration_token};
 use crate::process::{free_port, serve_command};
 
 #[tokio::test]
@@ -37,17 +38,8 @@ async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(ready, "serve became ready");
-    let token = ims.mint(&TokenSpec::service(
-        world::INTEGRATION_CLIENT,
-        &[world::READ_SCOPE],
-    ));
-    let mut admin_scopes = world::USER_SCOPES.to_vec();
-    admin_scopes.push(world::ADMIN_SCOPE);
-    let admin = ims.mint(&TokenSpec::user(
-        world::ALICE_FEDERATED,
-        world::UI_CLIENT,
-        &admin_scopes,
-    ));
+    let token = integration_token(&ims);
+    let admin = admin_token(&ims);
     let path = "/tenants/acme-prod/creative-cloud-connection";
     client
         .get(format!("{base}{path}"))

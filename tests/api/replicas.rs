@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection::dev_ims::{DevIms, world};
 use cc_connection::domain::{OrgId, TenantId};
 use cc_connection::entity::connection;
 use cc_connection::store::{DbOptions, Store};
@@ -13,30 +13,13 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::Value;
 
 use crate::common::db::{self, Backend};
-use crate::helpers::{TENANT, TestApp, assert_history_holds, full_history};
+use crate::helpers::{TENANT, TestApp, admin_token, assert_history_holds, full_history, integration_token};
 use crate::process::ServeProcess;
 
 const WRITERS: usize = 12;
 const SWITCHES_PER_WRITER: usize = 25;
 const READERS: usize = 6;
 const READS_PER_READER: usize = 100;
-
-fn admin_token(ims: &DevIms) -> String {
-    let mut scopes = world::USER_SCOPES.to_vec();
-    scopes.push(world::ADMIN_SCOPE);
-    ims.mint(&TokenSpec::user(
-        world::ALICE_FEDERATED,
-        world::UI_CLIENT,
-        &scopes,
-    ))
-}
-
-fn integration_token(ims: &DevIms) -> String {
-    ims.mint(&TokenSpec::service(
-        world::INTEGRATION_CLIENT,
-        &[world::READ_SCOPE],
-    ))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_acknowledged_switch() {
