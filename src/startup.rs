@@ -42,6 +42,15 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
         connect_timeout_secs: config.db_connect_timeout_ms.div_ceil(1000).max(1),
         statement_timeout_ms: config.db_statement_timeout_ms,
     };
+    // An in-memory SQLite database lives in its pool: it is migrated there or not at all.
+    let in_memory = url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory"));
+    if in_memory {
+        let store = Store::connect(url, &options).await?;
+        if config.migrate {
+            store.migrate().await?;
+        }
+        return Ok(store);
+    }
     if config.migrate {
         // Migrations hold a lock on one connection while they run on another, and DDL may
         // outlast the request statement timeout: they get a pool of their own, whatever the

@@ -286,3 +286,15 @@ async fn replicas_migrating_at_once_all_succeed() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn an_in_memory_sqlite_database_is_migrated_and_usable() {
+    let mut config = cc_connection::config::Config::defaults(cc_connection::config::Mode::Dev);
+    config.database_url = Some("sqlite::memory:".into());
+    let store = cc_connection::startup::open_store(&config).await.unwrap();
+    store
+        .add_tenant(&tenant(), &OrgId::parse(HOME).unwrap(), &["700001".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(store.list_tenants().await.unwrap().len(), 1);
+}
