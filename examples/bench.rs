@@ -156,6 +156,7 @@ async fn seed(url: &str) {
             admin_groups: Set(format!("[\"{}\"]", world::ACME_ADMIN_GROUP)),
             revision: Set(1),
             created_at: Set(now),
+            removed_at: Set(None),
         });
         tenant::Entity::insert_many(tenants)
             .exec(store.connection())

@@ -1,10 +1,14 @@
 //! What the commands do, kept out of `main.rs` so it can be tested and reused.
 
+use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
+
 use crate::config::Config;
 use crate::dev_ims::{DevIms, TokenSpec, world};
-use crate::domain::{OrgId, TenantId};
+use crate::domain::{Actor, OrgId, TenantId};
+use crate::routes::connection::{Connection, HistoryEntry};
 use crate::startup::{Application, open_store};
-use crate::store::{DbOptions, Store, StoreError};
+use crate::store::{DbOptions, Store, StoreError, TenantRecord};
 
 /// The demo tenant `start-dev` registers.
 pub const DEMO_TENANT: &str = "acme-prod";
@@ -102,8 +106,9 @@ fn database_url() -> Result<String, String> {
         .ok_or_else(|| "DATABASE_URL is required (see README, Configuration)".to_owned())
 }
 
-async fn open(migrate: bool) -> Result<Store, String> {
-    let store = Store::connect(
+/// Opens the database without touching its schema.
+async fn open() -> Result<Store, String> {
+    Store::connect(
         &database_url()?,
         &DbOptions {
             // Migrations need two (a lock and the DDL) and may run long.
@@ -113,26 +118,70 @@ async fn open(migrate: bool) -> Result<Store, String> {
         },
     )
     .await
-    .map_err(|e| format!("database: {}", crate::error::error_chain(&e)))?;
-    if migrate {
-        store
-            .migrate()
-            .await
-            .map_err(|e| format!("migrate: {}", crate::error::error_chain(&e)))?;
+    .map_err(|e| format!("database: {}", crate::error::error_chain(&e)))
+}
+
+/// Opens the database for a `tenant` command, which never changes the schema: one whose schema is
+/// older than this binary's is refused (reading it could misread it, writing it could lose what
+/// the newer columns mean).
+async fn open_current() -> Result<Store, String> {
+    let store = open().await?;
+    let pending = store
+        .pending_migrations()
+        .await
+        .map_err(|e| format!("database: {}", crate::error::error_chain(&e)))?;
+    if !pending.is_empty() {
+        return Err(format!(
+            "the database schema is older than this binary ({} migration(s) pending, first {}): run `cc-connection migrate` first",
+            pending.len(),
+            pending[0]
+        ));
     }
     Ok(store)
 }
 
+fn db_error(e: &StoreError) -> String {
+    format!("database: {}", crate::error::error_chain(e))
+}
+
+fn not_registered(tenant: &TenantId) -> String {
+    format!("tenant {tenant} is not registered")
+}
+
+/// Refuses an empty group ident (IMS never has one; it would be a quoting mistake).
+fn check_groups(groups: &[String]) -> Result<(), String> {
+    if groups.iter().any(|g| g.trim().is_empty()) {
+        return Err("an --admin-group may not be empty".to_owned());
+    }
+    Ok(())
+}
+
+/// The operator running this command, as it goes into the history: `cli:<login>`, the login from
+/// `$USER`, else the operating system's account of this process.
+pub fn operator() -> Actor {
+    let login = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| whoami::username().ok())
+        .unwrap_or_default();
+    Actor::operator(&login)
+}
+
 /// `migrate`: applies pending migrations.
 pub async fn migrate() -> Result<(), String> {
-    open(true).await?;
+    let store = open().await?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migrate: {}", crate::error::error_chain(&e)))?;
     println!("migrations applied");
     Ok(())
 }
 
 /// `tenant add`.
 pub async fn tenant_add(tenant: &TenantId, org: &OrgId, groups: &[String]) -> Result<(), String> {
-    let store = open(true).await?;
+    check_groups(groups)?;
+    let store = open_current().await?;
     match store.add_tenant(tenant, org, groups).await {
         Ok(t) => {
             println!(
@@ -144,17 +193,56 @@ pub async fn tenant_add(tenant: &TenantId, org: &OrgId, groups: &[String]) -> Re
             Ok(())
         }
         Err(StoreError::TenantExists) => Err(format!("tenant {tenant} is already registered")),
-        Err(e) => Err(crate::error::error_chain(&e)),
+        Err(e) => Err(db_error(&e)),
     }
 }
 
-/// `tenant list`.
-pub async fn tenant_list() -> Result<(), String> {
-    let store = open(true).await?;
-    let tenants = store
-        .list_tenants()
-        .await
-        .map_err(|e| crate::error::error_chain(&e))?;
+/// One registered tenant, as `tenant list --json` and `tenant show --json` print it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantJson {
+    /// The tenant id.
+    pub tenant_id: TenantId,
+    /// Its home IMS org.
+    pub home_org: OrgId,
+    /// The IMS group idents (in the home org) whose members administer it.
+    pub admin_groups: Vec<String>,
+    /// The tenant's revision (bumped by every switch, disconnect and removal).
+    pub revision: i64,
+}
+
+impl From<&TenantRecord> for TenantJson {
+    fn from(t: &TenantRecord) -> Self {
+        Self {
+            tenant_id: t.tenant_id.clone(),
+            home_org: t.home_org.clone(),
+            admin_groups: t.admin_groups.clone(),
+            revision: t.revision,
+        }
+    }
+}
+
+/// What `tenant show --json` prints: the registry entry, the active connection (the API's
+/// `Connection`, or null) and the newest history entries (the API's `HistoryEntry`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantShowJson {
+    /// The registry entry.
+    #[serde(flatten)]
+    pub tenant: TenantJson,
+    /// The active connection, if any.
+    pub connection: Option<Connection>,
+    /// The newest history entries, newest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// `tenant list`: a table, or a JSON array with `json`.
+pub async fn tenant_list(json: bool) -> Result<(), String> {
+    let store = open_current().await?;
+    let tenants = store.list_tenants().await.map_err(|e| db_error(&e))?;
+    if json {
+        let all: Vec<TenantJson> = tenants.iter().map(TenantJson::from).collect();
+        println!("{}", to_json(&all)?);
+        return Ok(());
+    }
     println!("{:<40} {:<36} ADMIN GROUPS", "TENANT", "HOME ORG");
     for t in tenants {
         println!(
@@ -165,4 +253,115 @@ pub async fn tenant_list() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+fn to_json(value: &impl Serialize) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| format!("could not write JSON: {e}"))
+}
+
+/// `tenant show`: the registry entry, the active connection and the newest `history` entries.
+pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<(), String> {
+    let store = open_current().await?;
+    let view = store
+        .tenant_view(tenant)
+        .await
+        .map_err(|e| db_error(&e))?
+        .ok_or_else(|| not_registered(tenant))?;
+    let entries = match store.history(tenant, history, None).await {
+        Ok(entries) => entries,
+        // Removed between the two reads.
+        Err(StoreError::UnknownTenant) => return Err(not_registered(tenant)),
+        Err(e) => return Err(db_error(&e)),
+    };
+    let shown = TenantShowJson {
+        tenant: TenantJson::from(&view.tenant),
+        connection: view.active.as_ref().map(Connection::from),
+        history: entries.iter().map(HistoryEntry::from).collect(),
+    };
+    if json {
+        println!("{}", to_json(&shown)?);
+        return Ok(());
+    }
+    let t = &shown.tenant;
+    println!("tenant        {}", t.tenant_id);
+    println!("home org      {}", t.home_org);
+    println!("admin groups  {}", t.admin_groups.join(", "));
+    println!("revision      {}", t.revision);
+    match &shown.connection {
+        Some(c) => println!(
+            "connected to  {} ({}) by {} at {}, revision {}",
+            c.org_id,
+            c.org_name,
+            c.connected_by,
+            c.connected_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            c.revision
+        ),
+        None => println!("connected to  nothing"),
+    }
+    if shown.history.is_empty() {
+        println!("history       none");
+        return Ok(());
+    }
+    println!("history       newest first, at most {history}:");
+    for e in &shown.history {
+        let ended = match (&e.ended_by, e.ended_at, &e.end_reason) {
+            (Some(by), Some(at), Some(reason)) => format!(
+                "ended {} by {by} ({reason})",
+                at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            _ => "active".to_owned(),
+        };
+        println!(
+            "  {:>6}  {} ({})  connected {} by {}; {ended}",
+            e.revision,
+            e.org_id,
+            e.org_name,
+            e.connected_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            e.connected_by
+        );
+    }
+    Ok(())
+}
+
+/// `tenant set-admin-groups`: replaces the tenant's administrator groups.
+pub async fn tenant_set_admin_groups(tenant: &TenantId, groups: &[String]) -> Result<(), String> {
+    check_groups(groups)?;
+    let store = open_current().await?;
+    match store.set_admin_groups(tenant, groups).await {
+        Ok(t) => {
+            println!(
+                "admin groups of {} are now {}",
+                t.tenant_id,
+                t.admin_groups.join(",")
+            );
+            Ok(())
+        }
+        Err(StoreError::UnknownTenant) => Err(not_registered(tenant)),
+        Err(e) => Err(db_error(&e)),
+    }
+}
+
+/// `tenant remove`: ends the active connection (`tenant-removed`, by the operator) and removes the
+/// tenant from the registry; its history stays.
+pub async fn tenant_remove(tenant: &TenantId) -> Result<(), String> {
+    let store = open_current().await?;
+    let by = operator();
+    match store.remove_tenant(tenant, &by, chrono::Utc::now()).await {
+        Ok(Some(ended)) => {
+            println!(
+                "removed {tenant}; its connection to {} (revision {}) ended by {by}",
+                ended.org_id, ended.revision
+            );
+            Ok(())
+        }
+        Ok(None) => {
+            println!("removed {tenant} (it had no connection)");
+            Ok(())
+        }
+        Err(StoreError::UnknownTenant) => Err(not_registered(tenant)),
+        Err(StoreError::ConcurrentSwitch) => {
+            Err(format!("tenant {tenant} is being switched right now: try again"))
+        }
+        Err(e) => Err(db_error(&e)),
+    }
 }

@@ -48,7 +48,36 @@ enum TenantCommand {
         admin_groups: Vec<String>,
     },
     /// Lists registered tenants.
-    List,
+    List {
+        /// Prints a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows a tenant: home org, admin groups, the active connection and the newest history.
+    Show {
+        /// The tenant id.
+        tenant_id: TenantId,
+        /// How many history entries to show, newest first.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        history: u64,
+        /// Prints JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replaces the tenant's administrator groups; the next request on every replica uses them.
+    SetAdminGroups {
+        /// The tenant id.
+        tenant_id: TenantId,
+        /// An IMS group ident (in the home org) whose members administer the tenant; repeatable.
+        #[arg(long = "admin-group", required = true)]
+        admin_groups: Vec<String>,
+    },
+    /// Removes a tenant: ends its active connection (`tenant-removed`, by `cli:$USER`, kept in the
+    /// history); the API then answers 404 unknown-tenant for it. `add` registers it again.
+    Remove {
+        /// The tenant id.
+        tenant_id: TenantId,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,17 +103,24 @@ fn main() -> ExitCode {
                 println!("{}", cc_connection::openapi::document_json());
                 Ok(())
             }
-            Command::Tenant {
-                command:
-                    TenantCommand::Add {
-                        tenant_id,
-                        ims_org,
-                        admin_groups,
-                    },
-            } => cli::tenant_add(&tenant_id, &ims_org, &admin_groups).await,
-            Command::Tenant {
-                command: TenantCommand::List,
-            } => cli::tenant_list().await,
+            Command::Tenant { command } => match command {
+                TenantCommand::Add {
+                    tenant_id,
+                    ims_org,
+                    admin_groups,
+                } => cli::tenant_add(&tenant_id, &ims_org, &admin_groups).await,
+                TenantCommand::List { json } => cli::tenant_list(json).await,
+                TenantCommand::Show {
+                    tenant_id,
+                    history,
+                    json,
+                } => cli::tenant_show(&tenant_id, history, json).await,
+                TenantCommand::SetAdminGroups {
+                    tenant_id,
+                    admin_groups,
+                } => cli::tenant_set_admin_groups(&tenant_id, &admin_groups).await,
+                TenantCommand::Remove { tenant_id } => cli::tenant_remove(&tenant_id).await,
+            },
         }
     });
     match result {

@@ -113,7 +113,7 @@ async fn switch_creates_replaces_and_leaves_an_unchanged_org_alone() {
         assert_eq!(history.len(), 2);
         assert_eq!(history[1].org_id.as_str(), ORG_A);
         assert!(!history[1].active);
-        assert_eq!(history[1].ended_by.as_ref(), Some(&admin()));
+        assert_eq!(history[1].ended_by.as_ref(), Some(&admin().into()));
         assert_eq!(
             history[1].connected_at, first.connected_at,
             "{backend:?}: timestamps round-trip"
@@ -297,4 +297,124 @@ async fn an_in_memory_sqlite_database_is_migrated_and_usable() {
         .await
         .unwrap();
     assert_eq!(store.list_tenants().await.unwrap().len(), 1);
+}
+
+/// The removal mark's migration, up and down: down forgets removed tenants (an older binary could
+/// not tell them apart) and keeps the others with their history; up again brings the column back.
+#[tokio::test]
+async fn the_removal_mark_migrates_up_and_down() {
+    use migration::{Migrator, MigratorTrait, SchemaManager};
+    use sea_orm::Statement;
+    for backend in db::backends() {
+        let (_db, store) = with_tenant(backend).await;
+        let conn = store.connection();
+        let count = |sql: &'static str| async move {
+            let backend = conn.get_database_backend();
+            conn.query_all_raw(Statement::from_string(backend, sql))
+                .await
+                .unwrap()
+                .len()
+        };
+        let has_mark = || async {
+            SchemaManager::new(conn)
+                .has_column("tenant", "removed_at")
+                .await
+                .unwrap()
+        };
+        assert!(has_mark().await, "{backend:?}");
+        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        let gone = TenantId::parse("globex").unwrap();
+        store
+            .add_tenant(&gone, &OrgId::parse(ORG_C).unwrap(), &["1".into()])
+            .await
+            .unwrap();
+        let by = cc_connection::domain::Actor::operator("ops");
+        store.remove_tenant(&gone, &by, Utc::now()).await.unwrap();
+
+        Migrator::down(conn, Some(1)).await.unwrap();
+        assert!(!has_mark().await, "{backend:?}: down drops the column");
+        assert_eq!(
+            count("SELECT tenant_id FROM tenant").await,
+            1,
+            "{backend:?}: the removed tenant is gone"
+        );
+        assert_eq!(
+            count("SELECT id FROM connection").await,
+            1,
+            "{backend:?}: the kept tenant's history stays"
+        );
+        assert_eq!(Migrator::get_pending_migrations(conn).await.unwrap().len(), 1);
+
+        Migrator::up(conn, None).await.unwrap();
+        assert!(has_mark().await, "{backend:?}: up adds it again");
+        assert_eq!(store.list_tenants().await.unwrap().len(), 1);
+        assert!(
+            store
+                .tenant_view(&tenant())
+                .await
+                .unwrap()
+                .unwrap()
+                .active
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_removed_tenant_is_unknown_until_added_again_and_its_revisions_go_on() {
+    for backend in db::backends() {
+        let (_db, store) = with_tenant(backend).await;
+        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        let by = cc_connection::domain::Actor::operator("ops");
+        let ended = store
+            .remove_tenant(&tenant(), &by, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.ended_by.as_ref(), Some(&by));
+        assert!(store.tenant(&tenant()).await.unwrap().is_none(), "{backend:?}");
+        assert!(
+            store.tenant_view(&tenant()).await.unwrap().is_none(),
+            "{backend:?}"
+        );
+        assert!(matches!(
+            store.switch(&switch_to(ORG_B, None)).await,
+            Err(StoreError::UnknownTenant)
+        ));
+        assert!(matches!(
+            store.set_admin_groups(&tenant(), &["2".into()]).await,
+            Err(StoreError::UnknownTenant)
+        ));
+        assert!(matches!(
+            store.remove_tenant(&tenant(), &by, Utc::now()).await,
+            Err(StoreError::UnknownTenant)
+        ));
+
+        let again = store
+            .add_tenant(&tenant(), &OrgId::parse(HOME).unwrap(), &["9".into()])
+            .await
+            .unwrap();
+        assert_eq!(again.admin_groups, ["9"]);
+        assert!(again.revision > ended.revision, "{backend:?}");
+        assert!(
+            store
+                .tenant_view(&tenant())
+                .await
+                .unwrap()
+                .unwrap()
+                .active
+                .is_none()
+        );
+        let history = store.history(&tenant(), 10, None).await.unwrap();
+        assert_eq!(
+            history[0].end_reason,
+            Some(cc_connection::store::EndReason::TenantRemoved)
+        );
+        assert!(matches!(
+            store
+                .add_tenant(&tenant(), &OrgId::parse(HOME).unwrap(), &[])
+                .await,
+            Err(StoreError::TenantExists)
+        ));
+    }
 }

@@ -115,6 +115,86 @@ impl UserId {
     }
 }
 
+/// Who ended a connection: an administrator (their IMS user id), or an operator who removed the
+/// tenant on the command line (`cli:<login>`).
+/// In the OpenAPI document it is a string (`value_type = Option<String>` where it is used).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// An administrator, through the API.
+    User(UserId),
+    /// An operator of the command line; holds the whole `cli:<login>` form.
+    Operator(String),
+}
+
+/// The prefix of an operator's [`Actor`] id.
+const OPERATOR_PREFIX: &str = "cli:";
+
+impl Actor {
+    /// The operator `login` as `cli:<login>`. A login outside printable ASCII, or with spaces or
+    /// `/`, has those characters replaced by `_`; an empty one becomes `unknown`.
+    pub fn operator(login: &str) -> Self {
+        let mut clean: String = login
+            .chars()
+            .take(200)
+            .map(|c| if c.is_ascii_graphic() && c != '/' { c } else { '_' })
+            .collect();
+        if clean.is_empty() {
+            clean = "unknown".to_owned();
+        }
+        Self::Operator(format!("{OPERATOR_PREFIX}{clean}"))
+    }
+
+    /// Parses a stored actor: `cli:<login>` or an IMS user id.
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        match raw.strip_prefix(OPERATOR_PREFIX) {
+            Some(login) if !login.is_empty() && login.len() <= 200 => {
+                if login.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+                    Ok(Self::Operator(raw.to_owned()))
+                } else {
+                    Err(InvalidId {
+                        field: "ended_by",
+                        reason: "an operator login may hold only printable ASCII without spaces or '/'",
+                    })
+                }
+            }
+            _ => UserId::parse(raw).map(Self::User),
+        }
+    }
+
+    /// The id as stored and sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::User(u) => u.as_str(),
+            Self::Operator(o) => o,
+        }
+    }
+}
+
+impl From<UserId> for Actor {
+    fn from(user: UserId) -> Self {
+        Self::User(user)
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Actor::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 macro_rules! id_impls {
     ($($ty:ident),*) => {$(
         impl fmt::Display for $ty {
@@ -174,5 +254,18 @@ mod tests {
         assert!(UserId::parse("no-at-sign").is_err());
         assert!(UserId::parse("a b@AdobeID").is_err());
         assert!(UserId::parse("@AdobeID").is_err());
+        assert_eq!(
+            Actor::parse("ABCDEF0123456789ABCDEF01@AdobeID").unwrap(),
+            Actor::User(personal.clone())
+        );
+    }
+
+    #[test]
+    fn operators_are_cli_logins_that_read_back_as_operators() {
+        let op = Actor::operator("ops alice/x");
+        assert_eq!(op.as_str(), "cli:ops_alice_x");
+        assert_eq!(Actor::parse(op.as_str()).unwrap(), op);
+        assert_eq!(Actor::operator("").as_str(), "cli:unknown");
+        assert!(Actor::parse("cli:").is_err());
     }
 }

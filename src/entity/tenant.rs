@@ -17,6 +17,9 @@ pub struct Model {
     pub revision: i64,
     /// When the tenant was registered.
     pub created_at: DateTimeUtc,
+    /// When an operator removed the tenant (`tenant remove`); a removed tenant is unknown to the
+    /// API, and `tenant add` registers it again.
+    pub removed_at: Option<DateTimeUtc>,
 }
 
 /// Relations.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{TenantAdmin, TenantReader};
-use crate::domain::{OrgId, TenantId, UserId};
+use crate::domain::{Actor, OrgId, TenantId, UserId};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest};
@@ -70,11 +70,14 @@ pub struct HistoryEntry {
     pub revision: i64,
     /// Whether it is the active connection.
     pub active: bool,
-    /// Who replaced or removed it.
-    pub ended_by: Option<UserId>,
+    /// Who replaced or removed it: an administrator's IMS user id, or `cli:<login>` for the
+    /// operator who removed the tenant.
+    #[schema(value_type = Option<String>, example = "ABCDEF0123456789ABCDEF01@AdobeID")]
+    pub ended_by: Option<Actor>,
     /// When it was replaced or removed.
     pub ended_at: Option<DateTime<Utc>>,
-    /// `replaced` or `disconnected`.
+    /// `replaced`, `disconnected`, or `tenant-removed` (an operator removed the tenant, which
+    /// was registered again later).
     #[schema(example = "replaced")]
     pub end_reason: Option<String>,
 }

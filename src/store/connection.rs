@@ -13,7 +13,7 @@ use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantRecord, TenantView,
     classify,
 };
-use crate::domain::{OrgId, TenantId, UserId};
+use crate::domain::{Actor, OrgId, TenantId, UserId};
 use crate::entity::connection;
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
@@ -47,6 +47,7 @@ fn parse_end_reason(stored: &str) -> Result<EndReason, StoreError> {
     match stored {
         "replaced" => Ok(EndReason::Replaced),
         "disconnected" => Ok(EndReason::Disconnected),
+        "tenant-removed" => Ok(EndReason::TenantRemoved),
         _ => Err(corrupt("end reason")),
     }
 }
@@ -62,7 +63,7 @@ fn from_model(m: connection::Model) -> Result<ConnectionRecord, StoreError> {
         active: m.active,
         ended_by: m
             .ended_by
-            .map(|u| UserId::parse(&u).map_err(|_| corrupt("user id")))
+            .map(|u| Actor::parse(&u).map_err(|_| corrupt("ended by")))
             .transpose()?,
         ended_at: m.ended_at,
         end_reason: m.end_reason.as_deref().map(parse_end_reason).transpose()?,
@@ -87,7 +88,7 @@ impl Store {
                     c.revision AS c_revision, c.active AS c_active, c.ended_by AS c_ended_by, \
                     c.ended_at AS c_ended_at, c.end_reason AS c_end_reason \
              FROM tenant t LEFT JOIN connection c ON c.tenant_id = t.tenant_id AND {} \
-             WHERE t.tenant_id = $1",
+             WHERE t.tenant_id = $1 AND t.removed_at IS NULL",
             is_active(backend, "c.")
         );
         let row = self
@@ -125,13 +126,16 @@ impl Store {
     /// Begins a transaction whose first statement bumps the tenant's revision: on PostgreSQL that
     /// locks the tenant row, so concurrent switches of one tenant (from any replica) serialize on
     /// it; on SQLite a write first takes the write lock at once (a read first could fail to upgrade).
+    /// A removed tenant is unknown; a switch that waited on the lock of a `remove` re-checks the
+    /// row once that committed (PostgreSQL re-evaluates the WHERE), so it finds the tenant gone.
     async fn lock_tenant(&self, tenant_id: &TenantId) -> Result<Locked, StoreError> {
         let backend = self.db.get_database_backend();
         let txn = self.db.begin().await.map_err(classify)?;
         let bumped = txn
             .query_one_raw(stmt(
                 backend,
-                "UPDATE tenant SET revision = revision + 1 WHERE tenant_id = $1 RETURNING revision",
+                "UPDATE tenant SET revision = revision + 1 WHERE tenant_id = $1 AND removed_at IS NULL \
+                 RETURNING revision",
                 vec![tenant_id.as_str().into()],
             ))
             .await
@@ -192,7 +196,15 @@ impl Store {
         // PostgreSQL keeps microseconds: answer with what a later read returns.
         let at = req.at.trunc_subsecs(6);
         if active.is_some() {
-            end_active(&txn, backend, &req.tenant_id, &req.by, at, EndReason::Replaced).await?;
+            end_active(
+                &txn,
+                backend,
+                &req.tenant_id,
+                req.by.as_str(),
+                at,
+                EndReason::Replaced,
+            )
+            .await?;
         }
         let new = ConnectionRecord {
             tenant_id: req.tenant_id.clone(),
@@ -257,15 +269,77 @@ impl Store {
             txn.rollback().await.map_err(classify)?;
             return Err(StoreError::PreconditionFailed);
         }
-        end_active(&txn, backend, tenant_id, by, at, EndReason::Disconnected).await?;
+        end_active(&txn, backend, tenant_id, by.as_str(), at, EndReason::Disconnected).await?;
         txn.commit().await.map_err(classify)?;
         Ok(ConnectionRecord {
             active: false,
-            ended_by: Some(by.clone()),
+            ended_by: Some(Actor::User(by.clone())),
             ended_at: Some(at),
             end_reason: Some(EndReason::Disconnected),
             ..current
         })
+    }
+
+    /// Removes the tenant from the registry: ends its active connection (`tenant-removed`, by `by`,
+    /// kept in the history) and marks the tenant removed, in one transaction under the row lock a
+    /// switch takes. A concurrent switch either commits first (and its connection is ended here) or
+    /// finds the tenant unknown afterwards: one active row or none, never two. Returns the ended
+    /// connection, if there was one.
+    pub async fn remove_tenant(
+        &self,
+        tenant_id: &TenantId,
+        by: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_remove_tenant(tenant_id, by, at).await {
+                Err(StoreError::ConcurrentSwitch) if attempt < SWITCH_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_remove_tenant(
+        &self,
+        tenant_id: &TenantId,
+        by: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let at = at.trunc_subsecs(6);
+        let Locked { txn, active, .. } = self.lock_tenant(tenant_id).await?;
+        if active.is_some() {
+            end_active(
+                &txn,
+                backend,
+                tenant_id,
+                by.as_str(),
+                at,
+                EndReason::TenantRemoved,
+            )
+            .await?;
+        }
+        txn.execute_raw(stmt(
+            backend,
+            "UPDATE tenant SET removed_at = $1 WHERE tenant_id = $2",
+            vec![at.into(), tenant_id.as_str().into()],
+        ))
+        .await
+        .map_err(classify)?;
+        // NOTIFY (h13): removing a tenant ends its connection like a disconnect; wake the
+        // watchers here, inside the transaction, as switch and disconnect do.
+        txn.commit().await.map_err(classify)?;
+        Ok(active.map(|current| ConnectionRecord {
+            active: false,
+            ended_by: Some(by.clone()),
+            ended_at: Some(at),
+            end_reason: Some(EndReason::TenantRemoved),
+            ..current
+        }))
     }
 
     /// The tenant's connections, newest first, older than `before_revision` when given.
@@ -306,7 +380,7 @@ async fn end_active(
     txn: &DatabaseTransaction,
     backend: DbBackend,
     tenant_id: &TenantId,
-    by: &UserId,
+    by: &str,
     at: DateTime<Utc>,
     reason: EndReason,
 ) -> Result<(), StoreError> {
@@ -320,7 +394,7 @@ async fn end_active(
         &sql,
         vec![
             false.into(),
-            by.as_str().into(),
+            by.into(),
             at.into(),
             reason.as_str().into(),
             tenant_id.as_str().into(),

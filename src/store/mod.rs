@@ -8,7 +8,7 @@ mod tenant;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 
-use crate::domain::{OrgId, TenantId, UserId};
+use crate::domain::{Actor, OrgId, TenantId, UserId};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +66,9 @@ pub struct ConnectionRecord {
     pub revision: i64,
     /// Whether this is the tenant's active connection.
     pub active: bool,
-    /// Who replaced or removed it (None while active).
-    pub ended_by: Option<UserId>,
+    /// Who replaced or removed it (None while active): an administrator, or the operator who
+    /// removed the tenant.
+    pub ended_by: Option<Actor>,
     /// When it was replaced or removed (None while active).
     pub ended_at: Option<DateTime<Utc>>,
     /// Why it ended (None while active).
@@ -81,6 +82,8 @@ pub enum EndReason {
     Replaced,
     /// An administrator disconnected the tenant.
     Disconnected,
+    /// An operator removed the tenant from the registry (`tenant remove`).
+    TenantRemoved,
 }
 
 impl EndReason {
@@ -89,6 +92,7 @@ impl EndReason {
         match self {
             Self::Replaced => "replaced",
             Self::Disconnected => "disconnected",
+            Self::TenantRemoved => "tenant-removed",
         }
     }
 }

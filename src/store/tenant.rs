@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder,
-    Set,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    EntityTrait, QueryFilter, QueryOrder, Set,
 };
 
 use super::{Store, StoreError, TenantRecord, classify};
@@ -118,34 +119,73 @@ impl Store {
             .map_err(classify)
     }
 
-    /// Registers a tenant.
+    /// Registers a tenant. A removed tenant is registered again, with the given org and groups:
+    /// it starts without a connection, and its history and revisions go on.
     pub async fn add_tenant(
         &self,
         tenant_id: &TenantId,
         home_org: &OrgId,
         admin_groups: &[String],
     ) -> Result<TenantRecord, StoreError> {
-        let groups = serde_json::to_string(admin_groups)
-            .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(e.to_string())))?;
+        let groups = groups_json(admin_groups)?;
         let model = tenant::ActiveModel {
             tenant_id: Set(tenant_id.as_str().to_owned()),
             home_org: Set(home_org.as_str().to_owned()),
-            admin_groups: Set(groups),
+            admin_groups: Set(groups.clone()),
             revision: Set(0),
             created_at: Set(Utc::now()),
+            removed_at: Set(None),
         };
         match model.insert(&self.db).await {
             Ok(m) => to_record(m),
             Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
-                Err(StoreError::TenantExists)
+                let readded = tenant::Entity::update_many()
+                    .col_expr(tenant::Column::HomeOrg, Expr::value(home_org.as_str()))
+                    .col_expr(tenant::Column::AdminGroups, Expr::value(groups))
+                    .col_expr(
+                        tenant::Column::RemovedAt,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .filter(tenant::Column::TenantId.eq(tenant_id.as_str()))
+                    .filter(tenant::Column::RemovedAt.is_not_null())
+                    .exec(&self.db)
+                    .await
+                    .map_err(classify)?;
+                if readded.rows_affected == 0 {
+                    return Err(StoreError::TenantExists);
+                }
+                self.tenant(tenant_id).await?.ok_or(StoreError::UnknownTenant)
             }
             Err(e) => Err(classify(e)),
         }
     }
 
-    /// Every registered tenant, by id.
+    /// Replaces the tenant's administrator groups. Nothing caches them: the next request sees them.
+    pub async fn set_admin_groups(
+        &self,
+        tenant_id: &TenantId,
+        admin_groups: &[String],
+    ) -> Result<TenantRecord, StoreError> {
+        let updated = tenant::Entity::update_many()
+            .col_expr(
+                tenant::Column::AdminGroups,
+                Expr::value(groups_json(admin_groups)?),
+            )
+            .filter(tenant::Column::TenantId.eq(tenant_id.as_str()))
+            .filter(tenant::Column::RemovedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(classify)?;
+        if updated.rows_affected == 0 {
+            return Err(StoreError::UnknownTenant);
+        }
+        self.tenant(tenant_id).await?.ok_or(StoreError::UnknownTenant)
+    }
+
+    /// Every registered tenant (removed ones left out), by id.
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         let rows = tenant::Entity::find()
+            .filter(tenant::Column::RemovedAt.is_null())
             .order_by_asc(tenant::Column::TenantId)
             .all(&self.db)
             .await
@@ -153,14 +193,30 @@ impl Store {
         rows.into_iter().map(to_record).collect()
     }
 
-    /// One tenant, if registered.
+    /// One tenant, if registered (and not removed).
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let row = tenant::Entity::find_by_id(id.as_str().to_owned())
+            .filter(tenant::Column::RemovedAt.is_null())
             .one(&self.db)
             .await
             .map_err(classify)?;
         row.map(to_record).transpose()
     }
+
+    /// How many of the binary's migrations the database lacks (their names), found without
+    /// changing anything (not even creating the migrations table).
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        use migration::MigratorTrait;
+        let pending = migration::Migrator::get_pending_migrations_read_only(&self.db)
+            .await
+            .map_err(classify)?;
+        Ok(pending.iter().map(|m| m.name().to_owned()).collect())
+    }
+}
+
+fn groups_json(admin_groups: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(admin_groups)
+        .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(e.to_string())))
 }
 
 /// The advisory lock key of migrations ("cc-conn" in ASCII).
