@@ -100,6 +100,7 @@ pub struct Faults {
     status: AtomicU16,
     garbage: AtomicBool,
     withhold_keys: AtomicBool,
+    profile_body: Mutex<Option<Value>>,
     counts: Mutex<HashMap<String, u64>>,
 }
 
@@ -123,6 +124,12 @@ impl Faults {
     pub fn set_withhold_keys(&self, on: bool) {
         self.withhold_keys.store(on, Ordering::Relaxed);
     }
+    /// Answers `/ims/profile/v1` with 200 and this body, whoever asks (`None`: the real profile).
+    pub fn set_profile_body(&self, body: Option<Value>) {
+        if let Ok(mut b) = self.profile_body.lock() {
+            *b = body;
+        }
+    }
     /// Requests received on exactly `path` so far.
     pub fn requests(&self, path: &str) -> u64 {
         self.counts
@@ -136,6 +143,7 @@ impl Faults {
         self.set_status(None);
         self.set_garbage(false);
         self.set_withhold_keys(false);
+        self.set_profile_body(None);
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
         }
@@ -153,6 +161,9 @@ impl Faults {
     }
     fn withhold_keys(&self) -> bool {
         self.withhold_keys.load(Ordering::Relaxed)
+    }
+    fn profile_body(&self) -> Option<Value> {
+        self.profile_body.lock().ok().and_then(|b| b.clone())
     }
     fn garbage(&self) -> bool {
         self.garbage.load(Ordering::Relaxed)

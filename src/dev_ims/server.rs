@@ -202,6 +202,9 @@ async fn profile(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
         Ok(c) => c,
         Err(res) => return *res,
     };
+    if let Some(body) = ims.faults.profile_body() {
+        return HttpResponse::Ok().json(body);
+    }
     let Some(user) = world::user(&user_id) else {
         return HttpResponse::Ok().json(json!({"userId": user_id, "account_type": "type1"}));
     };

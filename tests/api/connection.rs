@@ -490,3 +490,36 @@ async fn integration_reads_keep_working_while_ims_is_down() {
     let res = app.get_connection(&app.integration_token()).await;
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn a_profile_that_does_not_say_whose_it_is_is_502_ims_error_and_changes_nothing() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        assert_eq!(
+            app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+                .await
+                .status(),
+            201
+        );
+        // IMS answers 200 with a body that names no user: not a verdict on the entitlement.
+        app.ims
+            .faults()
+            .set_profile_body(Some(serde_json::json!({"unexpected": "shape"})));
+        assert_problem(
+            app.put_connection(&admin, world::ACME_DESIGN_ORG).await,
+            502,
+            "ims-error",
+        )
+        .await;
+        app.ims.faults().set_profile_body(None);
+        let current: Value = app
+            .get_connection(&app.integration_token())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(current["org_id"], world::ACME_CREATIVE_ORG);
+        assert_eq!(current["revision"], 1);
+        assert_eq!(app.history_json().await["entries"].as_array().unwrap().len(), 1);
+    });
+}
