@@ -30,6 +30,9 @@ pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
 /// At most this many verified tokens are kept (about 2 KiB each: 20 MiB at the most).
 pub const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
 
+/// The `user_id` suffix of IMS technical accounts (the identity of service tokens).
+pub const TECHNICAL_ACCOUNT_SUFFIX: &str = "@techacct.adobe.com";
+
 /// Why a token was refused. The message is sent to the caller: it never contains the token.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -60,6 +63,14 @@ impl VerifiedToken {
     /// Whether the token's scope list holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Whether this is a service (client-credentials) token: no `user_id`, or a technical
+    /// account's (`...@techacct.adobe.com`). Any other `user_id` is a person's.
+    pub fn is_service(&self) -> bool {
+        self.user_id
+            .as_ref()
+            .is_none_or(|u| u.as_str().ends_with(TECHNICAL_ACCOUNT_SUFFIX))
     }
 
     /// How long the token stays valid from now (zero if already past).

@@ -133,6 +133,31 @@ async fn a_non_integration_service_token_cannot_read() {
 }
 
 #[tokio::test]
+async fn a_user_token_of_an_integration_client_is_judged_as_a_user() {
+    each_backend!(|app| {
+        assert_eq!(
+            app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+                .await
+                .status(),
+            201
+        );
+        // Signed in to Express with their own id: no integration rights, not a member of Acme.
+        let mallory = app.integration_user_token(world::MALLORY_OTHER_ADMIN);
+        assert_problem(app.get_connection(&mallory).await, 403, "forbidden").await;
+        // A member of the tenant's home org reads as a member.
+        let bob = app.integration_user_token(world::BOB_MEMBER);
+        assert_eq!(app.get_connection(&bob).await.status(), 200);
+        // A service token naming the client's technical account is the integration itself.
+        let techacct = app.ims.mint(&TokenSpec::user(
+            world::EXPRESS_TECHNICAL_ACCOUNT,
+            world::INTEGRATION_CLIENT,
+            &[world::READ_SCOPE],
+        ));
+        assert_eq!(app.get_connection(&techacct).await.status(), 200);
+    });
+}
+
+#[tokio::test]
 async fn switching_replaces_the_active_org_and_keeps_the_old_one_in_history() {
     each_backend!(|app| {
         let admin = app.admin_token();

@@ -147,6 +147,16 @@ impl TestApp {
         self.ims.mint(&TokenSpec::user(user, world::UI_CLIENT, &scopes))
     }
 
+    /// A person's own token of the Express integration client, with the read scope: not a service
+    /// token, so it carries no integration rights.
+    pub fn integration_user_token(&self, user: &str) -> String {
+        self.ims.mint(&TokenSpec::user(
+            user,
+            world::INTEGRATION_CLIENT,
+            &["AdobeID", "openid", "read_organizations", world::READ_SCOPE],
+        ))
+    }
+
     pub fn admin_token(&self) -> String {
         admin_token(&self.ims)
     }
