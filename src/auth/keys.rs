@@ -3,7 +3,9 @@
 //! Keys are cached in memory. An unknown `kid` triggers a JWKS refetch at most every
 //! [`MIN_REFRESH_INTERVAL`] (so a flood of forged kids cannot hammer IMS); while IMS is unreachable
 //! the cached keys keep serving. A successful refetch replaces the set, so a key IMS withdrew stops
-//! verifying. Certificates come only from the configured base URL, by a bare file name: never from
+//! verifying (one that publishes no usable key at all is ignored: the keys in hand stay). Each key
+//! carries a fingerprint, so tokens verified by a key that IMS replaced under the same `kid` are
+//! dropped from the verified-token cache. Certificates come only from the configured base URL, by a bare file name: never from
 //! a URL a token names.
 
 use std::collections::HashMap;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
+use sha2::{Digest, Sha256};
 
 use crate::ims::{ImsClient, ImsError};
 
@@ -29,21 +32,40 @@ const MAX_CERT_KEYS: usize = 64;
 /// A key that verifies RS256 signatures.
 pub type VerifyingKey = Arc<DecodingKey>;
 
-/// Where a key came from, so a cached verification can be dropped when IMS withdraws the key.
+/// A SHA-256 of a key's modulus and exponent: tells a republished `kid` from the key it had.
+pub type Fingerprint = [u8; 32];
+
+/// Where a key came from, so a cached verification can be dropped when IMS withdraws the key or
+/// publishes another key under its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
-    /// The JWKS, by `kid`.
-    Jwks(Arc<str>),
-    /// A certificate, by file name.
-    Certificate(Arc<str>),
+    /// The JWKS, by `kid`, and the key it had.
+    Jwks(Arc<str>, Fingerprint),
+    /// A certificate, by file name, and its key.
+    Certificate(Arc<str>, Fingerprint),
+}
+
+/// A key with its fingerprint.
+#[derive(Clone)]
+struct Published {
+    key: VerifyingKey,
+    fingerprint: Fingerprint,
+}
+
+fn fingerprint(n: &str, e: &str) -> Fingerprint {
+    let mut h = Sha256::new();
+    h.update(n.as_bytes());
+    h.update(b".");
+    h.update(e.as_bytes());
+    h.finalize().into()
 }
 
 /// The key cache.
 pub struct KeyStore {
     ims: ImsClient,
     cert_base: Option<String>,
-    jwks: RwLock<HashMap<String, VerifyingKey>>,
-    certs: RwLock<HashMap<String, VerifyingKey>>,
+    jwks: RwLock<HashMap<String, Published>>,
+    certs: RwLock<HashMap<String, Published>>,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     last_cert_fetch: tokio::sync::Mutex<Option<Instant>>,
     loaded: AtomicBool,
@@ -106,32 +128,59 @@ impl KeyStore {
                 continue;
             }
             if let Ok(key) = DecodingKey::from_rsa_components(&jwk.n, &jwk.e) {
-                set.insert(jwk.kid, Arc::new(key));
+                let fingerprint = fingerprint(&jwk.n, &jwk.e);
+                set.insert(
+                    jwk.kid,
+                    Published {
+                        key: Arc::new(key),
+                        fingerprint,
+                    },
+                );
             }
         }
         let n = set.len();
-        if let Ok(mut jwks) = self.jwks.write() {
-            *jwks = set;
+        let refreshes = &crate::metrics::metrics().jwks_refreshes;
+        let Ok(mut jwks) = self.jwks.write() else {
+            return Ok(0);
+        };
+        if n == 0 && !jwks.is_empty() {
+            // IMS never publishes an empty set on purpose: keep serving with the keys in hand
+            // rather than refusing every token until the next refresh.
+            refreshes.with_label_values(&["no_usable_key"]).inc();
+            tracing::warn!(
+                kept = jwks.len(),
+                "IMS published no usable signing key; keeping the keys in hand"
+            );
+            return Ok(jwks.len());
         }
+        *jwks = set;
+        drop(jwks);
         self.loaded.store(true, Ordering::Relaxed);
-        tracing::info!(keys = n, "IMS signing keys loaded");
+        if n == 0 {
+            refreshes.with_label_values(&["no_usable_key"]).inc();
+            tracing::warn!("IMS published no usable signing key");
+        } else {
+            refreshes.with_label_values(&["loaded"]).inc();
+            tracing::info!(keys = n, "IMS signing keys loaded");
+        }
         Ok(n)
     }
 
-    fn cached(&self, kid: &str) -> Option<VerifyingKey> {
+    fn cached(&self, kid: &str) -> Option<Published> {
         self.jwks.read().ok()?.get(kid).cloned()
     }
 
-    fn cached_cert(&self, name: &str) -> Option<VerifyingKey> {
+    fn cached_cert(&self, name: &str) -> Option<Published> {
         self.certs.read().ok()?.get(name).cloned()
     }
 
-    /// Whether the key that verified a cached token is still published: a withdrawn key must stop
-    /// admitting tokens at once, cached or not.
+    /// Whether the key that verified a cached token is still published under its name: a withdrawn
+    /// or replaced key must stop admitting tokens at once, cached or not.
     pub fn still_valid(&self, source: &KeySource) -> bool {
+        let same = |p: Option<&Published>, fp: &Fingerprint| p.is_some_and(|p| p.fingerprint == *fp);
         match source {
-            KeySource::Jwks(kid) => self.jwks.read().is_ok_and(|m| m.contains_key(&**kid)),
-            KeySource::Certificate(name) => self.certs.read().is_ok_and(|m| m.contains_key(&**name)),
+            KeySource::Jwks(kid, fp) => self.jwks.read().is_ok_and(|m| same(m.get(&**kid), fp)),
+            KeySource::Certificate(name, fp) => self.certs.read().is_ok_and(|m| same(m.get(&**name), fp)),
         }
     }
 
@@ -145,10 +194,10 @@ impl KeyStore {
         let kid = kid.filter(|k| sane_name(k));
         let lookups = &crate::metrics::metrics().key_cache;
         if let Some(kid) = kid
-            && let Some(key) = self.cached(kid)
+            && let Some(p) = self.cached(kid)
         {
             lookups.with_label_values(&["hit"]).inc();
-            return Ok((key, KeySource::Jwks(Arc::from(kid))));
+            return Ok((p.key, KeySource::Jwks(Arc::from(kid), p.fingerprint)));
         }
         lookups.with_label_values(&["miss"]).inc();
         let mut ims_error = None;
@@ -156,8 +205,8 @@ impl KeyStore {
             if let Err(e) = self.refresh_if_due().await {
                 ims_error = Some(e);
             }
-            if let Some(key) = self.cached(kid) {
-                return Ok((key, KeySource::Jwks(Arc::from(kid))));
+            if let Some(p) = self.cached(kid) {
+                return Ok((p.key, KeySource::Jwks(Arc::from(kid), p.fingerprint)));
             }
         }
         if let (Some(base), Some(name)) = (self.cert_base.as_deref(), x5u.filter(|n| sane_cert_name(n))) {
@@ -171,8 +220,8 @@ impl KeyStore {
                     }
                 },
             };
-            if let Some(key) = found {
-                return Ok((key, KeySource::Certificate(Arc::from(name))));
+            if let Some(p) = found {
+                return Ok((p.key, KeySource::Certificate(Arc::from(name), p.fingerprint)));
             }
         }
         Err(match ims_error {
@@ -191,7 +240,7 @@ impl KeyStore {
         self.fetch_jwks().await.map(drop)
     }
 
-    async fn fetch_cert_if_due(&self, base: &str, name: &str) -> Result<Option<VerifyingKey>, ImsError> {
+    async fn fetch_cert_if_due(&self, base: &str, name: &str) -> Result<Option<Published>, ImsError> {
         let mut last = self.last_cert_fetch.lock().await;
         if let Some(key) = self.cached_cert(name) {
             return Ok(Some(key));
@@ -209,7 +258,6 @@ impl KeyStore {
             tracing::warn!(certificate = name, "IMS certificate could not be used");
             return Ok(None);
         };
-        let key = Arc::new(key);
         if let Ok(mut certs) = self.certs.write() {
             if certs.len() >= MAX_CERT_KEYS {
                 certs.clear();
@@ -234,7 +282,7 @@ fn sane_cert_name(s: &str) -> bool {
 }
 
 /// The RSA key of a PEM or DER certificate that is currently valid.
-fn key_from_certificate(bytes: &[u8]) -> Option<DecodingKey> {
+fn key_from_certificate(bytes: &[u8]) -> Option<Published> {
     let der = match x509_parser::pem::parse_x509_pem(bytes) {
         Ok((_, pem)) => pem.contents,
         Err(_) => bytes.to_vec(),
@@ -249,7 +297,12 @@ fn key_from_certificate(bytes: &[u8]) -> Option<DecodingKey> {
                 let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
                 URL_SAFE_NO_PAD.encode(&b[start..])
             };
-            DecodingKey::from_rsa_components(&strip(rsa.modulus), &strip(rsa.exponent)).ok()
+            let (n, e) = (strip(rsa.modulus), strip(rsa.exponent));
+            let key = DecodingKey::from_rsa_components(&n, &e).ok()?;
+            Some(Published {
+                key: Arc::new(key),
+                fingerprint: fingerprint(&n, &e),
+            })
         }
         _ => None,
     }

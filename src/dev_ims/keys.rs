@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::Value;
 
-use super::{CERT_KID, JWKS_KID};
+use super::{CERT_KID, JWKS_KID, SUCCESSOR_KID};
 
 /// One signing key with what the development IMS publishes of it.
 pub struct DevKey {
@@ -79,6 +79,14 @@ static KEYS: OnceLock<[DevKey; 2]> = OnceLock::new();
 
 fn keys() -> &'static [DevKey; 2] {
     KEYS.get_or_init(|| [DevKey::generate(JWKS_KID), DevKey::generate(CERT_KID)])
+}
+
+static SUCCESSOR: OnceLock<DevKey> = OnceLock::new();
+
+/// The key that replaces the access-token key when the development IMS rotates it (made on first
+/// use: only the rotation tests need it).
+pub fn successor() -> &'static DevKey {
+    SUCCESSOR.get_or_init(|| DevKey::generate(SUCCESSOR_KID))
 }
 
 /// The key of `kid` (one of the two constants).

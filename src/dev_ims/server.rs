@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Faults, TokenSpec, keys, world};
+use super::{Faults, JwksAnswer, TokenSpec, keys, world};
 
 struct Ims {
     url: String,
@@ -84,17 +84,24 @@ async fn jwks(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
     if let Some(res) = faulted(&ims, &req).await {
         return res;
     }
-    if ims.faults.withhold_keys() {
-        return HttpResponse::Ok().json(json!({"keys": []}));
-    }
     // Only the access-token key: the other is reachable through its certificate alone.
-    HttpResponse::Ok().json(json!({"keys": [keys::key(super::JWKS_KID).jwk()]}))
+    let published = match ims.faults.jwks() {
+        JwksAnswer::Current => vec![keys::key(super::JWKS_KID).jwk()],
+        JwksAnswer::Rotated | JwksAnswer::RotatedCertificateKept => vec![keys::successor().jwk()],
+        JwksAnswer::Republished => {
+            let mut jwk = keys::successor().jwk();
+            jwk["kid"] = json!(super::JWKS_KID);
+            vec![jwk]
+        }
+        JwksAnswer::NoUsableKey => vec![json!({"kty": "EC", "kid": "dev-ec-1", "crv": "P-256"})],
+    };
+    HttpResponse::Ok().json(json!({ "keys": published }))
 }
 
 async fn certificate(ims: web::Data<Ims>, req: HttpRequest, name: web::Path<String>) -> HttpResponse {
     ims.faults.count(req.path());
-    // A withdrawn key is withdrawn everywhere, its certificate included.
-    let withdrawn = |k: &keys::DevKey| ims.faults.withhold_keys() && k.kid == super::JWKS_KID;
+    // A withdrawn key is withdrawn everywhere, its certificate included (unless the fault keeps it).
+    let withdrawn = |k: &keys::DevKey| ims.faults.jwks() == JwksAnswer::Rotated && k.kid == super::JWKS_KID;
     match keys::by_cert_name(&name).filter(|k| !withdrawn(k)) {
         Some(k) => HttpResponse::Ok()
             .content_type("application/x-x509-ca-cert")

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cc_connection::dev_ims::{TokenSpec, world};
+use cc_connection::dev_ims::{JwksAnswer, TokenSpec, world};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -304,4 +304,46 @@ async fn oversized_authorization_and_headers_are_refused_cleanly() {
         200,
         "still serving"
     );
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics_text(app: &TestApp) -> String {
+    app.client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_jwks_with_no_usable_key_keeps_the_keys_in_hand_and_is_counted() {
+    let app = connected_app().await;
+    let counter = r#"ccc_jwks_refreshes_total{outcome="no_usable_key"}"#;
+    let before = metric(&metrics_text(&app).await, counter);
+    app.ims.faults().set_jwks(JwksAnswer::NoUsableKey);
+    app.state.verifier.keys().refresh().await.unwrap();
+    // A token never seen before (so not from the verified-token cache) still verifies.
+    assert_eq!(app.get_connection(&app.integration_token()).await.status(), 200);
+    assert!(metric(&metrics_text(&app).await, counter) > before);
+}
+
+#[tokio::test]
+async fn a_kid_republished_with_another_key_evicts_cached_tokens_of_the_old_key() {
+    let app = connected_app().await;
+    let token = app.integration_token();
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+    assert_eq!(app.get_connection(&token).await.status(), 200, "cached");
+    app.ims.faults().set_jwks(JwksAnswer::Republished);
+    app.state.verifier.keys().refresh().await.unwrap();
+    expect_invalid(&app, &token).await;
 }
