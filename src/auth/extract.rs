@@ -61,7 +61,7 @@ impl Caller {
             ))?;
         let token = state.verifier.verify(raw).await.map_err(|e| match e {
             TokenError::Invalid(reason) => ApiError::InvalidToken(reason),
-            TokenError::KeysUnavailable => ApiError::ImsUnavailable(5),
+            TokenError::KeysUnavailable(secs) => ApiError::ImsUnavailable(secs),
         })?;
         crate::telemetry::note_client(req, &token.client_id);
         Ok(Self(token))

@@ -6,11 +6,16 @@
 //! verifying (one that publishes no usable key at all is ignored: the keys in hand stay). Each key
 //! carries a fingerprint, so tokens verified by a key that IMS replaced under the same `kid` are
 //! dropped from the verified-token cache. Certificates come only from the configured base URL, by a bare file name: never from
-//! a URL a token names.
+//! a URL a token names. A kid the JWKS listed once and no longer lists is refused, whatever
+//! certificate of that name is still served. Downloaded certificates are kept for at most
+//! [`CERT_TTL`] and their validity period is checked on every use; one download per name runs at a
+//! time, names not found are remembered for [`MISSING_CERT_TTL`], and a token whose certificate
+//! could not be downloaded yet because of the rate limit is answered 503 with `Retry-After`, not
+//! 401 (so a flood of made-up names cannot lock real certificate keys out).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -24,10 +29,19 @@ use crate::ims::{ImsClient, ImsError};
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// The least time between two certificate downloads.
 pub const MIN_CERT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a downloaded certificate is used before it is downloaded again (never past its
+/// `notAfter`), so a certificate IMS stops serving stops verifying.
+pub const CERT_TTL: Duration = Duration::from_secs(3600);
+/// How long a certificate name that was not found is not asked for again.
+pub const MISSING_CERT_TTL: Duration = Duration::from_secs(300);
+/// At most this many not-found names are remembered (names come from unauthenticated tokens).
+const MAX_MISSING_CERTS: u64 = 10_000;
+/// At most this many kids seen in the JWKS are remembered (IMS publishes a handful).
+const MAX_SEEN_KIDS: usize = 4096;
 /// How often the JWKS is refetched in the background, so withdrawn keys stop verifying.
 pub const BACKGROUND_REFRESH: Duration = Duration::from_secs(600);
 /// At most this many certificate keys are kept (names come from tokens, so they are bounded).
-const MAX_CERT_KEYS: usize = 64;
+const MAX_CERT_KEYS: u64 = 64;
 
 /// A key that verifies RS256 signatures.
 pub type VerifyingKey = Arc<DecodingKey>;
@@ -43,6 +57,39 @@ pub enum KeySource {
     Jwks(Arc<str>, Fingerprint),
     /// A certificate, by file name, and its key.
     Certificate(Arc<str>, Fingerprint),
+}
+
+/// A downloaded certificate's key and validity period (Unix seconds).
+struct Cert {
+    published: Published,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Cert {
+    fn valid_now(&self) -> bool {
+        let now = chrono::Utc::now().timestamp();
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+struct CertExpiry;
+impl moka::Expiry<String, Arc<Cert>> for CertExpiry {
+    fn expire_after_create(&self, _: &String, v: &Arc<Cert>, _: Instant) -> Option<Duration> {
+        let left = v.not_after.saturating_sub(chrono::Utc::now().timestamp());
+        Some(CERT_TTL.min(Duration::from_secs(u64::try_from(left).unwrap_or(0))))
+    }
+}
+
+/// Why no certificate key was found.
+#[derive(Debug, Clone)]
+enum CertMiss {
+    /// The base does not have it (or it is unusable): remembered for [`MISSING_CERT_TTL`].
+    NotFound,
+    /// The download slot was taken: ask again in a second.
+    Skipped,
+    /// The base could not be reached.
+    Unavailable(ImsError),
 }
 
 /// A key with its fingerprint.
@@ -65,9 +112,14 @@ pub struct KeyStore {
     ims: ImsClient,
     cert_base: Option<String>,
     jwks: RwLock<HashMap<String, Published>>,
-    certs: RwLock<HashMap<String, Published>>,
+    /// Every kid the JWKS has listed: one no longer listed is withdrawn, certificate or not.
+    seen_kids: RwLock<HashSet<String>>,
+    /// Downloaded certificates; concurrent lookups of one name share one download.
+    certs: moka::future::Cache<String, Arc<Cert>>,
+    /// Names the certificate base did not have, not asked for again for a while.
+    missing_certs: moka::sync::Cache<String, ()>,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
-    last_cert_fetch: tokio::sync::Mutex<Option<Instant>>,
+    last_cert_fetch: Mutex<Option<Instant>>,
     loaded: AtomicBool,
 }
 
@@ -88,6 +140,9 @@ pub enum KeyError {
     /// The key is unknown and IMS could not be asked.
     #[error("IMS keys unavailable")]
     Unavailable(#[source] ImsError),
+    /// The key may be a certificate not downloaded yet: its download was put off by the rate limit.
+    #[error("certificate download deferred")]
+    Deferred,
 }
 
 impl KeyStore {
@@ -97,9 +152,17 @@ impl KeyStore {
             ims,
             cert_base,
             jwks: RwLock::default(),
-            certs: RwLock::default(),
+            seen_kids: RwLock::default(),
+            certs: moka::future::Cache::builder()
+                .max_capacity(MAX_CERT_KEYS)
+                .expire_after(CertExpiry)
+                .build(),
+            missing_certs: moka::sync::Cache::builder()
+                .max_capacity(MAX_MISSING_CERTS)
+                .time_to_live(MISSING_CERT_TTL)
+                .build(),
             last_refresh: tokio::sync::Mutex::new(None),
-            last_cert_fetch: tokio::sync::Mutex::new(None),
+            last_cert_fetch: Mutex::new(None),
             loaded: AtomicBool::new(false),
         }
     }
@@ -153,6 +216,13 @@ impl KeyStore {
             );
             return Ok(jwks.len());
         }
+        if let Ok(mut seen) = self.seen_kids.write() {
+            for kid in set.keys() {
+                if seen.len() < MAX_SEEN_KIDS {
+                    seen.insert(kid.clone());
+                }
+            }
+        }
         *jwks = set;
         drop(jwks);
         self.loaded.store(true, Ordering::Relaxed);
@@ -170,17 +240,37 @@ impl KeyStore {
         self.jwks.read().ok()?.get(kid).cloned()
     }
 
-    fn cached_cert(&self, name: &str) -> Option<Published> {
-        self.certs.read().ok()?.get(name).cloned()
+    /// Whether `kid` was listed in the JWKS once and is not any more.
+    fn withdrawn(&self, kid: &str) -> bool {
+        self.seen_kids.read().is_ok_and(|s| s.contains(kid))
+            && self.jwks.read().is_ok_and(|m| !m.contains_key(kid))
+    }
+
+    /// Whether the token's header names a key IMS withdrew from the JWKS, by `kid` or by the
+    /// certificate of that name: such a key is refused even if its certificate is still served.
+    fn names_withdrawn_key(&self, kid: Option<&str>, x5u: Option<&str>) -> bool {
+        kid.is_some_and(|k| self.withdrawn(k))
+            || x5u
+                .and_then(|n| n.strip_suffix(".cer"))
+                .is_some_and(|k| self.withdrawn(k))
     }
 
     /// Whether the key that verified a cached token is still published under its name: a withdrawn
-    /// or replaced key must stop admitting tokens at once, cached or not.
-    pub fn still_valid(&self, source: &KeySource) -> bool {
-        let same = |p: Option<&Published>, fp: &Fingerprint| p.is_some_and(|p| p.fingerprint == *fp);
+    /// or replaced key, or a certificate past its validity, must stop admitting tokens at once.
+    pub async fn still_valid(&self, source: &KeySource) -> bool {
         match source {
-            KeySource::Jwks(kid, fp) => self.jwks.read().is_ok_and(|m| same(m.get(&**kid), fp)),
-            KeySource::Certificate(name, fp) => self.certs.read().is_ok_and(|m| same(m.get(&**name), fp)),
+            KeySource::Jwks(kid, fp) => self
+                .jwks
+                .read()
+                .is_ok_and(|m| m.get(&**kid).is_some_and(|p| p.fingerprint == *fp)),
+            KeySource::Certificate(name, fp) => {
+                !self.names_withdrawn_key(None, Some(name))
+                    && self
+                        .certs
+                        .get(&**name)
+                        .await
+                        .is_some_and(|c| c.published.fingerprint == *fp && c.valid_now())
+            }
         }
     }
 
@@ -209,19 +299,19 @@ impl KeyStore {
                 return Ok((p.key, KeySource::Jwks(Arc::from(kid), p.fingerprint)));
             }
         }
+        if self.names_withdrawn_key(kid, x5u) {
+            return Err(KeyError::Unknown);
+        }
         if let (Some(base), Some(name)) = (self.cert_base.as_deref(), x5u.filter(|n| sane_cert_name(n))) {
-            let found = match self.cached_cert(name) {
-                Some(key) => Some(key),
-                None => match self.fetch_cert_if_due(base, name).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        ims_error = Some(e);
-                        None
-                    }
-                },
-            };
-            if let Some(p) = found {
-                return Ok((p.key, KeySource::Certificate(Arc::from(name), p.fingerprint)));
+            match self.certificate(base, name).await {
+                Ok(c) => {
+                    let source = KeySource::Certificate(Arc::from(name), c.published.fingerprint);
+                    return Ok((c.published.key.clone(), source));
+                }
+                Err(CertMiss::NotFound) => {}
+                // Not a 401: the key may well exist; the caller is told when to try again.
+                Err(CertMiss::Skipped) => return Err(KeyError::Deferred),
+                Err(CertMiss::Unavailable(e)) => ims_error = Some(e),
             }
         }
         Err(match ims_error {
@@ -240,31 +330,58 @@ impl KeyStore {
         self.fetch_jwks().await.map(drop)
     }
 
-    async fn fetch_cert_if_due(&self, base: &str, name: &str) -> Result<Option<Published>, ImsError> {
-        let mut last = self.last_cert_fetch.lock().await;
-        if let Some(key) = self.cached_cert(name) {
-            return Ok(Some(key));
+    /// The certificate `name`: from the cache while it is valid, else downloaded (one download
+    /// per name at a time, names not found remembered for a while).
+    async fn certificate(&self, base: &str, name: &str) -> Result<Arc<Cert>, CertMiss> {
+        if let Some(cert) = self.certs.get(name).await {
+            if cert.valid_now() {
+                return Ok(cert);
+            }
+            self.certs.invalidate(name).await;
         }
-        if last.is_some_and(|t| t.elapsed() < MIN_CERT_INTERVAL) {
-            return Ok(None);
+        if self.missing_certs.contains_key(name) {
+            return Err(CertMiss::NotFound);
         }
-        *last = Some(Instant::now());
+        match self
+            .certs
+            .try_get_with(name.to_owned(), self.download_cert(base, name))
+            .await
+        {
+            Ok(cert) if cert.valid_now() => Ok(cert),
+            Ok(_) => Err(CertMiss::NotFound),
+            Err(miss) => {
+                if matches!(*miss, CertMiss::NotFound) {
+                    self.missing_certs.insert(name.to_owned(), ());
+                }
+                Err((*miss).clone())
+            }
+        }
+    }
+
+    async fn download_cert(&self, base: &str, name: &str) -> Result<Arc<Cert>, CertMiss> {
+        {
+            // The slot is held only to take it, never across the download.
+            let mut last = self
+                .last_cert_fetch
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < MIN_CERT_INTERVAL) {
+                return Err(CertMiss::Skipped);
+            }
+            *last = Some(Instant::now());
+        }
         let bytes = match self.ims.certificate(base, name).await {
             Ok(b) => b,
-            Err(ImsError::BadResponse(_) | ImsError::Rejected) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(ImsError::BadResponse(_) | ImsError::Rejected) => return Err(CertMiss::NotFound),
+            Err(e) => return Err(CertMiss::Unavailable(e)),
         };
-        let Some(key) = key_from_certificate(&bytes) else {
-            tracing::warn!(certificate = name, "IMS certificate could not be used");
-            return Ok(None);
-        };
-        if let Ok(mut certs) = self.certs.write() {
-            if certs.len() >= MAX_CERT_KEYS {
-                certs.clear();
+        match cert_from_bytes(&bytes) {
+            Some(cert) => Ok(Arc::new(cert)),
+            None => {
+                tracing::warn!(certificate = name, "IMS certificate could not be used");
+                Err(CertMiss::NotFound)
             }
-            certs.insert(name.to_owned(), key.clone());
         }
-        Ok(Some(key))
     }
 }
 
@@ -281,16 +398,18 @@ fn sane_cert_name(s: &str) -> bool {
     sane_name(s) && s.ends_with(".cer") && !s.contains("..") && !s.starts_with('.')
 }
 
-/// The RSA key of a PEM or DER certificate that is currently valid.
-fn key_from_certificate(bytes: &[u8]) -> Option<Published> {
+/// The RSA key and validity of a PEM or DER certificate that is currently valid.
+fn cert_from_bytes(bytes: &[u8]) -> Option<Cert> {
     let der = match x509_parser::pem::parse_x509_pem(bytes) {
         Ok((_, pem)) => pem.contents,
         Err(_) => bytes.to_vec(),
     };
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    if !cert.validity().is_valid() {
+    let validity = cert.validity();
+    if !validity.is_valid() {
         return None;
     }
+    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
     match cert.public_key().parsed().ok()? {
         x509_parser::public_key::PublicKey::RSA(rsa) => {
             let strip = |b: &[u8]| {
@@ -299,9 +418,13 @@ fn key_from_certificate(bytes: &[u8]) -> Option<Published> {
             };
             let (n, e) = (strip(rsa.modulus), strip(rsa.exponent));
             let key = DecodingKey::from_rsa_components(&n, &e).ok()?;
-            Some(Published {
-                key: Arc::new(key),
-                fingerprint: fingerprint(&n, &e),
+            Some(Cert {
+                published: Published {
+                    key: Arc::new(key),
+                    fingerprint: fingerprint(&n, &e),
+                },
+                not_before,
+                not_after,
             })
         }
         _ => None,

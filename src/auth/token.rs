@@ -39,9 +39,9 @@ pub enum TokenError {
     /// Refused; the reason is safe to show.
     #[error("{0}")]
     Invalid(&'static str),
-    /// The signing key is unknown and IMS could not be reached to learn it.
+    /// The signing key is unknown and IMS could not be asked now; retry after the given seconds.
     #[error("IMS keys unavailable")]
-    KeysUnavailable,
+    KeysUnavailable(u64),
 }
 
 /// A token that passed every check.
@@ -189,7 +189,7 @@ impl TokenVerifier {
         let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
         let lookups = &crate::metrics::metrics().token_cache;
         if let Some(hit) = self.verified.get(&digest) {
-            if now_ms() <= hit.token.expires_at_ms + LEEWAY_MS && self.keys.still_valid(&hit.key) {
+            if now_ms() <= hit.token.expires_at_ms + LEEWAY_MS && self.keys.still_valid(&hit.key).await {
                 lookups.with_label_values(&["hit"]).inc();
                 return Ok(hit.token.clone());
             }
@@ -223,7 +223,8 @@ impl TokenVerifier {
             .await
             .map_err(|e| match e {
                 KeyError::Unknown => Invalid("token signed with an unknown key"),
-                KeyError::Unavailable(_) => TokenError::KeysUnavailable,
+                KeyError::Unavailable(_) => TokenError::KeysUnavailable(5),
+                KeyError::Deferred => TokenError::KeysUnavailable(1),
             })?;
         let data = jsonwebtoken::decode::<ImsClaims>(raw, &key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;

@@ -112,7 +112,9 @@ fn init_test_log() {
 
 impl TestApp {
     async fn wait_ready(&self) {
-        for _ in 0..100 {
+        // Up to 10 s: the first keys load after the development IMS made its RSA keys, which takes
+        // seconds on a loaded machine.
+        for _ in 0..500 {
             let res = self.client.get(format!("{}/readyz", self.address)).send().await;
             if res.is_ok_and(|r| r.status() == 200) {
                 return;

@@ -347,3 +347,91 @@ async fn a_kid_republished_with_another_key_evicts_cached_tokens_of_the_old_key(
     app.state.verifier.keys().refresh().await.unwrap();
     expect_invalid(&app, &token).await;
 }
+
+#[tokio::test]
+async fn a_kid_withdrawn_from_the_jwks_is_refused_even_while_its_certificate_is_downloadable() {
+    let app = connected_app().await;
+    let token = app.integration_token();
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+    // IMS rotates the key out of the JWKS; a stale copy of its certificate is still served.
+    app.ims.faults().set_jwks(JwksAnswer::RotatedCertificateKept);
+    app.state.verifier.keys().refresh().await.unwrap();
+    expect_invalid(&app, &token).await;
+    expect_invalid(&app, &app.integration_token()).await;
+    // Nor through another kid naming the withdrawn key's certificate.
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    let other = json!({"alg": "RS256", "kid": "other", "x5u": "dev-key-at-1.cer"});
+    expect_invalid(&app, &app.ims.sign_raw(&other, &c)).await;
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-at-1.cer"), 0);
+    // The certificate-only key, never in the JWKS, still verifies.
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    assert_eq!(app.get_connection(&app.ims.mint(&spec)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_certificate_name_not_found_is_not_downloaded_again_for_a_while() {
+    let app = connected_app().await;
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    let header = json!({"alg": "RS256", "kid": "gone", "x5u": "gone.cer"});
+    let token = app.ims.sign_raw_with_cert_key(&header, &c);
+    expect_invalid(&app, &token).await;
+    // Past the one-per-second download limit: still answered from memory.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let token = app
+        .ims
+        .sign_raw_with_cert_key(&header, &claims(json!(now_ms().to_string()), json!("86400001")));
+    expect_invalid(&app, &token).await;
+    assert_eq!(app.ims.faults().requests("/keys/gone.cer"), 1);
+}
+
+#[tokio::test]
+async fn a_flood_of_random_certificate_names_does_not_turn_a_real_certificate_token_into_401() {
+    let app = connected_app().await;
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    // Unauthenticated tokens, each naming a new certificate: they take the download slot.
+    let flood: Vec<_> = (0..50)
+        .map(|i| {
+            let name = format!("flood-{i}-{}", uuid::Uuid::new_v4().simple());
+            let t = app.ims.sign_raw(
+                &json!({"alg": "RS256", "kid": name, "x5u": format!("{name}.cer")}),
+                &c,
+            );
+            let req = app
+                .client
+                .get(app.url(&TestApp::connection_path(TENANT)))
+                .bearer_auth(t);
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut flood_statuses = Vec::new();
+    for t in flood {
+        flood_statuses.push(t.await.unwrap());
+    }
+    assert!(
+        flood_statuses.iter().all(|s| *s == 401 || *s == 503),
+        "{flood_statuses:?}"
+    );
+    // The slot was just taken: a real certificate-keyed token is told to retry, never refused.
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    let token = app.ims.mint(&spec);
+    let mut served = false;
+    for _ in 0..5 {
+        let res = app.get_connection(&token).await;
+        if res.status() == 200 {
+            served = true;
+            break;
+        }
+        let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert_problem(res, 503, "ims-unavailable").await;
+        tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
+    }
+    assert!(served, "the real token is served once the slot frees");
+    // At most one download per second, whatever the flood.
+    assert!(app.ims.faults().requests_under("/keys/") <= 8);
+}
