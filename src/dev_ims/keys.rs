@@ -23,6 +23,7 @@ pub struct DevKey {
     pub cert_pem: String,
     /// Public key, PEM.
     pub public_pem: String,
+    pair: rcgen::KeyPair,
 }
 
 impl DevKey {
@@ -57,7 +58,19 @@ impl DevKey {
             e,
             cert_pem: cert.pem(),
             public_pem,
+            pair,
         }
+    }
+
+    /// A certificate of this key (PEM) valid from an hour before `not_after` until `not_after`.
+    pub fn certificate_until(&self, not_after: std::time::SystemTime) -> Option<String> {
+        let mut params = rcgen::CertificateParams::new(vec!["ims-dev.localhost".to_owned()]).ok()?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, self.kid);
+        params.not_after = not_after.into();
+        params.not_before = (not_after - std::time::Duration::from_secs(3600)).into();
+        params.self_signed(&self.pair).ok().map(|c| c.pem())
     }
 
     /// A compact JWT of `header` (verbatim) and `claims`, RS256-signed with this key.

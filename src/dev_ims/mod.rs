@@ -133,6 +133,7 @@ pub struct Faults {
     garbage: AtomicBool,
     jwks: AtomicU8,
     profile_body: Mutex<Option<Value>>,
+    cert_expiry: Mutex<Option<std::time::SystemTime>>,
     counts: Mutex<HashMap<String, u64>>,
 }
 
@@ -183,6 +184,12 @@ impl Faults {
             *b = body;
         }
     }
+    /// Serves every certificate with this `notAfter` (`None`: the long-lived ones).
+    pub fn set_certificate_expiry(&self, not_after: Option<std::time::SystemTime>) {
+        if let Ok(mut e) = self.cert_expiry.lock() {
+            *e = not_after;
+        }
+    }
     /// Requests received on exactly `path` so far.
     pub fn requests(&self, path: &str) -> u64 {
         self.counts
@@ -197,6 +204,7 @@ impl Faults {
         self.set_garbage(false);
         self.set_withhold_keys(false);
         self.set_profile_body(None);
+        self.set_certificate_expiry(None);
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
         }
@@ -214,6 +222,9 @@ impl Faults {
     }
     fn jwks(&self) -> JwksAnswer {
         JwksAnswer::from_u8(self.jwks.load(Ordering::Relaxed))
+    }
+    fn cert_expiry(&self) -> Option<std::time::SystemTime> {
+        self.cert_expiry.lock().ok().and_then(|e| *e)
     }
     fn profile_body(&self) -> Option<Value> {
         self.profile_body.lock().ok().and_then(|b| b.clone())

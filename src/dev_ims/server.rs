@@ -103,9 +103,15 @@ async fn certificate(ims: web::Data<Ims>, req: HttpRequest, name: web::Path<Stri
     // A withdrawn key is withdrawn everywhere, its certificate included (unless the fault keeps it).
     let withdrawn = |k: &keys::DevKey| ims.faults.jwks() == JwksAnswer::Rotated && k.kid == super::JWKS_KID;
     match keys::by_cert_name(&name).filter(|k| !withdrawn(k)) {
-        Some(k) => HttpResponse::Ok()
-            .content_type("application/x-x509-ca-cert")
-            .body(k.cert_pem.clone()),
+        Some(k) => {
+            let pem = match ims.faults.cert_expiry() {
+                Some(not_after) => k.certificate_until(not_after).unwrap_or_default(),
+                None => k.cert_pem.clone(),
+            };
+            HttpResponse::Ok()
+                .content_type("application/x-x509-ca-cert")
+                .body(pem)
+        }
         None => ims_error(404, "not_found", "no such certificate"),
     }
 }

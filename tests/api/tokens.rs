@@ -435,3 +435,21 @@ async fn a_flood_of_random_certificate_names_does_not_turn_a_real_certificate_to
     // At most one download per second, whatever the flood.
     assert!(app.ims.faults().requests_under("/keys/") <= 8);
 }
+
+#[tokio::test]
+async fn a_certificate_past_its_not_after_stops_verifying_cached_or_not() {
+    let app = connected_app().await;
+    let expiry = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    app.ims.faults().set_certificate_expiry(Some(expiry));
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    let token = app.ims.mint(&spec);
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+    assert_eq!(app.get_connection(&token).await.status(), 200, "cached");
+    // x509 times have a resolution of one second.
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    expect_invalid(&app, &token).await;
+    expect_invalid(&app, &app.ims.mint(&spec)).await;
+}
