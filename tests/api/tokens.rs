@@ -453,3 +453,30 @@ async fn a_certificate_past_its_not_after_stops_verifying_cached_or_not() {
     expect_invalid(&app, &token).await;
     expect_invalid(&app, &app.ims.mint(&spec)).await;
 }
+
+#[tokio::test]
+async fn concurrent_first_uses_of_a_certificate_share_one_download() {
+    let app = connected_app().await;
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    // Distinct tokens (so the verified-token cache does not answer), one certificate.
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let token = app.ims.mint(&TokenSpec {
+                expires_in_ms: 86_400_000 - i,
+                ..spec.clone()
+            });
+            let req = app
+                .client
+                .get(app.url(&TestApp::connection_path(TENANT)))
+                .bearer_auth(token);
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200, "every waiter gets the one download's key");
+    }
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
+}
