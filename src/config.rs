@@ -45,7 +45,7 @@ pub struct Config {
     /// `CCC_CLIENT_IDS`: token `client_id`s accepted at all, comma-separated.
     #[serde(default, deserialize_with = "list")]
     pub client_ids: Vec<String>,
-    /// `CCC_INTEGRATION_CLIENT_IDS`: clients that may read any tenant's connection.
+    /// `CCC_INTEGRATION_CLIENT_IDS`: clients whose service tokens may read any tenant's connection.
     #[serde(default, deserialize_with = "list")]
     pub integration_client_ids: Vec<String>,
     /// `CCC_ADMIN_SCOPE`: the scope an administrator's client must hold to switch.

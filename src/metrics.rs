@@ -22,6 +22,8 @@ pub struct Metrics {
     pub token_cache: IntCounterVec,
     /// Signing-key cache lookups by result (`hit`, `miss`: a miss asks IMS, rate-limited).
     pub key_cache: IntCounterVec,
+    /// JWKS fetches that answered, by outcome (`loaded`, `no_usable_key`: the keys in hand kept).
+    pub jwks_refreshes: IntCounterVec,
     /// Switches by outcome (`created`, `replaced`, `unchanged`, `disconnected`).
     pub switches: IntCounterVec,
     /// Database pool connections by state (`in_use`, `idle`), sampled at scrape time.
@@ -53,6 +55,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new("key_cache_lookups_total", "IMS signing-key cache lookups"),
         &["result"],
     )?;
+    let jwks_refreshes = IntCounterVec::new(
+        Opts::new("jwks_refreshes_total", "IMS JWKS answers by outcome"),
+        &["outcome"],
+    )?;
     let switches = IntCounterVec::new(
         Opts::new("switches_total", "Connection changes by outcome"),
         &["outcome"],
@@ -66,6 +72,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(ims_calls.clone()))?;
     registry.register(Box::new(token_cache.clone()))?;
     registry.register(Box::new(key_cache.clone()))?;
+    registry.register(Box::new(jwks_refreshes.clone()))?;
     registry.register(Box::new(switches.clone()))?;
     registry.register(Box::new(db_pool.clone()))?;
     Ok(Metrics {
@@ -75,6 +82,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ims_calls,
         token_cache,
         key_cache,
+        jwks_refreshes,
         switches,
         db_pool,
     })

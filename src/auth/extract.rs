@@ -61,7 +61,7 @@ impl Caller {
             ))?;
         let token = state.verifier.verify(raw).await.map_err(|e| match e {
             TokenError::Invalid(reason) => ApiError::InvalidToken(reason),
-            TokenError::KeysUnavailable => ApiError::ImsUnavailable(5),
+            TokenError::KeysUnavailable(secs) => ApiError::ImsUnavailable(secs),
         })?;
         crate::telemetry::note_client(req, &token.client_id);
         Ok(Self(token))
@@ -104,8 +104,8 @@ async fn member_of_home_org(
     }))
 }
 
-/// May read the tenant's connection: an integration client with the read scope, or a member of
-/// the tenant's home org. Carries the tenant and its active connection, read in one query.
+/// May read the tenant's connection: a service token of an integration client with the read
+/// scope, or a member of the tenant's home org (any user token, whatever its client). Carries the tenant and its active connection, read in one query.
 #[derive(Debug)]
 pub struct TenantReader {
     /// The caller.
@@ -128,13 +128,15 @@ impl FromRequest for TenantReader {
                 .ok_or(ApiError::UnknownTenant)?;
             let token = &caller.0;
             let cfg = &state.config;
-            if cfg.integration_client_ids.iter().any(|c| *c == token.client_id) {
+            // Integration rights need a service token of an integration client: a person signed in
+            // to that client is judged as a user below.
+            if token.is_service() && cfg.integration_client_ids.iter().any(|c| *c == token.client_id) {
                 if !token.has_scope(&cfg.read_scope) {
                     return Err(ApiError::InsufficientScope(cfg.read_scope.clone()));
                 }
                 return Ok(Self { caller, view });
             }
-            if token.user_id.is_none() {
+            if token.is_service() {
                 return Err(ApiError::Forbidden(
                     "this client may not read tenants' connections",
                 ));

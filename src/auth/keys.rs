@@ -3,17 +3,25 @@
 //! Keys are cached in memory. An unknown `kid` triggers a JWKS refetch at most every
 //! [`MIN_REFRESH_INTERVAL`] (so a flood of forged kids cannot hammer IMS); while IMS is unreachable
 //! the cached keys keep serving. A successful refetch replaces the set, so a key IMS withdrew stops
-//! verifying. Certificates come only from the configured base URL, by a bare file name: never from
-//! a URL a token names.
+//! verifying (one that publishes no usable key at all is ignored: the keys in hand stay). Each key
+//! carries a fingerprint, so tokens verified by a key that IMS replaced under the same `kid` are
+//! dropped from the verified-token cache. Certificates come only from the configured base URL, by a bare file name: never from
+//! a URL a token names. A kid the JWKS listed once and no longer lists is refused, whatever
+//! certificate of that name is still served. Downloaded certificates are kept for at most
+//! [`CERT_TTL`] and their validity period is checked on every use; one download per name runs at a
+//! time, names not found are remembered for [`MISSING_CERT_TTL`], and a token whose certificate
+//! could not be downloaded yet because of the rate limit is answered 503 with `Retry-After`, not
+//! 401 (so a flood of made-up names cannot lock real certificate keys out).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
+use sha2::{Digest, Sha256};
 
 use crate::ims::{ImsClient, ImsError};
 
@@ -21,31 +29,97 @@ use crate::ims::{ImsClient, ImsError};
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// The least time between two certificate downloads.
 pub const MIN_CERT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a downloaded certificate is used before it is downloaded again (never past its
+/// `notAfter`), so a certificate IMS stops serving stops verifying.
+pub const CERT_TTL: Duration = Duration::from_secs(3600);
+/// How long a certificate name that was not found is not asked for again.
+pub const MISSING_CERT_TTL: Duration = Duration::from_secs(300);
+/// At most this many not-found names are remembered (names come from unauthenticated tokens).
+const MAX_MISSING_CERTS: u64 = 10_000;
+/// At most this many kids seen in the JWKS are remembered (IMS publishes a handful).
+const MAX_SEEN_KIDS: usize = 4096;
 /// How often the JWKS is refetched in the background, so withdrawn keys stop verifying.
 pub const BACKGROUND_REFRESH: Duration = Duration::from_secs(600);
 /// At most this many certificate keys are kept (names come from tokens, so they are bounded).
-const MAX_CERT_KEYS: usize = 64;
+const MAX_CERT_KEYS: u64 = 64;
 
 /// A key that verifies RS256 signatures.
 pub type VerifyingKey = Arc<DecodingKey>;
 
-/// Where a key came from, so a cached verification can be dropped when IMS withdraws the key.
+/// A SHA-256 of a key's modulus and exponent: tells a republished `kid` from the key it had.
+pub type Fingerprint = [u8; 32];
+
+/// Where a key came from, so a cached verification can be dropped when IMS withdraws the key or
+/// publishes another key under its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
-    /// The JWKS, by `kid`.
-    Jwks(Arc<str>),
-    /// A certificate, by file name.
-    Certificate(Arc<str>),
+    /// The JWKS, by `kid`, and the key it had.
+    Jwks(Arc<str>, Fingerprint),
+    /// A certificate, by file name, and its key.
+    Certificate(Arc<str>, Fingerprint),
+}
+
+/// A downloaded certificate's key and validity period (Unix seconds).
+struct Cert {
+    published: Published,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Cert {
+    fn valid_now(&self) -> bool {
+        let now = chrono::Utc::now().timestamp();
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+struct CertExpiry;
+impl moka::Expiry<String, Arc<Cert>> for CertExpiry {
+    fn expire_after_create(&self, _: &String, v: &Arc<Cert>, _: Instant) -> Option<Duration> {
+        let left = v.not_after.saturating_sub(chrono::Utc::now().timestamp());
+        Some(CERT_TTL.min(Duration::from_secs(u64::try_from(left).unwrap_or(0))))
+    }
+}
+
+/// Why no certificate key was found.
+#[derive(Debug, Clone)]
+enum CertMiss {
+    /// The base does not have it (or it is unusable): remembered for [`MISSING_CERT_TTL`].
+    NotFound,
+    /// The download slot was taken: ask again in a second.
+    Skipped,
+    /// The base could not be reached.
+    Unavailable(ImsError),
+}
+
+/// A key with its fingerprint.
+#[derive(Clone)]
+struct Published {
+    key: VerifyingKey,
+    fingerprint: Fingerprint,
+}
+
+fn fingerprint(n: &str, e: &str) -> Fingerprint {
+    let mut h = Sha256::new();
+    h.update(n.as_bytes());
+    h.update(b".");
+    h.update(e.as_bytes());
+    h.finalize().into()
 }
 
 /// The key cache.
 pub struct KeyStore {
     ims: ImsClient,
     cert_base: Option<String>,
-    jwks: RwLock<HashMap<String, VerifyingKey>>,
-    certs: RwLock<HashMap<String, VerifyingKey>>,
+    jwks: RwLock<HashMap<String, Published>>,
+    /// Every kid the JWKS has listed: one no longer listed is withdrawn, certificate or not.
+    seen_kids: RwLock<HashSet<String>>,
+    /// Downloaded certificates; concurrent lookups of one name share one download.
+    certs: moka::future::Cache<String, Arc<Cert>>,
+    /// Names the certificate base did not have, not asked for again for a while.
+    missing_certs: moka::sync::Cache<String, ()>,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
-    last_cert_fetch: tokio::sync::Mutex<Option<Instant>>,
+    last_cert_fetch: Mutex<Option<Instant>>,
     loaded: AtomicBool,
 }
 
@@ -66,6 +140,9 @@ pub enum KeyError {
     /// The key is unknown and IMS could not be asked.
     #[error("IMS keys unavailable")]
     Unavailable(#[source] ImsError),
+    /// The key may be a certificate not downloaded yet: its download was put off by the rate limit.
+    #[error("certificate download deferred")]
+    Deferred,
 }
 
 impl KeyStore {
@@ -75,9 +152,17 @@ impl KeyStore {
             ims,
             cert_base,
             jwks: RwLock::default(),
-            certs: RwLock::default(),
+            seen_kids: RwLock::default(),
+            certs: moka::future::Cache::builder()
+                .max_capacity(MAX_CERT_KEYS)
+                .expire_after(CertExpiry)
+                .build(),
+            missing_certs: moka::sync::Cache::builder()
+                .max_capacity(MAX_MISSING_CERTS)
+                .time_to_live(MISSING_CERT_TTL)
+                .build(),
             last_refresh: tokio::sync::Mutex::new(None),
-            last_cert_fetch: tokio::sync::Mutex::new(None),
+            last_cert_fetch: Mutex::new(None),
             loaded: AtomicBool::new(false),
         }
     }
@@ -106,32 +191,86 @@ impl KeyStore {
                 continue;
             }
             if let Ok(key) = DecodingKey::from_rsa_components(&jwk.n, &jwk.e) {
-                set.insert(jwk.kid, Arc::new(key));
+                let fingerprint = fingerprint(&jwk.n, &jwk.e);
+                set.insert(
+                    jwk.kid,
+                    Published {
+                        key: Arc::new(key),
+                        fingerprint,
+                    },
+                );
             }
         }
         let n = set.len();
-        if let Ok(mut jwks) = self.jwks.write() {
-            *jwks = set;
+        let refreshes = &crate::metrics::metrics().jwks_refreshes;
+        let Ok(mut jwks) = self.jwks.write() else {
+            return Ok(0);
+        };
+        if n == 0 && !jwks.is_empty() {
+            // IMS never publishes an empty set on purpose: keep serving with the keys in hand
+            // rather than refusing every token until the next refresh.
+            refreshes.with_label_values(&["no_usable_key"]).inc();
+            tracing::warn!(
+                kept = jwks.len(),
+                "IMS published no usable signing key; keeping the keys in hand"
+            );
+            return Ok(jwks.len());
         }
+        if let Ok(mut seen) = self.seen_kids.write() {
+            for kid in set.keys() {
+                if seen.len() < MAX_SEEN_KIDS {
+                    seen.insert(kid.clone());
+                }
+            }
+        }
+        *jwks = set;
+        drop(jwks);
         self.loaded.store(true, Ordering::Relaxed);
-        tracing::info!(keys = n, "IMS signing keys loaded");
+        if n == 0 {
+            refreshes.with_label_values(&["no_usable_key"]).inc();
+            tracing::warn!("IMS published no usable signing key");
+        } else {
+            refreshes.with_label_values(&["loaded"]).inc();
+            tracing::info!(keys = n, "IMS signing keys loaded");
+        }
         Ok(n)
     }
 
-    fn cached(&self, kid: &str) -> Option<VerifyingKey> {
+    fn cached(&self, kid: &str) -> Option<Published> {
         self.jwks.read().ok()?.get(kid).cloned()
     }
 
-    fn cached_cert(&self, name: &str) -> Option<VerifyingKey> {
-        self.certs.read().ok()?.get(name).cloned()
+    /// Whether `kid` was listed in the JWKS once and is not any more.
+    fn withdrawn(&self, kid: &str) -> bool {
+        self.seen_kids.read().is_ok_and(|s| s.contains(kid))
+            && self.jwks.read().is_ok_and(|m| !m.contains_key(kid))
     }
 
-    /// Whether the key that verified a cached token is still published: a withdrawn key must stop
-    /// admitting tokens at once, cached or not.
-    pub fn still_valid(&self, source: &KeySource) -> bool {
+    /// Whether the token's header names a key IMS withdrew from the JWKS, by `kid` or by the
+    /// certificate of that name: such a key is refused even if its certificate is still served.
+    fn names_withdrawn_key(&self, kid: Option<&str>, x5u: Option<&str>) -> bool {
+        kid.is_some_and(|k| self.withdrawn(k))
+            || x5u
+                .and_then(|n| n.strip_suffix(".cer"))
+                .is_some_and(|k| self.withdrawn(k))
+    }
+
+    /// Whether the key that verified a cached token is still published under its name: a withdrawn
+    /// or replaced key, or a certificate past its validity, must stop admitting tokens at once.
+    pub async fn still_valid(&self, source: &KeySource) -> bool {
         match source {
-            KeySource::Jwks(kid) => self.jwks.read().is_ok_and(|m| m.contains_key(&**kid)),
-            KeySource::Certificate(name) => self.certs.read().is_ok_and(|m| m.contains_key(&**name)),
+            KeySource::Jwks(kid, fp) => self
+                .jwks
+                .read()
+                .is_ok_and(|m| m.get(&**kid).is_some_and(|p| p.fingerprint == *fp)),
+            KeySource::Certificate(name, fp) => {
+                !self.names_withdrawn_key(None, Some(name))
+                    && self
+                        .certs
+                        .get(&**name)
+                        .await
+                        .is_some_and(|c| c.published.fingerprint == *fp && c.valid_now())
+            }
         }
     }
 
@@ -145,10 +284,10 @@ impl KeyStore {
         let kid = kid.filter(|k| sane_name(k));
         let lookups = &crate::metrics::metrics().key_cache;
         if let Some(kid) = kid
-            && let Some(key) = self.cached(kid)
+            && let Some(p) = self.cached(kid)
         {
             lookups.with_label_values(&["hit"]).inc();
-            return Ok((key, KeySource::Jwks(Arc::from(kid))));
+            return Ok((p.key, KeySource::Jwks(Arc::from(kid), p.fingerprint)));
         }
         lookups.with_label_values(&["miss"]).inc();
         let mut ims_error = None;
@@ -156,23 +295,23 @@ impl KeyStore {
             if let Err(e) = self.refresh_if_due().await {
                 ims_error = Some(e);
             }
-            if let Some(key) = self.cached(kid) {
-                return Ok((key, KeySource::Jwks(Arc::from(kid))));
+            if let Some(p) = self.cached(kid) {
+                return Ok((p.key, KeySource::Jwks(Arc::from(kid), p.fingerprint)));
             }
         }
+        if self.names_withdrawn_key(kid, x5u) {
+            return Err(KeyError::Unknown);
+        }
         if let (Some(base), Some(name)) = (self.cert_base.as_deref(), x5u.filter(|n| sane_cert_name(n))) {
-            let found = match self.cached_cert(name) {
-                Some(key) => Some(key),
-                None => match self.fetch_cert_if_due(base, name).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        ims_error = Some(e);
-                        None
-                    }
-                },
-            };
-            if let Some(key) = found {
-                return Ok((key, KeySource::Certificate(Arc::from(name))));
+            match self.certificate(base, name).await {
+                Ok(c) => {
+                    let source = KeySource::Certificate(Arc::from(name), c.published.fingerprint);
+                    return Ok((c.published.key.clone(), source));
+                }
+                Err(CertMiss::NotFound) => {}
+                // Not a 401: the key may well exist; the caller is told when to try again.
+                Err(CertMiss::Skipped) => return Err(KeyError::Deferred),
+                Err(CertMiss::Unavailable(e)) => ims_error = Some(e),
             }
         }
         Err(match ims_error {
@@ -191,32 +330,58 @@ impl KeyStore {
         self.fetch_jwks().await.map(drop)
     }
 
-    async fn fetch_cert_if_due(&self, base: &str, name: &str) -> Result<Option<VerifyingKey>, ImsError> {
-        let mut last = self.last_cert_fetch.lock().await;
-        if let Some(key) = self.cached_cert(name) {
-            return Ok(Some(key));
+    /// The certificate `name`: from the cache while it is valid, else downloaded (one download
+    /// per name at a time, names not found remembered for a while).
+    async fn certificate(&self, base: &str, name: &str) -> Result<Arc<Cert>, CertMiss> {
+        if let Some(cert) = self.certs.get(name).await {
+            if cert.valid_now() {
+                return Ok(cert);
+            }
+            self.certs.invalidate(name).await;
         }
-        if last.is_some_and(|t| t.elapsed() < MIN_CERT_INTERVAL) {
-            return Ok(None);
+        if self.missing_certs.contains_key(name) {
+            return Err(CertMiss::NotFound);
         }
-        *last = Some(Instant::now());
+        match self
+            .certs
+            .try_get_with(name.to_owned(), self.download_cert(base, name))
+            .await
+        {
+            Ok(cert) if cert.valid_now() => Ok(cert),
+            Ok(_) => Err(CertMiss::NotFound),
+            Err(miss) => {
+                if matches!(*miss, CertMiss::NotFound) {
+                    self.missing_certs.insert(name.to_owned(), ());
+                }
+                Err((*miss).clone())
+            }
+        }
+    }
+
+    async fn download_cert(&self, base: &str, name: &str) -> Result<Arc<Cert>, CertMiss> {
+        {
+            // The slot is held only to take it, never across the download.
+            let mut last = self
+                .last_cert_fetch
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < MIN_CERT_INTERVAL) {
+                return Err(CertMiss::Skipped);
+            }
+            *last = Some(Instant::now());
+        }
         let bytes = match self.ims.certificate(base, name).await {
             Ok(b) => b,
-            Err(ImsError::BadResponse(_) | ImsError::Rejected) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(ImsError::BadResponse(_) | ImsError::Rejected) => return Err(CertMiss::NotFound),
+            Err(e) => return Err(CertMiss::Unavailable(e)),
         };
-        let Some(key) = key_from_certificate(&bytes) else {
-            tracing::warn!(certificate = name, "IMS certificate could not be used");
-            return Ok(None);
-        };
-        let key = Arc::new(key);
-        if let Ok(mut certs) = self.certs.write() {
-            if certs.len() >= MAX_CERT_KEYS {
-                certs.clear();
+        match cert_from_bytes(&bytes) {
+            Some(cert) => Ok(Arc::new(cert)),
+            None => {
+                tracing::warn!(certificate = name, "IMS certificate could not be used");
+                Err(CertMiss::NotFound)
             }
-            certs.insert(name.to_owned(), key.clone());
         }
-        Ok(Some(key))
     }
 }
 
@@ -233,23 +398,34 @@ fn sane_cert_name(s: &str) -> bool {
     sane_name(s) && s.ends_with(".cer") && !s.contains("..") && !s.starts_with('.')
 }
 
-/// The RSA key of a PEM or DER certificate that is currently valid.
-fn key_from_certificate(bytes: &[u8]) -> Option<DecodingKey> {
+/// The RSA key and validity of a PEM or DER certificate that is currently valid.
+fn cert_from_bytes(bytes: &[u8]) -> Option<Cert> {
     let der = match x509_parser::pem::parse_x509_pem(bytes) {
         Ok((_, pem)) => pem.contents,
         Err(_) => bytes.to_vec(),
     };
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    if !cert.validity().is_valid() {
+    let validity = cert.validity();
+    if !validity.is_valid() {
         return None;
     }
+    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
     match cert.public_key().parsed().ok()? {
         x509_parser::public_key::PublicKey::RSA(rsa) => {
             let strip = |b: &[u8]| {
                 let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
                 URL_SAFE_NO_PAD.encode(&b[start..])
             };
-            DecodingKey::from_rsa_components(&strip(rsa.modulus), &strip(rsa.exponent)).ok()
+            let (n, e) = (strip(rsa.modulus), strip(rsa.exponent));
+            let key = DecodingKey::from_rsa_components(&n, &e).ok()?;
+            Some(Cert {
+                published: Published {
+                    key: Arc::new(key),
+                    fingerprint: fingerprint(&n, &e),
+                },
+                not_before,
+                not_after,
+            })
         }
         _ => None,
     }

@@ -30,15 +30,18 @@ pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
 /// At most this many verified tokens are kept (about 2 KiB each: 20 MiB at the most).
 pub const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
 
+/// The `user_id` suffix of IMS technical accounts (the identity of service tokens).
+pub const TECHNICAL_ACCOUNT_SUFFIX: &str = "@techacct.adobe.com";
+
 /// Why a token was refused. The message is sent to the caller: it never contains the token.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// Refused; the reason is safe to show.
     #[error("{0}")]
     Invalid(&'static str),
-    /// The signing key is unknown and IMS could not be reached to learn it.
+    /// The signing key is unknown and IMS could not be asked now; retry after the given seconds.
     #[error("IMS keys unavailable")]
-    KeysUnavailable,
+    KeysUnavailable(u64),
 }
 
 /// A token that passed every check.
@@ -60,6 +63,14 @@ impl VerifiedToken {
     /// Whether the token's scope list holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Whether this is a service (client-credentials) token: no `user_id`, or a technical
+    /// account's (`...@techacct.adobe.com`). Any other `user_id` is a person's.
+    pub fn is_service(&self) -> bool {
+        self.user_id
+            .as_ref()
+            .is_none_or(|u| u.as_str().ends_with(TECHNICAL_ACCOUNT_SUFFIX))
     }
 
     /// How long the token stays valid from now (zero if already past).
@@ -178,7 +189,7 @@ impl TokenVerifier {
         let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
         let lookups = &crate::metrics::metrics().token_cache;
         if let Some(hit) = self.verified.get(&digest) {
-            if now_ms() <= hit.token.expires_at_ms + LEEWAY_MS && self.keys.still_valid(&hit.key) {
+            if now_ms() <= hit.token.expires_at_ms + LEEWAY_MS && self.keys.still_valid(&hit.key).await {
                 lookups.with_label_values(&["hit"]).inc();
                 return Ok(hit.token.clone());
             }
@@ -212,7 +223,8 @@ impl TokenVerifier {
             .await
             .map_err(|e| match e {
                 KeyError::Unknown => Invalid("token signed with an unknown key"),
-                KeyError::Unavailable(_) => TokenError::KeysUnavailable,
+                KeyError::Unavailable(_) => TokenError::KeysUnavailable(5),
+                KeyError::Deferred => TokenError::KeysUnavailable(1),
             })?;
         let data = jsonwebtoken::decode::<ImsClaims>(raw, &key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::Value;
 
-use super::{CERT_KID, JWKS_KID};
+use super::{CERT_KID, JWKS_KID, SUCCESSOR_KID};
 
 /// One signing key with what the development IMS publishes of it.
 pub struct DevKey {
@@ -23,6 +23,7 @@ pub struct DevKey {
     pub cert_pem: String,
     /// Public key, PEM.
     pub public_pem: String,
+    pair: rcgen::KeyPair,
 }
 
 impl DevKey {
@@ -57,7 +58,19 @@ impl DevKey {
             e,
             cert_pem: cert.pem(),
             public_pem,
+            pair,
         }
+    }
+
+    /// A certificate of this key (PEM) valid from an hour before `not_after` until `not_after`.
+    pub fn certificate_until(&self, not_after: std::time::SystemTime) -> Option<String> {
+        let mut params = rcgen::CertificateParams::new(vec!["ims-dev.localhost".to_owned()]).ok()?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, self.kid);
+        params.not_after = not_after.into();
+        params.not_before = (not_after - std::time::Duration::from_secs(3600)).into();
+        params.self_signed(&self.pair).ok().map(|c| c.pem())
     }
 
     /// A compact JWT of `header` (verbatim) and `claims`, RS256-signed with this key.
@@ -79,6 +92,14 @@ static KEYS: OnceLock<[DevKey; 2]> = OnceLock::new();
 
 fn keys() -> &'static [DevKey; 2] {
     KEYS.get_or_init(|| [DevKey::generate(JWKS_KID), DevKey::generate(CERT_KID)])
+}
+
+static SUCCESSOR: OnceLock<DevKey> = OnceLock::new();
+
+/// The key that replaces the access-token key when the development IMS rotates it (made on first
+/// use: only the rotation tests need it).
+pub fn successor() -> &'static DevKey {
+    SUCCESSOR.get_or_init(|| DevKey::generate(SUCCESSOR_KID))
 }
 
 /// The key of `kid` (one of the two constants).

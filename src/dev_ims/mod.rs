@@ -9,7 +9,7 @@ pub mod world;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -21,6 +21,38 @@ pub use keys::DevKey;
 pub const JWKS_KID: &str = "dev-key-at-1";
 /// Kid of the key published only as a certificate (`x5u` fallback).
 pub const CERT_KID: &str = "dev-key-cert-1";
+
+/// Kid of the key that replaces [`JWKS_KID`] when the development IMS rotates it.
+pub const SUCCESSOR_KID: &str = "dev-key-at-2";
+
+/// What `/ims/keys` publishes (fault injection for key rotation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum JwksAnswer {
+    /// The access-token key.
+    #[default]
+    Current = 0,
+    /// The access-token key withdrawn everywhere (JWKS and certificate); its successor published.
+    Rotated = 1,
+    /// The access-token key withdrawn from the JWKS only: its certificate is still downloadable.
+    RotatedCertificateKept = 2,
+    /// The access-token key's kid republished with another key (the successor's).
+    Republished = 3,
+    /// A JWKS with no usable key.
+    NoUsableKey = 4,
+}
+
+impl JwksAnswer {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Rotated,
+            2 => Self::RotatedCertificateKept,
+            3 => Self::Republished,
+            4 => Self::NoUsableKey,
+            _ => Self::Current,
+        }
+    }
+}
 
 /// A running development IMS.
 pub struct DevIms {
@@ -99,7 +131,9 @@ pub struct Faults {
     delay_ms: AtomicU64,
     status: AtomicU16,
     garbage: AtomicBool,
-    withhold_keys: AtomicBool,
+    jwks: AtomicU8,
+    profile_body: Mutex<Option<Value>>,
+    cert_expiry: Mutex<Option<std::time::SystemTime>>,
     counts: Mutex<HashMap<String, u64>>,
 }
 
@@ -119,9 +153,42 @@ impl Faults {
     pub fn set_garbage(&self, on: bool) {
         self.garbage.store(on, Ordering::Relaxed);
     }
-    /// Withdraws the access-token key from the JWKS (as IMS does when it rotates a key out).
+    /// Withdraws the access-token key from the JWKS and its certificate (as IMS does when it
+    /// rotates a key out); its successor is published instead.
     pub fn set_withhold_keys(&self, on: bool) {
-        self.withhold_keys.store(on, Ordering::Relaxed);
+        self.set_jwks(if on {
+            JwksAnswer::Rotated
+        } else {
+            JwksAnswer::Current
+        });
+    }
+    /// What `/ims/keys` publishes from now on.
+    pub fn set_jwks(&self, answer: JwksAnswer) {
+        self.jwks.store(answer as u8, Ordering::Relaxed);
+    }
+    /// Requests received on paths starting with `prefix` so far.
+    pub fn requests_under(&self, prefix: &str) -> u64 {
+        self.counts
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|(p, _)| p.starts_with(prefix))
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    /// Answers `/ims/profile/v1` with 200 and this body, whoever asks (`None`: the real profile).
+    pub fn set_profile_body(&self, body: Option<Value>) {
+        if let Ok(mut b) = self.profile_body.lock() {
+            *b = body;
+        }
+    }
+    /// Serves every certificate with this `notAfter` (`None`: the long-lived ones).
+    pub fn set_certificate_expiry(&self, not_after: Option<std::time::SystemTime>) {
+        if let Ok(mut e) = self.cert_expiry.lock() {
+            *e = not_after;
+        }
     }
     /// Requests received on exactly `path` so far.
     pub fn requests(&self, path: &str) -> u64 {
@@ -136,6 +203,8 @@ impl Faults {
         self.set_status(None);
         self.set_garbage(false);
         self.set_withhold_keys(false);
+        self.set_profile_body(None);
+        self.set_certificate_expiry(None);
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
         }
@@ -151,8 +220,14 @@ impl Faults {
     fn status(&self) -> Option<u16> {
         Some(self.status.load(Ordering::Relaxed)).filter(|s| *s != 0)
     }
-    fn withhold_keys(&self) -> bool {
-        self.withhold_keys.load(Ordering::Relaxed)
+    fn jwks(&self) -> JwksAnswer {
+        JwksAnswer::from_u8(self.jwks.load(Ordering::Relaxed))
+    }
+    fn cert_expiry(&self) -> Option<std::time::SystemTime> {
+        self.cert_expiry.lock().ok().and_then(|e| *e)
+    }
+    fn profile_body(&self) -> Option<Value> {
+        self.profile_body.lock().ok().and_then(|b| b.clone())
     }
     fn garbage(&self) -> bool {
         self.garbage.load(Ordering::Relaxed)

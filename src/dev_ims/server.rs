@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Faults, TokenSpec, keys, world};
+use super::{Faults, JwksAnswer, TokenSpec, keys, world};
 
 struct Ims {
     url: String,
@@ -84,21 +84,34 @@ async fn jwks(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
     if let Some(res) = faulted(&ims, &req).await {
         return res;
     }
-    if ims.faults.withhold_keys() {
-        return HttpResponse::Ok().json(json!({"keys": []}));
-    }
     // Only the access-token key: the other is reachable through its certificate alone.
-    HttpResponse::Ok().json(json!({"keys": [keys::key(super::JWKS_KID).jwk()]}))
+    let published = match ims.faults.jwks() {
+        JwksAnswer::Current => vec![keys::key(super::JWKS_KID).jwk()],
+        JwksAnswer::Rotated | JwksAnswer::RotatedCertificateKept => vec![keys::successor().jwk()],
+        JwksAnswer::Republished => {
+            let mut jwk = keys::successor().jwk();
+            jwk["kid"] = json!(super::JWKS_KID);
+            vec![jwk]
+        }
+        JwksAnswer::NoUsableKey => vec![json!({"kty": "EC", "kid": "dev-ec-1", "crv": "P-256"})],
+    };
+    HttpResponse::Ok().json(json!({ "keys": published }))
 }
 
 async fn certificate(ims: web::Data<Ims>, req: HttpRequest, name: web::Path<String>) -> HttpResponse {
     ims.faults.count(req.path());
-    // A withdrawn key is withdrawn everywhere, its certificate included.
-    let withdrawn = |k: &keys::DevKey| ims.faults.withhold_keys() && k.kid == super::JWKS_KID;
+    // A withdrawn key is withdrawn everywhere, its certificate included (unless the fault keeps it).
+    let withdrawn = |k: &keys::DevKey| ims.faults.jwks() == JwksAnswer::Rotated && k.kid == super::JWKS_KID;
     match keys::by_cert_name(&name).filter(|k| !withdrawn(k)) {
-        Some(k) => HttpResponse::Ok()
-            .content_type("application/x-x509-ca-cert")
-            .body(k.cert_pem.clone()),
+        Some(k) => {
+            let pem = match ims.faults.cert_expiry() {
+                Some(not_after) => k.certificate_until(not_after).unwrap_or_default(),
+                None => k.cert_pem.clone(),
+            };
+            HttpResponse::Ok()
+                .content_type("application/x-x509-ca-cert")
+                .body(pem)
+        }
         None => ims_error(404, "not_found", "no such certificate"),
     }
 }
@@ -202,6 +215,9 @@ async fn profile(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
         Ok(c) => c,
         Err(res) => return *res,
     };
+    if let Some(body) = ims.faults.profile_body() {
+        return HttpResponse::Ok().json(body);
+    }
     let Some(user) = world::user(&user_id) else {
         return HttpResponse::Ok().json(json!({"userId": user_id, "account_type": "type1"}));
     };

@@ -38,6 +38,10 @@ pub const CAROL_EXPIRED_CC: &str = "CA201000000000000000FED0@1a2b3c4d5e";
 /// Dave: administrator with an active entitlement in Acme Creative, to another service.
 pub const DAVE_OTHER_SERVICE: &str = "DA7E0000000000000000FED0@1a2b3c4d5e";
 
+/// The Express integration's technical account: the `user_id` of its service tokens (IMS may
+/// put one in a client-credentials token; it is not a person).
+pub const EXPRESS_TECHNICAL_ACCOUNT: &str = "EC0000000000000000000001@techacct.adobe.com";
+
 /// The AEM Assets UI backend's client.
 pub const UI_CLIENT: &str = "aem-assets-ui-dev";
 /// The Adobe Express integration's client.

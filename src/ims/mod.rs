@@ -56,8 +56,8 @@ pub struct ImsOrg {
 /// The part of `/ims/profile/v1` the service relies on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImsProfile {
-    /// `userId`.
-    pub user_id: Option<String>,
+    /// `userId`: always present (a profile that does not say whose it is is refused as unusable).
+    pub user_id: String,
     /// `projectedProductContext[].prodCtx`.
     pub product_contexts: Vec<ProductContext>,
 }
@@ -287,8 +287,14 @@ impl ImsClient {
             let body = self.get_bytes(&url, Some(token)).await?;
             let raw: RawProfile =
                 serde_json::from_slice(&body).map_err(|e| ImsError::BadResponse(format!("profile: {e}")))?;
+            // A profile that does not say whose it is proves nothing about anyone's entitlements:
+            // an IMS error, not an answer about this user.
+            let user_id = raw
+                .user_id
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| ImsError::BadResponse("profile: no userId".to_owned()))?;
             let profile = ImsProfile {
-                user_id: raw.user_id,
+                user_id,
                 product_contexts: raw.projected.into_iter().map(|p| p.prod_ctx).collect(),
             };
             Ok(Timed {
@@ -451,5 +457,5 @@ fn parse_orgs(raw: Vec<RawOrg>) -> Vec<ImsOrg> {
 /// Whether `user` (by the profile IMS returned for the token) is who the token says; a mismatch
 /// means IMS and the token disagree, which the service treats as a rejected token.
 pub fn profile_matches(profile: &ImsProfile, user: &UserId) -> bool {
-    profile.user_id.as_deref().is_none_or(|id| id == user.as_str())
+    profile.user_id == user.as_str()
 }

@@ -133,6 +133,31 @@ async fn a_non_integration_service_token_cannot_read() {
 }
 
 #[tokio::test]
+async fn a_user_token_of_an_integration_client_is_judged_as_a_user() {
+    each_backend!(|app| {
+        assert_eq!(
+            app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+                .await
+                .status(),
+            201
+        );
+        // Signed in to Express with their own id: no integration rights, not a member of Acme.
+        let mallory = app.integration_user_token(world::MALLORY_OTHER_ADMIN);
+        assert_problem(app.get_connection(&mallory).await, 403, "forbidden").await;
+        // A member of the tenant's home org reads as a member.
+        let bob = app.integration_user_token(world::BOB_MEMBER);
+        assert_eq!(app.get_connection(&bob).await.status(), 200);
+        // A service token naming the client's technical account is the integration itself.
+        let techacct = app.ims.mint(&TokenSpec::user(
+            world::EXPRESS_TECHNICAL_ACCOUNT,
+            world::INTEGRATION_CLIENT,
+            &[world::READ_SCOPE],
+        ));
+        assert_eq!(app.get_connection(&techacct).await.status(), 200);
+    });
+}
+
+#[tokio::test]
 async fn switching_replaces_the_active_org_and_keeps_the_old_one_in_history() {
     each_backend!(|app| {
         let admin = app.admin_token();
@@ -489,4 +514,37 @@ async fn integration_reads_keep_working_while_ims_is_down() {
     app.ims.faults().set_status(Some(503));
     let res = app.get_connection(&app.integration_token()).await;
     assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn a_profile_that_does_not_say_whose_it_is_is_502_ims_error_and_changes_nothing() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        assert_eq!(
+            app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+                .await
+                .status(),
+            201
+        );
+        // IMS answers 200 with a body that names no user: not a verdict on the entitlement.
+        app.ims
+            .faults()
+            .set_profile_body(Some(serde_json::json!({"unexpected": "shape"})));
+        assert_problem(
+            app.put_connection(&admin, world::ACME_DESIGN_ORG).await,
+            502,
+            "ims-error",
+        )
+        .await;
+        app.ims.faults().set_profile_body(None);
+        let current: Value = app
+            .get_connection(&app.integration_token())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(current["org_id"], world::ACME_CREATIVE_ORG);
+        assert_eq!(current["revision"], 1);
+        assert_eq!(app.history_json().await["entries"].as_array().unwrap().len(), 1);
+    });
 }

@@ -112,7 +112,9 @@ fn init_test_log() {
 
 impl TestApp {
     async fn wait_ready(&self) {
-        for _ in 0..100 {
+        // Up to 10 s: the first keys load after the development IMS made its RSA keys, which takes
+        // seconds on a loaded machine.
+        for _ in 0..500 {
             let res = self.client.get(format!("{}/readyz", self.address)).send().await;
             if res.is_ok_and(|r| r.status() == 200) {
                 return;
@@ -145,6 +147,16 @@ impl TestApp {
             scopes.push(world::ADMIN_SCOPE);
         }
         self.ims.mint(&TokenSpec::user(user, world::UI_CLIENT, &scopes))
+    }
+
+    /// A person's own token of the Express integration client, with the read scope: not a service
+    /// token, so it carries no integration rights.
+    pub fn integration_user_token(&self, user: &str) -> String {
+        self.ims.mint(&TokenSpec::user(
+            user,
+            world::INTEGRATION_CLIENT,
+            &["AdobeID", "openid", "read_organizations", world::READ_SCOPE],
+        ))
     }
 
     pub fn admin_token(&self) -> String {

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cc_connection::dev_ims::{TokenSpec, world};
+use cc_connection::dev_ims::{JwksAnswer, TokenSpec, world};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -304,4 +304,179 @@ async fn oversized_authorization_and_headers_are_refused_cleanly() {
         200,
         "still serving"
     );
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics_text(app: &TestApp) -> String {
+    app.client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_jwks_with_no_usable_key_keeps_the_keys_in_hand_and_is_counted() {
+    let app = connected_app().await;
+    let counter = r#"ccc_jwks_refreshes_total{outcome="no_usable_key"}"#;
+    let before = metric(&metrics_text(&app).await, counter);
+    app.ims.faults().set_jwks(JwksAnswer::NoUsableKey);
+    app.state.verifier.keys().refresh().await.unwrap();
+    // A token never seen before (so not from the verified-token cache) still verifies.
+    assert_eq!(app.get_connection(&app.integration_token()).await.status(), 200);
+    assert!(metric(&metrics_text(&app).await, counter) > before);
+}
+
+#[tokio::test]
+async fn a_kid_republished_with_another_key_evicts_cached_tokens_of_the_old_key() {
+    let app = connected_app().await;
+    let token = app.integration_token();
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+    assert_eq!(app.get_connection(&token).await.status(), 200, "cached");
+    app.ims.faults().set_jwks(JwksAnswer::Republished);
+    app.state.verifier.keys().refresh().await.unwrap();
+    expect_invalid(&app, &token).await;
+}
+
+#[tokio::test]
+async fn a_kid_withdrawn_from_the_jwks_is_refused_even_while_its_certificate_is_downloadable() {
+    let app = connected_app().await;
+    let token = app.integration_token();
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+    // IMS rotates the key out of the JWKS; a stale copy of its certificate is still served.
+    app.ims.faults().set_jwks(JwksAnswer::RotatedCertificateKept);
+    app.state.verifier.keys().refresh().await.unwrap();
+    expect_invalid(&app, &token).await;
+    expect_invalid(&app, &app.integration_token()).await;
+    // Nor through another kid naming the withdrawn key's certificate.
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    let other = json!({"alg": "RS256", "kid": "other", "x5u": "dev-key-at-1.cer"});
+    expect_invalid(&app, &app.ims.sign_raw(&other, &c)).await;
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-at-1.cer"), 0);
+    // The certificate-only key, never in the JWKS, still verifies.
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    assert_eq!(app.get_connection(&app.ims.mint(&spec)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_certificate_name_not_found_is_not_downloaded_again_for_a_while() {
+    let app = connected_app().await;
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    let header = json!({"alg": "RS256", "kid": "gone", "x5u": "gone.cer"});
+    let token = app.ims.sign_raw_with_cert_key(&header, &c);
+    expect_invalid(&app, &token).await;
+    // Past the one-per-second download limit: still answered from memory.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let token = app
+        .ims
+        .sign_raw_with_cert_key(&header, &claims(json!(now_ms().to_string()), json!("86400001")));
+    expect_invalid(&app, &token).await;
+    assert_eq!(app.ims.faults().requests("/keys/gone.cer"), 1);
+}
+
+#[tokio::test]
+async fn a_flood_of_random_certificate_names_does_not_turn_a_real_certificate_token_into_401() {
+    let app = connected_app().await;
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    // Unauthenticated tokens, each naming a new certificate: they take the download slot.
+    let flood: Vec<_> = (0..50)
+        .map(|i| {
+            let name = format!("flood-{i}-{}", uuid::Uuid::new_v4().simple());
+            let t = app.ims.sign_raw(
+                &json!({"alg": "RS256", "kid": name, "x5u": format!("{name}.cer")}),
+                &c,
+            );
+            let req = app
+                .client
+                .get(app.url(&TestApp::connection_path(TENANT)))
+                .bearer_auth(t);
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut flood_statuses = Vec::new();
+    for t in flood {
+        flood_statuses.push(t.await.unwrap());
+    }
+    assert!(
+        flood_statuses.iter().all(|s| *s == 401 || *s == 503),
+        "{flood_statuses:?}"
+    );
+    // The slot was just taken: a real certificate-keyed token is told to retry, never refused.
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    let token = app.ims.mint(&spec);
+    let mut served = false;
+    for _ in 0..5 {
+        let res = app.get_connection(&token).await;
+        if res.status() == 200 {
+            served = true;
+            break;
+        }
+        let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert_problem(res, 503, "ims-unavailable").await;
+        tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
+    }
+    assert!(served, "the real token is served once the slot frees");
+    // At most one download per second, whatever the flood.
+    assert!(app.ims.faults().requests_under("/keys/") <= 8);
+}
+
+#[tokio::test]
+async fn a_certificate_past_its_not_after_stops_verifying_cached_or_not() {
+    let app = connected_app().await;
+    let expiry = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    app.ims.faults().set_certificate_expiry(Some(expiry));
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    let token = app.ims.mint(&spec);
+    assert_eq!(app.get_connection(&token).await.status(), 200);
+    assert_eq!(app.get_connection(&token).await.status(), 200, "cached");
+    // x509 times have a resolution of one second.
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    expect_invalid(&app, &token).await;
+    expect_invalid(&app, &app.ims.mint(&spec)).await;
+}
+
+#[tokio::test]
+async fn concurrent_first_uses_of_a_certificate_share_one_download() {
+    let app = connected_app().await;
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    // Distinct tokens (so the verified-token cache does not answer), one certificate.
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let token = app.ims.mint(&TokenSpec {
+                expires_in_ms: 86_400_000 - i,
+                ..spec.clone()
+            });
+            let req = app
+                .client
+                .get(app.url(&TestApp::connection_path(TENANT)))
+                .bearer_auth(token);
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200, "every waiter gets the one download's key");
+    }
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
 }
