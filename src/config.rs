@@ -76,6 +76,17 @@ pub struct Config {
     /// `CCC_MIGRATE`: whether `serve` applies pending migrations at start (`false` when a separate
     /// `cc-connection migrate` step does it).
     pub migrate: bool,
+    /// `CCC_IMS_RATE_PER_MINUTE`: IMS-bound requests (switch, disconnect, org listing) one user may
+    /// make per minute on average, per replica; 0: no limit.
+    pub ims_rate_per_minute: u32,
+    /// `CCC_IMS_RATE_BURST`: how many of those a user may make at once.
+    pub ims_rate_burst: u32,
+    /// `CCC_IMS_BREAKER_FAILURES`: consecutive failed IMS user calls (timeout, unreachable, 5xx)
+    /// after which the circuit opens and they answer 503 at once.
+    pub ims_breaker_failures: u32,
+    /// `CCC_IMS_BREAKER_COOLDOWN_MS`: how long an open circuit refuses before it lets one trial call
+    /// through.
+    pub ims_breaker_cooldown_ms: u64,
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -135,6 +146,10 @@ impl Config {
             db_statement_timeout_ms: 5_000,
             ims_timeout_ms: 5_000,
             migrate: true,
+            ims_rate_per_minute: 60,
+            ims_rate_burst: 30,
+            ims_breaker_failures: 5,
+            ims_breaker_cooldown_ms: 5_000,
         }
     }
 
@@ -201,6 +216,18 @@ impl Config {
         if self.db_max_connections == 0 {
             return Err(ConfigError::Invalid {
                 name: "CCC_DB_MAX_CONNECTIONS",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.ims_rate_per_minute > 0 && self.ims_rate_burst == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_IMS_RATE_BURST",
+                reason: "must be at least 1 while CCC_IMS_RATE_PER_MINUTE is set".to_owned(),
+            });
+        }
+        if self.ims_breaker_failures == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_IMS_BREAKER_FAILURES",
                 reason: "must be at least 1".to_owned(),
             });
         }

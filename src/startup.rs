@@ -12,6 +12,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{KeyStore, TokenVerifier};
 use crate::config::Config;
 use crate::ims::ImsClient;
+use crate::ratelimit::ImsRateLimiter;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{DbOptions, Store};
@@ -92,7 +93,11 @@ impl Application {
             .clone()
             .ok_or_else(|| StartError::Config("CCC_IMS_URL is required".into()))?;
         let ims = ImsClient::new(&ims_url, config.ims_timeout())
-            .map_err(|e| StartError::Config(format!("IMS client: {e}")))?;
+            .map_err(|e| StartError::Config(format!("IMS client: {e}")))?
+            .with_breaker(
+                config.ims_breaker_failures,
+                std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
+            );
         let keys = Arc::new(KeyStore::new(ims.clone(), config.ims_cert_url.clone()));
         let verifier = Arc::new(TokenVerifier::new(
             keys.clone(),
@@ -102,11 +107,13 @@ impl Application {
         // Keys load in the background: the service starts (and /readyz says not ready) even while
         // IMS is unreachable, and refreshes so that keys IMS withdraws stop verifying.
         tokio::spawn(refresh_keys(Arc::downgrade(&keys)));
+        let ims_limiter = ImsRateLimiter::new(config.ims_rate_per_minute, config.ims_rate_burst);
         let state = AppState {
             config: Arc::new(config),
             store,
             ims,
             verifier,
+            ims_limiter,
         };
         let listener = TcpListener::bind(state.config.listen)?;
         let port = listener.local_addr()?.port();

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::common::db::{Backend, backends};
 use crate::helpers::{
     TENANT, TestApp, admin_token, assert_history_holds, assert_problem, full_history, integration_token,
-    spawn_app, spawn_app_with,
+    spawn_app_with,
 };
 
 struct Cluster {
@@ -356,7 +356,9 @@ async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ims_stopped_mid_load_refuses_switches_keeps_reads_and_heals() {
     for backend in backends() {
-        let app = spawn_app(backend).await;
+        // The circuit opens during the outage; a short cool-down lets it close within the second
+        // the load runs on after IMS is back.
+        let app = spawn_app_with(backend, |c| c.ims_breaker_cooldown_ms = 200).await;
         let ims_addr = app.ims.url().trim_start_matches("http://").to_owned();
         let stop = Arc::new(AtomicBool::new(false));
         let (writers, readers) = start_load(&app, 3, 3, &stop);
