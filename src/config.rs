@@ -87,6 +87,10 @@ pub struct Config {
     /// `CCC_IMS_BREAKER_COOLDOWN_MS`: how long an open circuit refuses before it lets one trial call
     /// through.
     pub ims_breaker_cooldown_ms: u64,
+    /// `CCC_OPS_LISTEN`: a second listen address for `/metrics` and the probes; unset: they are
+    /// served on `CCC_LISTEN`.
+    #[serde(default, deserialize_with = "opt_addr")]
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -150,6 +154,7 @@ impl Config {
             ims_rate_burst: 30,
             ims_breaker_failures: 5,
             ims_breaker_cooldown_ms: 5_000,
+            ops_listen: None,
         }
     }
 
@@ -231,6 +236,15 @@ impl Config {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        if let Some(ops) = self.ops_listen
+            && ops.port() != 0
+            && ops.port() == self.listen.port()
+        {
+            return Err(ConfigError::Invalid {
+                name: "CCC_OPS_LISTEN",
+                reason: "must use another port than CCC_LISTEN".to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -290,6 +304,13 @@ fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = Option::<StringLike>::deserialize(d)?.map(|s| s.0);
     Ok(s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()))
+}
+
+/// An optional socket address; empty means "not set".
+fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    opt_string(d)?
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// A comma-separated list (or a real list); blanks dropped.
@@ -366,6 +387,16 @@ mod tests {
             pairs.push(("ims_url", url));
             assert_eq!(with(Mode::Serve, &pairs).is_ok(), ok, "{url}");
         }
+    }
+
+    #[test]
+    fn ops_listen_is_optional_and_needs_its_own_port() {
+        let c = with(Mode::Dev, &[("ops_listen", "")]).unwrap();
+        assert_eq!(c.ops_listen, None);
+        let c = with(Mode::Dev, &[("ops_listen", "127.0.0.1:9090")]).unwrap();
+        assert_eq!(c.ops_listen, Some(([127, 0, 0, 1], 9090).into()));
+        assert!(with(Mode::Dev, &[("ops_listen", "127.0.0.1:8080")]).is_err());
+        assert!(with(Mode::Dev, &[("ops_listen", "not an address")]).is_err());
     }
 
     #[test]

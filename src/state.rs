@@ -6,6 +6,7 @@ use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::ims::ImsClient;
 use crate::ratelimit::ImsRateLimiter;
+use crate::routes::health::DbReadiness;
 use crate::store::Store;
 
 /// Built once at start; cheap to clone (handles and `Arc`s inside).
@@ -21,4 +22,6 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     /// Per-user limit on the requests that call IMS with the caller's token.
     pub ims_limiter: ImsRateLimiter,
+    /// `/readyz`'s cached database check.
+    pub readiness: Arc<DbReadiness>,
 }

@@ -14,6 +14,7 @@ mod ims_guard;
 mod logs;
 mod openapi;
 mod orgs;
+mod probes;
 mod process;
 mod replicas;
 mod tokens;
