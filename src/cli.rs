@@ -17,7 +17,7 @@ pub const DEMO_TENANT: &str = "acme-prod";
 pub async fn serve(config: Config) -> Result<(), String> {
     let listen = config.listen;
     let app = Application::build(config).await.map_err(|e| e.to_string())?;
-    tracing::info!(%listen, port = app.port(), "cc-connection serving");
+    tracing::info!(%listen, port = app.port(), ops_port = app.ops_port(), "cc-connection serving");
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 

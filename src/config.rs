@@ -76,6 +76,21 @@ pub struct Config {
     /// `CCC_MIGRATE`: whether `serve` applies pending migrations at start (`false` when a separate
     /// `cc-connection migrate` step does it).
     pub migrate: bool,
+    /// `CCC_IMS_RATE_PER_MINUTE`: IMS-bound requests (switch, disconnect, org listing) one user may
+    /// make per minute on average, per replica; 0: no limit.
+    pub ims_rate_per_minute: u32,
+    /// `CCC_IMS_RATE_BURST`: how many of those a user may make at once.
+    pub ims_rate_burst: u32,
+    /// `CCC_IMS_BREAKER_FAILURES`: consecutive failed IMS user calls (timeout, unreachable, 5xx)
+    /// after which the circuit opens and they answer 503 at once.
+    pub ims_breaker_failures: u32,
+    /// `CCC_IMS_BREAKER_COOLDOWN_MS`: how long an open circuit refuses before it lets one trial call
+    /// through.
+    pub ims_breaker_cooldown_ms: u64,
+    /// `CCC_OPS_LISTEN`: a second listen address for `/metrics` and the probes; unset: they are
+    /// served on `CCC_LISTEN`.
+    #[serde(default, deserialize_with = "opt_addr")]
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -135,6 +150,11 @@ impl Config {
             db_statement_timeout_ms: 5_000,
             ims_timeout_ms: 5_000,
             migrate: true,
+            ims_rate_per_minute: 60,
+            ims_rate_burst: 30,
+            ims_breaker_failures: 5,
+            ims_breaker_cooldown_ms: 5_000,
+            ops_listen: None,
         }
     }
 
@@ -204,6 +224,27 @@ impl Config {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        if self.ims_rate_per_minute > 0 && self.ims_rate_burst == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_IMS_RATE_BURST",
+                reason: "must be at least 1 while CCC_IMS_RATE_PER_MINUTE is set".to_owned(),
+            });
+        }
+        if self.ims_breaker_failures == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_IMS_BREAKER_FAILURES",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if let Some(ops) = self.ops_listen
+            && ops.port() != 0
+            && ops.port() == self.listen.port()
+        {
+            return Err(ConfigError::Invalid {
+                name: "CCC_OPS_LISTEN",
+                reason: "must use another port than CCC_LISTEN".to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -263,6 +304,13 @@ fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = Option::<StringLike>::deserialize(d)?.map(|s| s.0);
     Ok(s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()))
+}
+
+/// An optional socket address; empty means "not set".
+fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    opt_string(d)?
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// A comma-separated list (or a real list); blanks dropped.
@@ -339,6 +387,16 @@ mod tests {
             pairs.push(("ims_url", url));
             assert_eq!(with(Mode::Serve, &pairs).is_ok(), ok, "{url}");
         }
+    }
+
+    #[test]
+    fn ops_listen_is_optional_and_needs_its_own_port() {
+        let c = with(Mode::Dev, &[("ops_listen", "")]).unwrap();
+        assert_eq!(c.ops_listen, None);
+        let c = with(Mode::Dev, &[("ops_listen", "127.0.0.1:9090")]).unwrap();
+        assert_eq!(c.ops_listen, Some(([127, 0, 0, 1], 9090).into()));
+        assert!(with(Mode::Dev, &[("ops_listen", "127.0.0.1:8080")]).is_err());
+        assert!(with(Mode::Dev, &[("ops_listen", "not an address")]).is_err());
     }
 
     #[test]

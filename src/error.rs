@@ -91,6 +91,9 @@ pub enum ApiError {
     /// 422: the caller holds no active Creative Cloud entitlement in the target org.
     #[error("the caller has no active Creative Cloud entitlement in org {0}")]
     NoCreativeCloudEntitlement(String),
+    /// 429: the caller made too many IMS-bound requests; retry after the given seconds.
+    #[error("too many requests that need IMS from this user; retry later")]
+    RateLimited(u64),
     /// 502: IMS answered with something unusable.
     #[error("IMS answered with an unexpected response")]
     ImsBadGateway,
@@ -132,6 +135,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::OrgNotAccessible(_) => "org-not-accessible",
             Self::NoCreativeCloudEntitlement(_) => "no-creative-cloud-entitlement",
+            Self::RateLimited(_) => "rate-limited",
             Self::ImsBadGateway => "ims-error",
             Self::ImsUnavailable(_) => "ims-unavailable",
             Self::DatabaseUnavailable => "database-unavailable",
@@ -164,6 +168,7 @@ pub const PROBLEM_TYPES: &[(&str, &str, u16)] = &[
         "No Creative Cloud entitlement",
         422,
     ),
+    ("rate-limited", "Rate limited", 429),
     ("internal", "Internal error", 500),
     ("ims-error", "IMS error", 502),
     ("ims-unavailable", "IMS unavailable", 503),
@@ -193,6 +198,7 @@ impl ResponseError for ApiError {
             Self::OrgNotAccessible(_) | Self::NoCreativeCloudEntitlement(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::ImsBadGateway => StatusCode::BAD_GATEWAY,
             Self::ImsUnavailable(_) | Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -224,7 +230,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed(allow) => {
                 res.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }
-            Self::ImsUnavailable(secs) => {
+            Self::ImsUnavailable(secs) | Self::RateLimited(secs) => {
                 res.insert_header((header::RETRY_AFTER, HeaderValue::from(*secs)));
             }
             Self::DatabaseUnavailable => {

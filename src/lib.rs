@@ -15,6 +15,7 @@ pub mod error;
 pub mod ims;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The service's metrics.
@@ -28,6 +28,12 @@ pub struct Metrics {
     pub switches: IntCounterVec,
     /// Database pool connections by state (`in_use`, `idle`), sampled at scrape time.
     pub db_pool: IntGaugeVec,
+    /// The IMS circuit breaker's state: 1 for the current one of `closed`, `open`, `half_open`.
+    pub ims_breaker_state: IntGaugeVec,
+    /// Circuit breaker transitions by the state entered.
+    pub ims_breaker_transitions: IntCounterVec,
+    /// IMS user calls refused at once by the open circuit.
+    pub ims_breaker_rejected: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -67,6 +73,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new("db_pool_connections", "Database pool connections"),
         &["state"],
     )?;
+    let ims_breaker_state = IntGaugeVec::new(
+        Opts::new("ims_breaker_state", "IMS circuit breaker state (1 = current)"),
+        &["state"],
+    )?;
+    for (state, value) in [("closed", 1), ("open", 0), ("half_open", 0)] {
+        ims_breaker_state.with_label_values(&[state]).set(value);
+    }
+    let ims_breaker_transitions = IntCounterVec::new(
+        Opts::new(
+            "ims_breaker_transitions_total",
+            "IMS circuit breaker transitions by state entered",
+        ),
+        &["to"],
+    )?;
+    let ims_breaker_rejected = IntCounter::new(
+        "ims_breaker_rejected_total",
+        "IMS user calls refused at once by the open circuit",
+    )?;
     registry.register(Box::new(http_requests.clone()))?;
     registry.register(Box::new(http_latency.clone()))?;
     registry.register(Box::new(ims_calls.clone()))?;
@@ -75,6 +99,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(jwks_refreshes.clone()))?;
     registry.register(Box::new(switches.clone()))?;
     registry.register(Box::new(db_pool.clone()))?;
+    registry.register(Box::new(ims_breaker_state.clone()))?;
+    registry.register(Box::new(ims_breaker_transitions.clone()))?;
+    registry.register(Box::new(ims_breaker_rejected.clone()))?;
     Ok(Metrics {
         registry,
         http_requests,
@@ -85,6 +112,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         jwks_refreshes,
         switches,
         db_pool,
+        ims_breaker_state,
+        ims_breaker_transitions,
+        ims_breaker_rejected,
     })
 }
 

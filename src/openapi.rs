@@ -4,7 +4,9 @@
 use actix_web::App;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as OpenApiDoc, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -83,10 +85,13 @@ impl Modify for ProblemResponses {
                         .map(|s| format!("`{s}`"))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let response = ResponseBuilder::new()
+                    let mut response = ResponseBuilder::new()
                         .description(format!("Problem: {description}"))
-                        .content(PROBLEM_JSON, content.build())
-                        .build();
+                        .content(PROBLEM_JSON, content.build());
+                    if matches!(status, 429 | 503) {
+                        response = response.header("Retry-After", retry_after_header());
+                    }
+                    let response = response.build();
                     op.responses
                         .responses
                         .insert(status.to_string(), RefOr::T(response));
@@ -94,6 +99,18 @@ impl Modify for ProblemResponses {
             }
         }
     }
+}
+
+fn retry_after_header() -> Header {
+    HeaderBuilder::new()
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .build(),
+        ))
+        .description(Some("Seconds to wait before retrying"))
+        .build()
 }
 
 fn example_problem(slug: &str, status: u16) -> serde_json::Value {
@@ -116,6 +133,7 @@ fn example_problem(slug: &str, status: u16) -> serde_json::Value {
         "no-creative-cloud-entitlement" => {
             "the caller has no active Creative Cloud entitlement in org 0123456789ABCDEF01234567@AdobeOrg"
         }
+        "rate-limited" => "too many requests that need IMS from this user; retry later",
         "ims-error" => "IMS answered with an unexpected response",
         "ims-unavailable" => "IMS is unavailable",
         "database-unavailable" => "the database is unavailable",

@@ -12,6 +12,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{KeyStore, TokenVerifier};
 use crate::config::Config;
 use crate::ims::ImsClient;
+use crate::ratelimit::ImsRateLimiter;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{DbOptions, Store};
@@ -75,6 +76,8 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The `CCC_OPS_LISTEN` listener's port and server, when set.
+    ops: Option<(u16, Server)>,
     state: AppState,
 }
 
@@ -92,7 +95,11 @@ impl Application {
             .clone()
             .ok_or_else(|| StartError::Config("CCC_IMS_URL is required".into()))?;
         let ims = ImsClient::new(&ims_url, config.ims_timeout())
-            .map_err(|e| StartError::Config(format!("IMS client: {e}")))?;
+            .map_err(|e| StartError::Config(format!("IMS client: {e}")))?
+            .with_breaker(
+                config.ims_breaker_failures,
+                std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
+            );
         let keys = Arc::new(KeyStore::new(ims.clone(), config.ims_cert_url.clone()));
         let verifier = Arc::new(TokenVerifier::new(
             keys.clone(),
@@ -102,16 +109,32 @@ impl Application {
         // Keys load in the background: the service starts (and /readyz says not ready) even while
         // IMS is unreachable, and refreshes so that keys IMS withdraws stop verifying.
         tokio::spawn(refresh_keys(Arc::downgrade(&keys)));
+        let ims_limiter = ImsRateLimiter::new(config.ims_rate_per_minute, config.ims_rate_burst);
         let state = AppState {
             config: Arc::new(config),
             store,
             ims,
             verifier,
+            ims_limiter,
+            readiness: Arc::default(),
         };
         let listener = TcpListener::bind(state.config.listen)?;
         let port = listener.local_addr()?.port();
+        let ops = match state.config.ops_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)?;
+                let port = listener.local_addr()?.port();
+                Some((port, serve_ops(listener, state.clone())?))
+            }
+            None => None,
+        };
         let server = serve(listener, state.clone())?;
-        Ok(Self { port, server, state })
+        Ok(Self {
+            port,
+            server,
+            ops,
+            state,
+        })
     }
 
     /// The port actually bound.
@@ -119,14 +142,30 @@ impl Application {
         self.port
     }
 
+    /// The ops listener's port, when `CCC_OPS_LISTEN` is set.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops.as_ref().map(|(port, _)| *port)
+    }
+
     /// The shared state (for tests and tools).
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Runs until the server is stopped (SIGTERM/SIGINT stop it gracefully).
+    /// Runs until the server is stopped (SIGTERM/SIGINT stop it gracefully; the ops listener,
+    /// if any, stops with it).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Some((_, ops)) = self.ops else {
+            return self.server.await;
+        };
+        let ops_handle = ops.handle();
+        let ops = tokio::spawn(ops);
+        let result = self.server.await;
+        ops_handle.stop(true).await;
+        if let Ok(Err(e)) = ops.await {
+            tracing::warn!(error = %e, "the ops listener stopped with an error");
+        }
+        result
     }
 }
 
@@ -148,20 +187,50 @@ async fn refresh_keys(keys: std::sync::Weak<KeyStore>) {
 }
 
 fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    // With an ops listener, /metrics is served there only; the probes stay here too, so a load
+    // balancer or uptime check on the public port keeps working (they are cheap and cached).
+    let (listener_routes, configure): (_, fn(&mut utoipa_actix_web::service_config::ServiceConfig<'_>)) =
+        if state.config.ops_listen.is_some() {
+            (routes::Listener::Public, routes::configure_public)
+        } else {
+            (routes::Listener::All, routes::configure)
+        };
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, api) = App::new()
             .into_utoipa_app()
             .openapi(openapi::base())
             .app_data(data.clone())
+            .app_data(listener_routes)
             .app_data(routes::json_config())
             .app_data(routes::query_config())
-            .configure(routes::configure)
+            .configure(configure)
             .split_for_parts();
         app.service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", openapi::finish(api)))
             .default_service(web::to(routes::fallback))
             .wrap(from_fn(telemetry::request_context))
     })
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// The `CCC_OPS_LISTEN` server: `/metrics` and the probes, on a worker of its own, so scrapes and
+/// probes answer even while the public workers are saturated.
+fn serve_ops(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(routes::Listener::Ops)
+            .service(routes::health::healthz)
+            .service(routes::health::readyz)
+            .service(routes::health::metrics)
+            .default_service(web::to(routes::fallback))
+            .wrap(from_fn(telemetry::request_context))
+    })
+    .workers(1)
     .shutdown_timeout(10)
     .listen(listener)?
     .run();

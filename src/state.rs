@@ -5,6 +5,8 @@ use std::sync::Arc;
 use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::ims::ImsClient;
+use crate::ratelimit::ImsRateLimiter;
+use crate::routes::health::DbReadiness;
 use crate::store::Store;
 
 /// Built once at start; cheap to clone (handles and `Arc`s inside).
@@ -18,4 +20,8 @@ pub struct AppState {
     pub ims: ImsClient,
     /// Token verification and its key cache.
     pub verifier: Arc<TokenVerifier>,
+    /// Per-user limit on the requests that call IMS with the caller's token.
+    pub ims_limiter: ImsRateLimiter,
+    /// `/readyz`'s cached database check.
+    pub readiness: Arc<DbReadiness>,
 }

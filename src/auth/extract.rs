@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
+use actix_web::http::Method;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 
@@ -84,6 +85,23 @@ fn tenant_from_path(req: &HttpRequest) -> Result<TenantId, ApiError> {
     let id = TenantId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))?;
     crate::telemetry::note_tenant(req, id.as_str());
     Ok(id)
+}
+
+/// Takes one request from the caller's IMS budget (`CCC_IMS_RATE_PER_MINUTE`): the user's, or for a
+/// service token its client's. Called before the first IMS call of the request, so a refused
+/// request (429) has asked IMS nothing and changed nothing.
+fn spend_ims_budget(state: &AppState, token: &VerifiedToken) -> Result<(), ApiError> {
+    let caller = match &token.user_id {
+        Some(user) => format!("user:{user}"),
+        None => format!("client:{}", token.client_id),
+    };
+    state.ims_limiter.check(&caller).map_err(|wait| {
+        tracing::info!(
+            wait_ms = wait.as_millis() as u64,
+            "IMS-bound request over the caller's rate limit"
+        );
+        ApiError::RateLimited(crate::ratelimit::retry_after_secs(wait))
+    })
 }
 
 /// Whether the token's user is in `tenant`'s home org (and, for `admin`, in one of its admin groups),
@@ -182,6 +200,11 @@ impl FromRequest for TenantAdmin {
                 .tenant(&tenant_id)
                 .await?
                 .ok_or(ApiError::UnknownTenant)?;
+            // Switches and disconnects ask IMS afresh each time: they spend the caller's IMS
+            // budget. The history (GET) is served from the per-token org cache.
+            if req.method() != Method::GET {
+                spend_ims_budget(&state, token)?;
+            }
             if !member_of_home_org(&state, token, &tenant, true).await? {
                 return Err(ApiError::Forbidden(
                     "the caller is not an administrator of this tenant",
@@ -223,6 +246,7 @@ impl FromRequest for UserCaller {
             if path_user.is_some_and(|p| p != user_id) {
                 return Err(ApiError::Forbidden("a user may list only their own orgs"));
             }
+            spend_ims_budget(&state, &caller.0)?;
             Ok(Self { caller, user_id })
         })
     }

@@ -3,6 +3,10 @@
 //! Calls made with a caller's token are cached per token (keyed by a SHA-256 of it, never the token
 //! itself) for at most [`USER_CACHE_TTL`] and never past the token's expiry; concurrent identical
 //! lookups are coalesced into one IMS call. Switches bypass the cache: they act on what IMS says now.
+//! Those user calls go through a circuit breaker ([`breaker`]): while IMS keeps failing they answer
+//! 503 at once instead of each waiting out the timeout.
+
+pub mod breaker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +16,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use self::breaker::Breaker;
 use crate::domain::{OrgId, UserId};
 
 /// How long an org list or profile fetched with a user's token is reused.
@@ -185,6 +190,7 @@ pub struct ImsClient {
     base: Arc<str>,
     orgs: Cache<[u8; 32], Timed<Vec<ImsOrg>>>,
     profiles: Cache<[u8; 32], Timed<ImsProfile>>,
+    breaker: Arc<Breaker>,
 }
 
 impl std::fmt::Debug for ImsClient {
@@ -233,7 +239,20 @@ impl ImsClient {
             base: Arc::from(base.trim_end_matches('/')),
             orgs: user_cache(),
             profiles: user_cache(),
+            breaker: Arc::new(Breaker::new(5, Duration::from_secs(5))),
         })
+    }
+
+    /// The same client with a circuit breaker of its own for the user calls: open after
+    /// `failures` consecutive failures, for `cool_down`.
+    pub fn with_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
+        self.breaker = Arc::new(Breaker::new(failures, cool_down));
+        self
+    }
+
+    /// The circuit breaker of the user calls.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// The IMS base URL.
@@ -264,7 +283,7 @@ impl ImsClient {
     ) -> Result<Arc<Vec<ImsOrg>>, ImsError> {
         let fetch = async {
             let url = format!("{}/ims/organizations/v6", self.base);
-            let body = self.get_bytes(&url, Some(token)).await?;
+            let body = self.user_call(&url, token).await?;
             let raw: Vec<RawOrg> = serde_json::from_slice(&body)
                 .map_err(|e| ImsError::BadResponse(format!("organizations: {e}")))?;
             Ok(Timed {
@@ -284,7 +303,7 @@ impl ImsClient {
     ) -> Result<Arc<ImsProfile>, ImsError> {
         let fetch = async {
             let url = format!("{}/ims/profile/v1", self.base);
-            let body = self.get_bytes(&url, Some(token)).await?;
+            let body = self.user_call(&url, token).await?;
             let raw: RawProfile =
                 serde_json::from_slice(&body).map_err(|e| ImsError::BadResponse(format!("profile: {e}")))?;
             // A profile that does not say whose it is proves nothing about anyone's entitlements:
@@ -303,6 +322,21 @@ impl ImsClient {
             })
         };
         cached(&self.profiles, token.cache_key(), fresh, fetch).await
+    }
+
+    /// A GET with the caller's token, through the circuit breaker: refused at once while it is open.
+    async fn user_call(&self, url: &str, token: &BearerToken) -> Result<Vec<u8>, ImsError> {
+        let permit = self.breaker.admit().await.map_err(|wait| ImsError::Unavailable {
+            retry_after_secs: crate::ratelimit::retry_after_secs(wait),
+            reason: "circuit open after repeated IMS failures".to_owned(),
+        })?;
+        let result = self.get_bytes(url, Some(token)).await;
+        match &result {
+            // IMS's own 429 is an answer, quickly given: not a reason to stop asking it.
+            Err(ImsError::Unavailable { reason, .. }) if !reason.starts_with("429") => permit.failed(),
+            _ => permit.succeeded(),
+        }
+        result
     }
 
     /// One GET with a bounded retry: a second try after a short pause when IMS was unreachable or

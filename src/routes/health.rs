@@ -1,10 +1,47 @@
 //! Probes: `/healthz` (the process answers) and `/readyz` (it can serve: database and keys).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use actix_web::{HttpResponse, get, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::state::AppState;
+use crate::store::Store;
+
+/// How long `/readyz` reuses the database's answer.
+pub const READINESS_TTL: Duration = Duration::from_secs(1);
+
+/// The database half of `/readyz`, asked at most once per [`READINESS_TTL`] however many probes
+/// come: a flood of probes cannot take connections from the API. Concurrent probes wait for the
+/// one check in flight.
+#[derive(Debug, Default)]
+pub struct DbReadiness {
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    checks: AtomicU64,
+}
+
+impl DbReadiness {
+    /// Whether the database answered, as of at most [`READINESS_TTL`] ago.
+    pub async fn check(&self, store: &Store) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ok)) = *last
+            && at.elapsed() < READINESS_TTL
+        {
+            return ok;
+        }
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        let ok = store.ping().await.is_ok();
+        *last = Some((Instant::now(), ok));
+        ok
+    }
+
+    /// How many times the database was actually asked.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+}
 
 /// A probe's answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -29,7 +66,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-/// Readiness: the database is reachable and IMS keys are loaded.
+/// Readiness: the database is reachable and IMS keys are loaded (the database's answer is reused
+/// for up to a second).
 #[utoipa::path(
     tag = "operations",
     security(()),
@@ -41,7 +79,7 @@ pub async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let database = state.store.ping().await.is_ok();
+    let database = state.readiness.check(&state.store).await;
     let ims_keys = state.verifier.keys().is_loaded();
     let ready = database && ims_keys;
     let body = Readiness {
@@ -58,6 +96,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Metrics in the Prometheus text format: requests by route and status, latency, IMS calls,
 /// token-cache hits and misses, database pool use, switches.
+///
+/// Served on `CCC_OPS_LISTEN` instead (and not here) when that is set.
 #[utoipa::path(
     tag = "operations",
     security(()),

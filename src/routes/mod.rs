@@ -16,14 +16,44 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Registers every documented route.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    configure_public(cfg);
+    cfg.service(health::metrics);
+}
+
+/// Every route but `/metrics`: the public listener's when `CCC_OPS_LISTEN` serves the metrics.
+pub fn configure_public(cfg: &mut ServiceConfig<'_>) {
     cfg.service(connection::get_connection)
         .service(connection::put_connection)
         .service(connection::delete_connection)
         .service(connection::get_history)
         .service(orgs::get_user_orgs)
         .service(health::healthz)
-        .service(health::readyz)
-        .service(health::metrics);
+        .service(health::readyz);
+}
+
+/// The routes of a listener (in its app data): its fallback answers 404 for routes it does not
+/// serve, and 405 only for those it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The one listener (no `CCC_OPS_LISTEN`): every route.
+    All,
+    /// The public listener beside an ops listener: every route but `/metrics`.
+    Public,
+    /// `CCC_OPS_LISTEN`: `/metrics` and the probes.
+    Ops,
+}
+
+/// The routes of the ops listener.
+pub const OPS_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+impl Listener {
+    fn serves(self, pattern: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Public => pattern != "/metrics",
+            Self::Ops => OPS_ROUTES.contains(&pattern),
+        }
+    }
 }
 
 /// Each route's path and the methods it answers, for `405` with `Allow` (actix alone answers 404).
@@ -70,6 +100,7 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
             (413, &["payload-too-large"]),
             (415, &["unsupported-media-type"]),
             (422, &["org-not-accessible", "no-creative-cloud-entitlement"]),
+            (429, &["rate-limited"]),
             (500, &["internal"]),
             (502, &["ims-error"]),
             (503, &["ims-unavailable", "database-unavailable"]),
@@ -84,6 +115,7 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
             (404, &["unknown-tenant", "no-connection"]),
             (409, &["concurrent-switch"]),
             (412, &["precondition-failed"]),
+            (429, &["rate-limited"]),
             (500, &["internal"]),
             (502, &["ims-error"]),
             (503, &["ims-unavailable", "database-unavailable"]),
@@ -107,6 +139,7 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
             (400, &["invalid-request"]),
             (401, &["invalid-token"]),
             (403, &["forbidden"]),
+            (429, &["rate-limited"]),
             (500, &["internal"]),
             (502, &["ims-error"]),
             (503, &["ims-unavailable"]),
@@ -117,9 +150,11 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
 /// Unknown route (404 `not-found`) or known route with another method (405 with `Allow`).
 pub async fn fallback(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     let path = req.path();
+    let listener = req.app_data::<Listener>().copied().unwrap_or(Listener::All);
     Err(
         match ROUTES
             .iter()
+            .filter(|(pattern, _)| listener.serves(pattern))
             .find(|(pattern, _)| ResourceDef::new(*pattern).is_match(path))
         {
             Some((_, allow)) => ApiError::MethodNotAllowed(allow),

@@ -18,6 +18,8 @@ pub const TENANT: &str = "acme-prod";
 /// A running application and everything a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
+    /// The ops listener's base URL, when the test set `ops_listen`.
+    pub ops_address: Option<String>,
     pub ims: Arc<DevIms>,
     pub client: reqwest::Client,
     pub backend: Backend,
@@ -34,6 +36,10 @@ pub fn test_config(ims: &DevIms, db_url: &str) -> Config {
     config.ims_url = Some(ims.url());
     config.ims_cert_url = Some(ims.cert_base_url());
     config.ims_timeout_ms = 1_000;
+    // The load tests switch as one administrator far past a person's pace; the limiter's own tests
+    // (ims_guard.rs) set the limits they test.
+    config.ims_rate_per_minute = 1_000_000;
+    config.ims_rate_burst = 100_000;
     config
 }
 
@@ -66,10 +72,12 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         .await
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let ops_address = app.ops_port().map(|p| format!("http://127.0.0.1:{p}"));
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     let test_app = TestApp {
         address,
+        ops_address,
         ims,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -89,10 +97,12 @@ pub async fn spawn_replica(of: &TestApp) -> TestApp {
     let config = of.config.clone();
     let app = Application::build(config.clone()).await.expect("replica builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let ops_address = app.ops_port().map(|p| format!("http://127.0.0.1:{p}"));
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     let replica = TestApp {
         address,
+        ops_address,
         ims: of.ims.clone(),
         client: of.client.clone(),
         backend: of.backend,

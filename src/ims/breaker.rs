@@ -1,0 +1,253 @@
+//! A circuit breaker for the IMS calls made with a caller's token (organizations, profile).
+//!
+//! Closed: calls go through; `failures_to_open` consecutive failures (timeout, unreachable, 5xx)
+//! open it. Open: calls are refused at once, for `cool_down`, instead of each waiting out the IMS
+//! timeout. Then half-open: one trial call goes through while the others wait for its outcome (so
+//! a request that needs two calls is not refused for the second); its success closes the circuit,
+//! its failure opens it for another cool-down and refuses the waiting calls. An answer from IMS that
+//! is not a failure of IMS (a rejected token, a 429, an unexpected body) counts as a success: IMS
+//! is there and answers quickly.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::metrics::metrics;
+
+/// The breaker. One per IMS client.
+#[derive(Debug)]
+pub struct Breaker {
+    failures_to_open: u32,
+    cool_down: Duration,
+    state: Mutex<State>,
+    /// Wakes the calls waiting on a trial once it settled.
+    settled: Notify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen,
+}
+
+impl State {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Closed { .. } => "closed",
+            Self::Open { .. } => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Leave to make one call; report its outcome with [`Permit::succeeded`] or [`Permit::failed`].
+/// A permit dropped without an outcome (the request was cancelled) frees the trial slot.
+#[must_use]
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    trial: bool,
+    reported: bool,
+}
+
+impl Breaker {
+    /// Opens after `failures_to_open` consecutive failures (at least 1), for `cool_down`.
+    pub fn new(failures_to_open: u32, cool_down: Duration) -> Self {
+        Self {
+            failures_to_open: failures_to_open.max(1),
+            cool_down,
+            state: Mutex::new(State::Closed { failures: 0 }),
+            settled: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is one small value, always whole: a panic elsewhere cannot leave it torn.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Leave for one call, or how long until the open circuit lets calls through again. While a
+    /// trial runs this waits for its outcome (the trial is bounded by the IMS timeout).
+    pub async fn admit(&self) -> Result<Permit<'_>, Duration> {
+        loop {
+            // Registered before the state is read, so a trial settling in between is not missed.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let trial = {
+                let mut state = self.state();
+                match *state {
+                    State::Closed { .. } => Some(false),
+                    State::Open { until } => {
+                        let now = Instant::now();
+                        if now < until {
+                            metrics().ims_breaker_rejected.inc();
+                            return Err(until - now);
+                        }
+                        transition(&mut state, State::HalfOpen);
+                        Some(true)
+                    }
+                    // A trial runs: wait for its outcome, then look again.
+                    State::HalfOpen => None,
+                }
+            };
+            match trial {
+                Some(trial) => {
+                    return Ok(Permit {
+                        breaker: self,
+                        trial,
+                        reported: false,
+                    });
+                }
+                None => settled.await,
+            }
+        }
+    }
+
+    /// Whether the circuit is closed (for tests and tools).
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.state(), State::Closed { .. })
+    }
+}
+
+impl Permit<'_> {
+    /// IMS answered: the circuit closes.
+    pub fn succeeded(mut self) {
+        self.reported = true;
+        let mut state = self.breaker.state();
+        if *state != (State::Closed { failures: 0 }) {
+            transition(&mut state, State::Closed { failures: 0 });
+        }
+        drop(state);
+        if self.trial {
+            self.breaker.settled.notify_waiters();
+        }
+    }
+
+    /// IMS failed (timeout, unreachable, 5xx).
+    pub fn failed(mut self) {
+        self.reported = true;
+        let breaker = self.breaker;
+        let mut state = breaker.state();
+        let open = State::Open {
+            until: Instant::now() + breaker.cool_down,
+        };
+        match *state {
+            _ if self.trial => transition(&mut state, open),
+            State::Closed { failures } if failures + 1 >= breaker.failures_to_open => {
+                tracing::warn!(
+                    failures = failures + 1,
+                    cool_down_ms = breaker.cool_down.as_millis() as u64,
+                    "IMS keeps failing: circuit open, user calls answer 503 at once"
+                );
+                transition(&mut state, open);
+            }
+            State::Closed { failures } => {
+                *state = State::Closed {
+                    failures: failures + 1,
+                }
+            }
+            // A call admitted before the circuit opened: the trial decides, not this one.
+            State::Open { .. } | State::HalfOpen => {}
+        }
+        drop(state);
+        if self.trial {
+            breaker.settled.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.trial && !self.reported {
+            let mut state = self.breaker.state();
+            if *state == State::HalfOpen {
+                // The trial was cancelled: the next call may try instead.
+                transition(
+                    &mut state,
+                    State::Open {
+                        until: Instant::now(),
+                    },
+                );
+            }
+            drop(state);
+            self.breaker.settled.notify_waiters();
+        }
+    }
+}
+
+fn transition(state: &mut State, to: State) {
+    let m = metrics();
+    m.ims_breaker_state.with_label_values(&[state.label()]).set(0);
+    m.ims_breaker_state.with_label_values(&[to.label()]).set(1);
+    if state.label() != to.label() {
+        m.ims_breaker_transitions.with_label_values(&[to.label()]).inc();
+        if matches!(to, State::Closed { .. }) {
+            tracing::info!("IMS answers again: circuit closed");
+        }
+    }
+    *state = to;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_after_consecutive_failures_and_a_success_resets_the_count() {
+        let b = Breaker::new(3, Duration::from_secs(60));
+        b.admit().await.unwrap().failed();
+        b.admit().await.unwrap().failed();
+        b.admit().await.unwrap().succeeded();
+        b.admit().await.unwrap().failed();
+        b.admit().await.unwrap().failed();
+        assert!(b.is_closed());
+        b.admit().await.unwrap().failed();
+        let wait = b.admit().await.err().unwrap();
+        assert!(wait > Duration::from_secs(59), "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn after_the_cool_down_one_trial_goes_through_and_the_others_wait_for_it() {
+        let b = Breaker::new(1, Duration::from_millis(20));
+        b.admit().await.unwrap().failed();
+        assert!(b.admit().await.is_err());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let trial = b.admit().await.unwrap();
+        let waiting = b.admit();
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), waiting.as_mut())
+                .await
+                .is_err(),
+            "only one trial at a time: the others wait"
+        );
+        trial.failed();
+        assert!(waiting.await.is_err(), "a failed trial refuses the waiting calls");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let trial = b.admit().await.unwrap();
+        let waiting = tokio::join!(b.admit(), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            trial.succeeded();
+        })
+        .0;
+        assert!(
+            waiting.is_ok(),
+            "a successful trial lets the waiting calls through"
+        );
+        assert!(b.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_trial_lets_the_next_call_try() {
+        let b = Breaker::new(1, Duration::from_millis(10));
+        b.admit().await.unwrap().failed();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(b.admit().await.unwrap());
+        assert!(b.admit().await.is_ok());
+    }
+}

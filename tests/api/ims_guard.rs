@@ -1,0 +1,218 @@
+//! What protects IMS: the per-user limit on IMS-bound requests (429 `rate-limited`) and the circuit
+//! breaker of the IMS user calls (503 `ims-unavailable` at once while IMS keeps failing).
+
+use std::time::Duration;
+
+use cc_connection::dev_ims::{TokenSpec, world};
+use reqwest::{Method, Response};
+use serde_json::Value;
+
+use crate::common::db::Backend;
+use crate::helpers::{TestApp, assert_problem, spawn_app_with};
+
+/// IMS calls made with users' tokens so far.
+fn user_calls(app: &TestApp) -> u64 {
+    let f = app.ims.faults();
+    f.requests("/ims/organizations/v6") + f.requests("/ims/profile/v1")
+}
+
+async fn list_orgs(app: &TestApp, token: &str) -> Response {
+    app.request(Method::GET, "/users/me/orgs", Some(token))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn retry_after(res: &Response) -> u64 {
+    res.headers()["retry-after"].to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_user_over_the_ims_rate_limit_gets_429_with_retry_after_and_nothing_changes() {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.ims_rate_per_minute = 60;
+        c.ims_rate_burst = 3;
+    })
+    .await;
+    let admin = app.admin_token();
+    assert_eq!(
+        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        app.put_connection(&admin, world::ACME_DESIGN_ORG).await.status(),
+        200
+    );
+    assert_eq!(list_orgs(&app, &admin).await.status(), 200);
+
+    // The burst is spent: a switch, a disconnect and a listing are refused before IMS is asked.
+    let before = user_calls(&app);
+    let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
+    assert_eq!(retry_after(&res), 1);
+    assert_problem(res, 429, "rate-limited").await;
+    // A fresh token of the same user shares the user's bucket.
+    let res = app.delete_connection(&app.admin_token()).await;
+    assert!(retry_after(&res) >= 1);
+    assert_problem(res, 429, "rate-limited").await;
+    let res = list_orgs(&app, &admin).await;
+    assert!(retry_after(&res) >= 1);
+    assert_problem(res, 429, "rate-limited").await;
+    assert_eq!(user_calls(&app), before, "a refused request asks IMS nothing");
+
+    // Nothing changed; reads and the history are not limited.
+    let current: Value = app
+        .get_connection(&app.integration_token())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["org_id"], world::ACME_DESIGN_ORG);
+    assert_eq!(current["revision"], 2);
+    assert_eq!(app.history_json().await["entries"].as_array().unwrap().len(), 2);
+
+    // Another user has a bucket of their own.
+    let bob = app.user_token(world::BOB_MEMBER, false);
+    assert_eq!(list_orgs(&app, &bob).await.status(), 200);
+
+    // After Retry-After the user may switch again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_default_limit_lets_a_person_work() {
+    // The production default, not the test suite's: a person switching back and forth and opening
+    // the org picker a dozen times in a row is never refused.
+    let defaults = cc_connection::config::Config::defaults(cc_connection::config::Mode::Serve);
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.ims_rate_per_minute = defaults.ims_rate_per_minute;
+        c.ims_rate_burst = defaults.ims_rate_burst;
+    })
+    .await;
+    let admin = app.admin_token();
+    let orgs = [world::ACME_CREATIVE_ORG, world::ACME_DESIGN_ORG];
+    for i in 0..12 {
+        assert!(
+            app.put_connection(&admin, orgs[i % 2])
+                .await
+                .status()
+                .is_success()
+        );
+        assert_eq!(list_orgs(&app, &admin).await.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_ims_opens_the_circuit_then_503_comes_at_once_and_it_closes_when_ims_is_back() {
+    // The test suite's IMS timeout (1 s): shorter ones can fail the start's key download on a
+    // busy machine.
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.ims_breaker_failures = 2;
+        // Long enough for the twenty refused requests below on a busy machine.
+        c.ims_breaker_cooldown_ms = 3_000;
+    })
+    .await;
+    let opened_before = transitions_to(&app, "open").await;
+    app.ims.faults().set_delay(Duration::from_secs(5));
+    // Orgs and profile both time out (each after one retry): two failures open the circuit.
+    let res = list_orgs(&app, &app.admin_token()).await;
+    assert_problem(res, 503, "ims-unavailable").await;
+    let calls = user_calls(&app);
+    assert_eq!(calls, 4, "two calls, each tried twice");
+
+    // Open: every further request is refused without asking IMS, with the time left to wait.
+    for _ in 0..10 {
+        let res = list_orgs(&app, &app.admin_token()).await;
+        assert!((1..=3).contains(&retry_after(&res)));
+        assert_problem(res, 503, "ims-unavailable").await;
+        let res = app
+            .put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await;
+        assert_problem(res, 503, "ims-unavailable").await;
+    }
+    assert_eq!(user_calls(&app), calls, "no IMS call while the circuit is open");
+    assert!(transitions_to(&app, "open").await > opened_before);
+
+    // IMS answers again: after the cool-down the next request goes through and closes the circuit.
+    app.ims.faults().set_delay(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    assert_eq!(list_orgs(&app, &app.admin_token()).await.status(), 200);
+    assert!(app.state.ims.breaker().is_closed());
+    assert_eq!(
+        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_failed_trial_opens_the_circuit_again_after_one_call() {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.ims_breaker_failures = 2;
+        c.ims_breaker_cooldown_ms = 500;
+    })
+    .await;
+    app.ims.faults().set_status(Some(500));
+    assert_problem(list_orgs(&app, &app.admin_token()).await, 503, "ims-unavailable").await;
+    let calls = user_calls(&app);
+    assert_problem(list_orgs(&app, &app.admin_token()).await, 503, "ims-unavailable").await;
+    assert_eq!(user_calls(&app), calls, "open");
+
+    // After the cool-down one trial call goes to IMS (tried twice); it fails and the circuit opens
+    // again: the other call of that request, waiting on the trial, never reaches IMS.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_problem(list_orgs(&app, &app.admin_token()).await, 503, "ims-unavailable").await;
+    assert_eq!(user_calls(&app), calls + 2, "one trial call, tried twice");
+    assert_problem(list_orgs(&app, &app.admin_token()).await, 503, "ims-unavailable").await;
+    assert_eq!(user_calls(&app), calls + 2, "open again");
+}
+
+#[tokio::test]
+async fn tokens_ims_rejects_do_not_open_the_circuit() {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.ims_breaker_failures = 2;
+        c.ims_breaker_cooldown_ms = 60_000;
+    })
+    .await;
+    // IMS answers 401 (as for a token it revoked): a bad token, not a failing IMS.
+    app.ims.faults().set_status(Some(401));
+    for _ in 0..5 {
+        assert_problem(list_orgs(&app, &app.admin_token()).await, 401, "invalid-token").await;
+    }
+    app.ims.faults().set_status(None);
+    let token = app.ims.mint(&TokenSpec::user(
+        world::BOB_MEMBER,
+        world::UI_CLIENT,
+        world::USER_SCOPES,
+    ));
+    assert_eq!(
+        list_orgs(&app, &token).await.status(),
+        200,
+        "the circuit stayed closed"
+    );
+}
+
+/// `ccc_ims_breaker_transitions_total{to=...}` as `/metrics` shows it (process-wide: other tests'
+/// breakers count too, so only increases are meaningful).
+async fn transitions_to(app: &TestApp, to: &str) -> u64 {
+    let text = app
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("ccc_ims_breaker_transitions_total{{to=\"{to}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
