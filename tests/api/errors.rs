@@ -280,3 +280,37 @@ async fn refused_requests_leave_the_database_as_it_was() {
         assert_eq!(snapshot().await, before, "{backend:?}: nothing changed");
     }
 }
+
+#[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    // Both counters see the 405s under one label value, whatever the method.
+    let other = r#"ccc_http_requests_total{method="other",route="/healthz",status="405"}"#;
+    let before = scrape().await;
+    for i in 0..200 {
+        let method = Method::from_bytes(format!("ZQX{i:03}").as_bytes()).unwrap();
+        let res = app.request(method, "/healthz", None).send().await.unwrap();
+        assert_problem(res, 405, "method-not-allowed").await;
+    }
+    let after = scrape().await;
+    assert!(!after.contains("ZQX"), "a made-up method became a label value");
+    assert!(sample(&after, other) >= sample(&before, other) + 200.0, "{after}");
+    // Other tests share the process's registry: allow for their series, not for 200 new ones.
+    assert!(
+        series(&after) < series(&before) + 50,
+        "{} series before, {} after",
+        series(&before),
+        series(&after)
+    );
+}
