@@ -101,6 +101,8 @@ pub struct Faults {
     garbage: AtomicBool,
     withhold_keys: AtomicBool,
     counts: Mutex<HashMap<String, u64>>,
+    /// `(user, org)` -> the user's groups there, in place of the world's.
+    groups: Mutex<HashMap<(String, String), Vec<String>>>,
 }
 
 impl Faults {
@@ -123,6 +125,24 @@ impl Faults {
     pub fn set_withhold_keys(&self, on: bool) {
         self.withhold_keys.store(on, Ordering::Relaxed);
     }
+    /// Replaces `user`'s groups in `org` as `/ims/organizations/v6` lists them from now on (an
+    /// administrator removed from the administrators' group, say); the user stays a member.
+    pub fn set_groups(&self, user: &str, org: &str, groups: &[&str]) {
+        if let Ok(mut g) = self.groups.lock() {
+            g.insert(
+                (user.to_owned(), org.to_owned()),
+                groups.iter().map(|s| (*s).to_owned()).collect(),
+            );
+        }
+    }
+    /// `user`'s groups in `org` if a test replaced them.
+    fn groups_of(&self, user: &str, org: &str) -> Option<Vec<String>> {
+        self.groups
+            .lock()
+            .ok()?
+            .get(&(user.to_owned(), org.to_owned()))
+            .cloned()
+    }
     /// Requests received on exactly `path` so far.
     pub fn requests(&self, path: &str) -> u64 {
         self.counts
@@ -138,6 +158,9 @@ impl Faults {
         self.set_withhold_keys(false);
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
+        }
+        if let Ok(mut g) = self.groups.lock() {
+            g.clear();
         }
     }
     fn count(&self, path: &str) {

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin_rights;
 mod concurrency;
 mod connection;
 mod errors;
