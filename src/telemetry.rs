@@ -111,7 +111,8 @@ pub async fn request_context(
         tenant_id = tracing::field::Empty,
         client_id = tracing::field::Empty,
     );
-    // The label is taken before the handlers run (a route may serve HEAD as GET).
+    // Taken before the handlers run: HEAD on the documentation is served as GET.
+    let method = req.method().as_str().to_owned();
     let method_label = method_label(req.method());
     let started = Instant::now();
     let result = REQUEST_ID
@@ -124,7 +125,6 @@ pub async fn request_context(
     let elapsed = started.elapsed().as_secs_f64();
     let latency_ms = elapsed * 1000.0;
     let m = crate::metrics::metrics();
-    let method = res.request().method().as_str().to_owned();
     // Labels hold only bounded values: a fixed method set, the route template (`-` when none
     // matched) and the status the service chose; never raw request data.
     m.http_requests

@@ -1,7 +1,7 @@
 //! `/tenants/{tenant_id}/creative-cloud-connection`: read, switch, disconnect, history.
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, delete, get, put, web};
+use actix_web::{HttpRequest, HttpResponse, delete, put, route, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -222,7 +222,11 @@ fn checked_if_match(req: &HttpRequest, candidate: &AdminCandidate) -> Result<Opt
     ),
     security(("bearer" = [])),
 )]
-#[get("/tenants/{tenant_id}/creative-cloud-connection")]
+#[route(
+    "/tenants/{tenant_id}/creative-cloud-connection",
+    method = "GET",
+    method = "HEAD"
+)]
 pub async fn get_connection(reader: TenantReader, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let active = reader.view.active.as_ref().ok_or(ApiError::NoConnection)?;
     let not_modified = match parse_etags(req.headers(), header::IF_NONE_MATCH, true)? {
@@ -374,7 +378,11 @@ pub async fn delete_connection(
     responses((status = 200, description = "A page of the history", body = HistoryPage)),
     security(("bearer" = [])),
 )]
-#[get("/tenants/{tenant_id}/creative-cloud-connection/history")]
+#[route(
+    "/tenants/{tenant_id}/creative-cloud-connection/history",
+    method = "GET",
+    method = "HEAD"
+)]
 pub async fn get_history(
     admin: TenantAdmin,
     query: web::Query<HistoryQuery>,

@@ -1,6 +1,6 @@
 //! Probes: `/healthz` (the process answers) and `/readyz` (it can serve: database and keys).
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, route, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -24,7 +24,7 @@ pub struct Readiness {
     security(()),
     responses((status = 200, description = "Alive", body = String, content_type = "text/plain", example = "ok")),
 )]
-#[get("/healthz")]
+#[route("/healthz", method = "GET", method = "HEAD")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
@@ -39,7 +39,7 @@ pub async fn healthz() -> HttpResponse {
          example = json!({"status": "not-ready", "database": false, "ims_keys": true})),
     ),
 )]
-#[get("/readyz")]
+#[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await.is_ok();
     let ims_keys = state.verifier.keys().is_loaded();
@@ -65,7 +65,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                content_type = "text/plain; version=0.0.4",
                example = "ccc_switches_total{outcome=\"created\"} 1")),
 )]
-#[get("/metrics")]
+#[route("/metrics", method = "GET", method = "HEAD")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let m = crate::metrics::metrics();
     let (size, idle) = state.store.pool_size();

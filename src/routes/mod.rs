@@ -7,6 +7,7 @@ pub mod orgs;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::Method;
 use actix_web::http::header::CONTENT_ENCODING;
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, web};
@@ -33,14 +34,17 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
 const ROUTES: &[(&str, &str)] = &[
     (
         "/tenants/{tenant_id}/creative-cloud-connection",
-        "GET, PUT, DELETE",
+        "GET, HEAD, PUT, DELETE",
     ),
-    ("/tenants/{tenant_id}/creative-cloud-connection/history", "GET"),
-    ("/users/{user_id}/orgs", "GET"),
-    ("/healthz", "GET"),
-    ("/readyz", "GET"),
-    ("/metrics", "GET"),
-    ("/openapi.json", "GET"),
+    (
+        "/tenants/{tenant_id}/creative-cloud-connection/history",
+        "GET, HEAD",
+    ),
+    ("/users/{user_id}/orgs", "GET, HEAD"),
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+    ("/openapi.json", "GET, HEAD"),
 ];
 
 /// A status and the problem slugs an operation may answer with it.
@@ -156,6 +160,22 @@ pub async fn identity_encoding_only(
         return Ok(req.into_response(res).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// Middleware: HEAD on the OpenAPI document and the Swagger UI is served as GET, which is all
+/// utoipa-swagger-ui routes there (the API's own GET routes answer HEAD themselves). The HTTP layer
+/// decided when it parsed the request that a HEAD answer goes out as headers only, so the body the
+/// GET handler builds is never sent.
+pub async fn head_as_get_for_docs(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.method() == Method::HEAD
+        && (req.path() == "/openapi.json" || req.path().starts_with("/swagger-ui/"))
+    {
+        req.head_mut().method = Method::GET;
+    }
+    next.call(req).await
 }
 
 /// actix's JSON errors as problems: 413 oversized, 415 wrong type, 400 for the rest (with the

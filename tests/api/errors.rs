@@ -107,7 +107,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.headers()["allow"], "GET, PUT, DELETE");
+    assert_eq!(res.headers()["allow"], "GET, HEAD, PUT, DELETE");
     assert_problem(res, 405, "method-not-allowed").await;
     let res = app
         .request(Method::DELETE, "/healthz", None)

@@ -10,6 +10,7 @@ mod concurrency;
 mod connection;
 mod errors;
 mod faults;
+mod head;
 mod helpers;
 mod logs;
 mod openapi;
