@@ -85,6 +85,9 @@ pub enum ApiError {
     /// 415: the body is not `application/json`.
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
+    /// 415: the body is sent with a `Content-Encoding` other than `identity`.
+    #[error("request bodies are accepted without content coding only (Content-Encoding: identity)")]
+    UnsupportedContentEncoding,
     /// 422: the caller cannot see the target org in IMS.
     #[error("the caller has no access to org {0}")]
     OrgNotAccessible(String),
@@ -132,7 +135,7 @@ impl ApiError {
             Self::ConcurrentSwitch => "concurrent-switch",
             Self::PreconditionFailed => "precondition-failed",
             Self::PayloadTooLarge(_) => "payload-too-large",
-            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::UnsupportedMediaType | Self::UnsupportedContentEncoding => "unsupported-media-type",
             Self::OrgNotAccessible(_) => "org-not-accessible",
             Self::NoCreativeCloudEntitlement(_) => "no-creative-cloud-entitlement",
             Self::RateLimited(_) => "rate-limited",
@@ -194,7 +197,9 @@ impl ResponseError for ApiError {
             Self::ConcurrentSwitch => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType | Self::UnsupportedContentEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             Self::OrgNotAccessible(_) | Self::NoCreativeCloudEntitlement(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -226,6 +231,10 @@ impl ResponseError for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     res.insert_header((header::WWW_AUTHENTICATE, v));
                 }
+            }
+            Self::UnsupportedContentEncoding => {
+                // RFC 9110 15.5.16: say which content codings would have been accepted.
+                res.insert_header((header::ACCEPT_ENCODING, HeaderValue::from_static("identity")));
             }
             Self::MethodNotAllowed(allow) => {
                 res.insert_header((header::ALLOW, HeaderValue::from_static(allow)));

@@ -12,9 +12,9 @@ use prometheus::{
 /// The service's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Requests by method, route template and status.
+    /// Requests by method (the routed ones, else `other`), route template and status.
     pub http_requests: IntCounterVec,
-    /// Request latency by method and route template, in seconds.
+    /// Request latency by method (as above) and route template, in seconds.
     pub http_latency: HistogramVec,
     /// IMS calls by endpoint and outcome (`ok`, `rejected`, `unavailable`, `bad_response`).
     pub ims_calls: HistogramVec,

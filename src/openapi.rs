@@ -57,6 +57,7 @@ impl Modify for ProblemResponses {
         for item in openapi.paths.paths.values_mut() {
             let ops = [
                 &mut item.get,
+                &mut item.head,
                 &mut item.put,
                 &mut item.delete,
                 &mut item.post,
@@ -157,9 +158,32 @@ pub fn base() -> OpenApiDoc {
     ApiDoc::openapi()
 }
 
+/// HEAD operations (the GET routes answer HEAD too) get an operation id of their own (ids are
+/// unique in a document) and their responses lose their bodies: a HEAD answer is headers only.
+struct HeadOperations;
+impl Modify for HeadOperations {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        for item in openapi.paths.paths.values_mut() {
+            let Some(op) = item.head.as_mut() else {
+                continue;
+            };
+            if let Some(id) = op.operation_id.as_mut() {
+                *id = format!("head_{id}");
+            }
+            op.description = Some("The same answer as GET (status and headers), without a body.".to_owned());
+            for response in op.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response.content.clear();
+                }
+            }
+        }
+    }
+}
+
 /// Applies the modifiers that need the collected paths.
 pub fn finish(mut doc: OpenApiDoc) -> OpenApiDoc {
     ProblemResponses.modify(&mut doc);
+    HeadOperations.modify(&mut doc);
     doc
 }
 

@@ -208,6 +208,9 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .split_for_parts();
         app.service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", openapi::finish(api)))
             .default_service(web::to(routes::fallback))
+            // Inside the request context (request id, metrics), before every route and extractor.
+            .wrap(from_fn(routes::head_as_get_for_docs))
+            .wrap(from_fn(routes::identity_encoding_only))
             .wrap(from_fn(telemetry::request_context))
     })
     .shutdown_timeout(10)

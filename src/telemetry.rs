@@ -80,6 +80,19 @@ fn sane_request_id(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
+/// The `method` label of a request: the methods the service routes, every other one `other`
+/// (anyone can send a made-up method, and each label value is a series kept for the process's life).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}
+
 /// Middleware: assigns the request id, runs the request inside its span, logs one line at the end.
 pub async fn request_context(
     req: ServiceRequest,
@@ -98,6 +111,9 @@ pub async fn request_context(
         tenant_id = tracing::field::Empty,
         client_id = tracing::field::Empty,
     );
+    // Taken before the handlers run: HEAD on the documentation is served as GET.
+    let method = req.method().as_str().to_owned();
+    let method_label = method_label(req.method());
     let started = Instant::now();
     let result = REQUEST_ID
         .scope(id.clone(), next.call(req).instrument(span.clone()))
@@ -109,12 +125,13 @@ pub async fn request_context(
     let elapsed = started.elapsed().as_secs_f64();
     let latency_ms = elapsed * 1000.0;
     let m = crate::metrics::metrics();
-    let method = res.request().method().as_str().to_owned();
+    // Labels hold only bounded values: a fixed method set, the route template (`-` when none
+    // matched) and the status the service chose; never raw request data.
     m.http_requests
-        .with_label_values(&[method.as_str(), route.as_str(), status.to_string().as_str()])
+        .with_label_values(&[method_label, route.as_str(), status.to_string().as_str()])
         .inc();
     m.http_latency
-        .with_label_values(&[method.as_str(), route.as_str()])
+        .with_label_values(&[method_label, route.as_str()])
         .observe(elapsed);
     // The request line carries its facts as top-level fields (not nested in a span), so a log
     // pipeline can index them; extractors noted the tenant and client on the request.
@@ -152,5 +169,15 @@ mod tests {
         assert_eq!(sane_request_id(&HeaderValue::from_static("")), None);
         let long = "a".repeat(129);
         assert_eq!(sane_request_id(&HeaderValue::from_str(&long).unwrap_or(ok)), None);
+    }
+
+    #[test]
+    fn only_routed_methods_are_labelled_by_name() {
+        use actix_web::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        assert_eq!(method_label(&Method::POST), "other");
+        let made_up = Method::from_bytes(b"ZQX001").unwrap_or(Method::TRACE);
+        assert_eq!(method_label(&made_up), "other");
     }
 }

@@ -8,13 +8,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::http::Method;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::token::{TokenError, VerifiedToken, bearer_token};
 use crate::domain::{TenantId, UserId};
 use crate::error::ApiError;
+use crate::ims::ImsOrg;
 use crate::state::AppState;
 use crate::store::{TenantRecord, TenantView};
 
@@ -105,7 +105,7 @@ fn spend_ims_budget(state: &AppState, token: &VerifiedToken) -> Result<(), ApiEr
 }
 
 /// Whether the token's user is in `tenant`'s home org (and, for `admin`, in one of its admin groups),
-/// as IMS lists the user's orgs for this very token.
+/// as IMS lists the user's orgs for this very token (cached up to a minute).
 async fn member_of_home_org(
     state: &AppState,
     token: &VerifiedToken,
@@ -116,10 +116,16 @@ async fn member_of_home_org(
         .ims
         .organizations(&token.bearer, token.remaining(), false)
         .await?;
-    Ok(orgs.iter().any(|o| {
+    Ok(in_home_org(&orgs, tenant, admin))
+}
+
+/// Whether `orgs` (a user's orgs from IMS) put the user in `tenant`'s home org (and, for `admin`,
+/// in one of its administrator groups).
+fn in_home_org(orgs: &[ImsOrg], tenant: &TenantRecord, admin: bool) -> bool {
+    orgs.iter().any(|o| {
         o.org_id == tenant.home_org
             && (!admin || o.group_idents.iter().any(|g| tenant.admin_groups.contains(g)))
-    }))
+    })
 }
 
 /// May read the tenant's connection: a service token of an integration client with the read
@@ -181,39 +187,93 @@ pub struct TenantAdmin {
     pub tenant: TenantRecord,
 }
 
+/// The checks every administrator passes before IMS is asked: a user token (403) with the admin
+/// scope (403) naming a tenant (400) that is registered (404, by `find`).
+async fn admin_token_for<T>(
+    req: &HttpRequest,
+    state: &AppState,
+    find: impl AsyncFnOnce(&TenantId) -> Result<Option<T>, ApiError>,
+) -> Result<(Caller, UserId, T), ApiError> {
+    let caller = Caller::from_parts(req, state).await?;
+    let tenant_id = tenant_from_path(req)?;
+    let token = &caller.0;
+    let Some(user_id) = token.user_id.clone() else {
+        return Err(ApiError::Forbidden("an administrator's user token is required"));
+    };
+    if !token.has_scope(&state.config.admin_scope) {
+        return Err(ApiError::InsufficientScope(state.config.admin_scope.clone()));
+    }
+    let found = find(&tenant_id).await?.ok_or(ApiError::UnknownTenant)?;
+    Ok((caller, user_id, found))
+}
+
+const NOT_AN_ADMIN: &str = "the caller is not an administrator of this tenant";
+
 impl FromRequest for TenantAdmin {
     type Error = ApiError;
     type Future = BoxFut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         extract(req, |req, state| async move {
-            let caller = Caller::from_parts(&req, &state).await?;
-            let tenant_id = tenant_from_path(&req)?;
+            let (caller, user_id, tenant) =
+                admin_token_for(&req, &state, async |id| Ok(state.store.tenant(id).await?)).await?;
             let token = &caller.0;
-            let Some(user_id) = token.user_id.clone() else {
-                return Err(ApiError::Forbidden("an administrator's user token is required"));
-            };
-            if !token.has_scope(&state.config.admin_scope) {
-                return Err(ApiError::InsufficientScope(state.config.admin_scope.clone()));
-            }
-            let tenant = state
-                .store
-                .tenant(&tenant_id)
-                .await?
-                .ok_or(ApiError::UnknownTenant)?;
-            // Switches and disconnects ask IMS afresh each time: they spend the caller's IMS
-            // budget. The history (GET) is served from the per-token org cache.
-            if req.method() != Method::GET {
-                spend_ims_budget(&state, token)?;
-            }
             if !member_of_home_org(&state, token, &tenant, true).await? {
-                return Err(ApiError::Forbidden(
-                    "the caller is not an administrator of this tenant",
-                ));
+                return Err(ApiError::Forbidden(NOT_AN_ADMIN));
             }
             Ok(Self {
                 caller,
                 user_id,
                 tenant,
+            })
+        })
+    }
+}
+
+/// A would-be administrator of the tenant, for the writes (switch, disconnect): everything but the
+/// group membership is checked, and the tenant is read with its active connection. The writes act
+/// on what IMS says now, so they confirm the membership with [`AdminCandidate::confirm`] against
+/// an org list fetched fresh for the request (one IMS call, where a cached check first would be
+/// two, and would let a removed administrator write for up to a minute); and they can refuse a
+/// stale `If-Match` from [`AdminCandidate::view`] before asking IMS at all.
+#[derive(Debug)]
+pub struct AdminCandidate {
+    /// The caller.
+    pub caller: Caller,
+    /// The user, an administrator once confirmed.
+    pub user_id: UserId,
+    /// The tenant and its active connection, as read before IMS was asked.
+    pub view: TenantView,
+}
+
+impl AdminCandidate {
+    /// The administrator, if `orgs` (the caller's orgs, fresh from IMS) put the caller in one of
+    /// the tenant's administrator groups of its home org; 403 `forbidden` otherwise.
+    pub fn confirm(self, orgs: &[ImsOrg]) -> Result<TenantAdmin, ApiError> {
+        if !in_home_org(orgs, &self.view.tenant, true) {
+            return Err(ApiError::Forbidden(NOT_AN_ADMIN));
+        }
+        Ok(TenantAdmin {
+            caller: self.caller,
+            user_id: self.user_id,
+            tenant: self.view.tenant,
+        })
+    }
+}
+
+impl FromRequest for AdminCandidate {
+    type Error = ApiError;
+    type Future = BoxFut<Self>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        extract(req, |req, state| async move {
+            let (caller, user_id, view) =
+                admin_token_for(&req, &state, async |id| Ok(state.store.tenant_view(id).await?)).await?;
+            // Switches and disconnects ask IMS afresh each time: they spend the caller's IMS
+            // budget (before any IMS call). The history (TenantAdmin) uses the per-token org cache.
+            spend_ims_budget(&state, &caller.0)?;
+            Ok(Self {
+                caller,
+                user_id,
+                view,
             })
         })
     }

@@ -5,6 +5,6 @@ mod extract;
 pub mod keys;
 pub mod token;
 
-pub use extract::{Caller, TenantAdmin, TenantReader, UserCaller};
+pub use extract::{AdminCandidate, Caller, TenantAdmin, TenantReader, UserCaller};
 pub use keys::KeyStore;
 pub use token::{TokenVerifier, VerifiedToken};

@@ -135,6 +135,8 @@ pub struct Faults {
     profile_body: Mutex<Option<Value>>,
     cert_expiry: Mutex<Option<std::time::SystemTime>>,
     counts: Mutex<HashMap<String, u64>>,
+    /// `(user, org)` -> the user's groups there, in place of the world's.
+    groups: Mutex<HashMap<(String, String), Vec<String>>>,
 }
 
 impl Faults {
@@ -190,6 +192,24 @@ impl Faults {
             *e = not_after;
         }
     }
+    /// Replaces `user`'s groups in `org` as `/ims/organizations/v6` lists them from now on (an
+    /// administrator removed from the administrators' group, say); the user stays a member.
+    pub fn set_groups(&self, user: &str, org: &str, groups: &[&str]) {
+        if let Ok(mut g) = self.groups.lock() {
+            g.insert(
+                (user.to_owned(), org.to_owned()),
+                groups.iter().map(|s| (*s).to_owned()).collect(),
+            );
+        }
+    }
+    /// `user`'s groups in `org` if a test replaced them.
+    fn groups_of(&self, user: &str, org: &str) -> Option<Vec<String>> {
+        self.groups
+            .lock()
+            .ok()?
+            .get(&(user.to_owned(), org.to_owned()))
+            .cloned()
+    }
     /// Requests received on exactly `path` so far.
     pub fn requests(&self, path: &str) -> u64 {
         self.counts
@@ -207,6 +227,9 @@ impl Faults {
         self.set_certificate_expiry(None);
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
+        }
+        if let Ok(mut g) = self.groups.lock() {
+            g.clear();
         }
     }
     fn count(&self, path: &str) {

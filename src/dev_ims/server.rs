@@ -181,12 +181,16 @@ async fn organizations(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
         .filter_map(|(org_id, groups)| {
             let org = world::org(org_id)?;
             let (ident, auth_src) = org.id.split_once('@')?;
+            let groups: Vec<String> = ims
+                .faults
+                .groups_of(user.id, org.id)
+                .unwrap_or_else(|| groups.iter().map(|g| (*g).to_owned()).collect());
             Some(json!({
                 "orgRef": {"ident": ident, "authSrc": auth_src},
                 "orgName": org.name,
                 "orgType": org.org_type,
                 "countryCode": "US",
-                "groups": groups.iter().map(|g| json!({
+                "groups": groups.iter().map(|g| g.as_str()).map(|g| json!({
                     "groupName": group_name(g),
                     "role": "GRP_MEMBER",
                     "ident": g,

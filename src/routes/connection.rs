@@ -1,12 +1,12 @@
 //! `/tenants/{tenant_id}/creative-cloud-connection`: read, switch, disconnect, history.
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, delete, get, put, web};
+use actix_web::{HttpRequest, HttpResponse, delete, put, route, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{TenantAdmin, TenantReader};
+use crate::auth::{AdminCandidate, TenantAdmin, TenantReader};
 use crate::domain::{Actor, OrgId, TenantId, UserId};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -198,6 +198,16 @@ fn if_match(req: &HttpRequest) -> Result<Option<Option<i64>>, ApiError> {
     }
 }
 
+/// `If-Match` of a write, refused at once (412) when already stale: no IMS call is made for a write
+/// that cannot succeed. The store checks it again in the write's transaction.
+fn checked_if_match(req: &HttpRequest, candidate: &AdminCandidate) -> Result<Option<Option<i64>>, ApiError> {
+    let precondition = if_match(req)?;
+    if !candidate.view.precondition_holds(precondition) {
+        return Err(ApiError::PreconditionFailed);
+    }
+    Ok(precondition)
+}
+
 /// Read the tenant's active Creative Cloud connection.
 ///
 /// The hot path of the Express and CC Libraries integrations. Sends `ETag`; `If-None-Match` with the
@@ -215,7 +225,11 @@ fn if_match(req: &HttpRequest) -> Result<Option<Option<i64>>, ApiError> {
     ),
     security(("bearer" = [])),
 )]
-#[get("/tenants/{tenant_id}/creative-cloud-connection")]
+#[route(
+    "/tenants/{tenant_id}/creative-cloud-connection",
+    method = "GET",
+    method = "HEAD"
+)]
 pub async fn get_connection(reader: TenantReader, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let active = reader.view.active.as_ref().ok_or(ApiError::NoConnection)?;
     let not_modified = match parse_etags(req.headers(), header::IF_NONE_MATCH, true)? {
@@ -254,20 +268,22 @@ pub async fn get_connection(reader: TenantReader, req: HttpRequest) -> Result<Ht
 )]
 #[put("/tenants/{tenant_id}/creative-cloud-connection")]
 pub async fn put_connection(
-    admin: TenantAdmin,
+    candidate: AdminCandidate,
     body: web::Json<SwitchBody>,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let precondition = if_match(&req)?;
+    let precondition = checked_if_match(&req, &candidate)?;
     let target = body.into_inner().org_id;
-    let token = &admin.caller.0;
-    // As IMS says now: both lookups bypass the cache, and run at once.
+    let token = candidate.caller.0.clone();
+    // As IMS says now: both lookups bypass the cache, and run at once. The fresh org list is the
+    // one both the administrator check and the target org are judged by.
     let (orgs, profile) = tokio::join!(
         state.ims.organizations(&token.bearer, token.remaining(), true),
         state.ims.profile(&token.bearer, token.remaining(), true),
     );
     let orgs = orgs?;
+    let admin = candidate.confirm(&orgs)?;
     let org = orgs
         .iter()
         .find(|o| o.org_id == target)
@@ -330,11 +346,19 @@ pub async fn put_connection(
 )]
 #[delete("/tenants/{tenant_id}/creative-cloud-connection")]
 pub async fn delete_connection(
-    admin: TenantAdmin,
+    candidate: AdminCandidate,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let precondition = if_match(&req)?;
+    let precondition = checked_if_match(&req, &candidate)?;
+    // Disconnecting breaks every integration of the tenant: judged like a switch, by the org list
+    // as IMS gives it now, not a cached one.
+    let token = &candidate.caller.0;
+    let orgs = state
+        .ims
+        .organizations(&token.bearer, token.remaining(), true)
+        .await?;
+    let admin = candidate.confirm(&orgs)?;
     let ended = state
         .store
         .disconnect(&admin.tenant.tenant_id, &admin.user_id, Utc::now(), precondition)
@@ -357,7 +381,11 @@ pub async fn delete_connection(
     responses((status = 200, description = "A page of the history", body = HistoryPage)),
     security(("bearer" = [])),
 )]
-#[get("/tenants/{tenant_id}/creative-cloud-connection/history")]
+#[route(
+    "/tenants/{tenant_id}/creative-cloud-connection/history",
+    method = "GET",
+    method = "HEAD"
+)]
 pub async fn get_history(
     admin: TenantAdmin,
     query: web::Query<HistoryQuery>,

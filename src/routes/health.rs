@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, route, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -61,7 +61,7 @@ pub struct Readiness {
     security(()),
     responses((status = 200, description = "Alive", body = String, content_type = "text/plain", example = "ok")),
 )]
-#[get("/healthz")]
+#[route("/healthz", method = "GET", method = "HEAD")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
@@ -77,7 +77,7 @@ pub async fn healthz() -> HttpResponse {
          example = json!({"status": "not-ready", "database": false, "ims_keys": true})),
     ),
 )]
-#[get("/readyz")]
+#[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.readiness.check(&state.store).await;
     let ims_keys = state.verifier.keys().is_loaded();
@@ -105,7 +105,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                content_type = "text/plain; version=0.0.4",
                example = "ccc_switches_total{outcome=\"created\"} 1")),
 )]
-#[get("/metrics")]
+#[route("/metrics", method = "GET", method = "HEAD")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let m = crate::metrics::metrics();
     let (size, idle) = state.store.pool_size();

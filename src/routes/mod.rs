@@ -4,8 +4,12 @@ pub mod connection;
 pub mod health;
 pub mod orgs;
 
-use actix_web::dev::ResourceDef;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::Method;
+use actix_web::http::header::CONTENT_ENCODING;
+use actix_web::middleware::Next;
 use actix_web::{HttpRequest, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -60,20 +64,24 @@ impl Listener {
 const ROUTES: &[(&str, &str)] = &[
     (
         "/tenants/{tenant_id}/creative-cloud-connection",
-        "GET, PUT, DELETE",
+        "GET, HEAD, PUT, DELETE",
     ),
-    ("/tenants/{tenant_id}/creative-cloud-connection/history", "GET"),
-    ("/users/{user_id}/orgs", "GET"),
-    ("/healthz", "GET"),
-    ("/readyz", "GET"),
-    ("/metrics", "GET"),
-    ("/openapi.json", "GET"),
+    (
+        "/tenants/{tenant_id}/creative-cloud-connection/history",
+        "GET, HEAD",
+    ),
+    ("/users/{user_id}/orgs", "GET, HEAD"),
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+    ("/openapi.json", "GET, HEAD"),
 ];
 
 /// A status and the problem slugs an operation may answer with it.
 pub type StatusSlugs = (u16, &'static [&'static str]);
 
-/// The errors each operation can answer with, by status and slug. The OpenAPI document's error
+/// The errors each operation can answer with, by status and slug (415 everywhere: a request with a
+/// `Content-Encoding` is refused whatever its route). The OpenAPI document's error
 /// responses and their examples are generated from this list (see `openapi.rs`).
 pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
     (
@@ -83,6 +91,7 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
             (401, &["invalid-token"]),
             (403, &["insufficient-scope", "forbidden"]),
             (404, &["unknown-tenant", "no-connection"]),
+            (415, &["unsupported-media-type"]),
             (500, &["internal"]),
             (502, &["ims-error"]),
             (503, &["ims-unavailable", "database-unavailable"]),
@@ -115,6 +124,7 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
             (404, &["unknown-tenant", "no-connection"]),
             (409, &["concurrent-switch"]),
             (412, &["precondition-failed"]),
+            (415, &["unsupported-media-type"]),
             (429, &["rate-limited"]),
             (500, &["internal"]),
             (502, &["ims-error"]),
@@ -128,6 +138,7 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
             (401, &["invalid-token"]),
             (403, &["insufficient-scope", "forbidden"]),
             (404, &["unknown-tenant"]),
+            (415, &["unsupported-media-type"]),
             (500, &["internal"]),
             (502, &["ims-error"]),
             (503, &["ims-unavailable", "database-unavailable"]),
@@ -139,6 +150,7 @@ pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
             (400, &["invalid-request"]),
             (401, &["invalid-token"]),
             (403, &["forbidden"]),
+            (415, &["unsupported-media-type"]),
             (429, &["rate-limited"]),
             (500, &["internal"]),
             (502, &["ims-error"]),
@@ -161,6 +173,44 @@ pub async fn fallback(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiEr
             None => ApiError::NotFound,
         },
     )
+}
+
+/// Middleware: a request whose `Content-Encoding` is anything but `identity` is answered 415 before
+/// any extractor runs. The body would otherwise be inflated while the caller's rights are still
+/// being checked (a few KiB of gzip can stand for megabytes), and no client of this API compresses
+/// a body of under 100 bytes.
+pub async fn identity_encoding_only(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let encoded = req.headers().get_all(CONTENT_ENCODING).any(|value| {
+        value.to_str().map_or(true, |text| {
+            text.split(',')
+                .map(str::trim)
+                .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        })
+    });
+    if encoded {
+        let res = actix_web::ResponseError::error_response(&ApiError::UnsupportedContentEncoding);
+        return Ok(req.into_response(res).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// Middleware: HEAD on the OpenAPI document and the Swagger UI is served as GET, which is all
+/// utoipa-swagger-ui routes there (the API's own GET routes answer HEAD themselves). The HTTP layer
+/// decided when it parsed the request that a HEAD answer goes out as headers only, so the body the
+/// GET handler builds is never sent.
+pub async fn head_as_get_for_docs(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.method() == Method::HEAD
+        && (req.path() == "/openapi.json" || req.path().starts_with("/swagger-ui/"))
+    {
+        req.head_mut().method = Method::GET;
+    }
+    next.call(req).await
 }
 
 /// actix's JSON errors as problems: 413 oversized, 415 wrong type, 400 for the rest (with the

@@ -1,6 +1,6 @@
 //! `/users/{user_id}/orgs`: the org picker.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, route, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -47,7 +47,7 @@ pub struct UserOrgs {
     responses((status = 200, description = "The caller's orgs", body = UserOrgs)),
     security(("bearer" = [])),
 )]
-#[get("/users/{user_id}/orgs")]
+#[route("/users/{user_id}/orgs", method = "GET", method = "HEAD")]
 pub async fn get_user_orgs(user: UserCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let token = &user.caller.0;
     let (orgs, profile) = tokio::join!(

@@ -367,6 +367,14 @@ impl Store {
     }
 }
 
+impl TenantView {
+    /// Whether `If-Match` holds for this view (the switch and disconnect check it again in their
+    /// transaction; this answers a precondition that is already stale without further work).
+    pub fn precondition_holds(&self, if_match: Option<Option<i64>>) -> bool {
+        precondition_holds(if_match, self.active.as_ref())
+    }
+}
+
 /// `If-Match`: absent always holds; `*` needs a connection; a revision must be the active one's.
 fn precondition_holds(if_match: Option<Option<i64>>, active: Option<&ConnectionRecord>) -> bool {
     match if_match {

@@ -107,7 +107,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.headers()["allow"], "GET, PUT, DELETE");
+    assert_eq!(res.headers()["allow"], "GET, HEAD, PUT, DELETE");
     assert_problem(res, 405, "method-not-allowed").await;
     let res = app
         .request(Method::DELETE, "/healthz", None)
@@ -278,5 +278,115 @@ async fn refused_requests_leave_the_database_as_it_was() {
             );
         }
         assert_eq!(snapshot().await, before, "{backend:?}: nothing changed");
+    }
+}
+
+#[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // The 405s are counted under one label value, whatever the method.
+    let other = r#"ccc_http_requests_total{method="other",route="/healthz",status="405"}"#;
+    let before = scrape().await;
+    for i in 0..200 {
+        let method = Method::from_bytes(format!("ZQX{i:03}").as_bytes()).unwrap();
+        let res = app.request(method, "/healthz", None).send().await.unwrap();
+        assert_problem(res, 405, "method-not-allowed").await;
+    }
+    let after = scrape().await;
+    assert!(!after.contains("ZQX"), "a made-up method became a label value");
+    assert!(sample(&after, other) >= sample(&before, other) + 200.0, "{after}");
+    // Whatever else ran in this process: the method label holds a fixed set of values.
+    let methods: std::collections::BTreeSet<&str> = after
+        .split("method=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let allowed = ["DELETE", "GET", "HEAD", "PUT", "other"];
+    assert!(methods.iter().all(|m| allowed.contains(m)), "{methods:?}");
+}
+
+/// 16 KiB of gzip that inflates to about 16 MiB of zeros.
+fn gzip_bomb() -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..16 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_refused_with_415_before_anything_else() {
+    for backend in crate::common::db::backends() {
+        let app = spawn_app(backend).await;
+        let bomb = gzip_bomb();
+        assert!(bomb.len() < 32 * 1024, "{} bytes", bomb.len());
+        let path = TestApp::connection_path(TENANT);
+        let ims_before = app.ims.faults().requests("/ims/organizations/v6");
+        for (token, encoding) in [
+            (Some(app.admin_token()), "gzip"),
+            (None, "gzip"),
+            (Some(app.admin_token()), "identity, deflate"),
+            (Some(app.admin_token()), "br"),
+        ] {
+            let res = app
+                .request(Method::PUT, &path, token.as_deref())
+                .header("Content-Type", "application/json")
+                .header("Content-Encoding", encoding)
+                .body(bomb.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.headers()["accept-encoding"], "identity");
+            assert_problem(res, 415, "unsupported-media-type").await;
+        }
+        // A small honest switch, compressed, is refused just the same.
+        let small = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let body = serde_json::json!({"org_id": world::ACME_CREATIVE_ORG}).to_string();
+            e.write_all(body.as_bytes()).unwrap();
+            e.finish().unwrap()
+        };
+        let res = app
+            .request(Method::PUT, &path, Some(&app.admin_token()))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "gzip")
+            .body(small)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 415, "unsupported-media-type").await;
+        assert_eq!(
+            app.ims.faults().requests("/ims/organizations/v6"),
+            ims_before,
+            "{backend:?}: refused before IMS was asked"
+        );
+        assert_problem(
+            app.get_connection(&app.integration_token()).await,
+            404,
+            "no-connection",
+        )
+        .await;
+        // `identity` is no coding at all: accepted.
+        let res = app
+            .request(Method::PUT, &path, Some(&app.admin_token()))
+            .header("Content-Encoding", "identity")
+            .json(&serde_json::json!({"org_id": world::ACME_CREATIVE_ORG}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{backend:?}");
     }
 }

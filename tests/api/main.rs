@@ -5,11 +5,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin_rights;
 mod cli;
 mod concurrency;
 mod connection;
 mod errors;
 mod faults;
+mod head;
 mod helpers;
 mod ims_guard;
 mod logs;

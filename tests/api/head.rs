@@ -1,0 +1,163 @@
+//! HEAD on every GET route answers like GET, headers only (RFC 9110 9.3.2).
+
+use cc_connection::dev_ims::world;
+use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::db::Backend;
+use crate::helpers::{TENANT, TestApp, spawn_app};
+
+/// Sends `HEAD path` over a bare connection and returns the response head and whatever followed
+/// it on the wire (reqwest never reads a HEAD body, so it could not tell).
+async fn raw_head(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let addr = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("HEAD {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.unwrap();
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head")
+        + 4;
+    (
+        String::from_utf8_lossy(&bytes[..end]).into_owned(),
+        bytes[end..].to_vec(),
+    )
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test]
+async fn head_of_the_connection_is_get_without_a_body() {
+    let app = spawn_app(Backend::Sqlite).await;
+    assert_eq!(
+        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
+            .await
+            .status(),
+        201
+    );
+    let token = app.integration_token();
+    let get = app.get_connection(&token).await;
+    let get_length = get.headers()["content-length"].to_str().unwrap().to_owned();
+    let path = TestApp::connection_path(TENANT);
+    let res = app
+        .request(Method::HEAD, &path, Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["content-length"], get_length.as_str());
+    let auth = format!("Bearer {token}");
+    let (head, body) = raw_head(&app, &path, &[("Authorization", &auth)]).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(header(&head, "etag"), Some("\"1\""));
+    assert!(
+        body.is_empty(),
+        "HEAD sent a body: {}",
+        String::from_utf8_lossy(&body)
+    );
+    // The current ETag: 304, as for GET.
+    let res = app
+        .request(Method::HEAD, &path, Some(&token))
+        .header("If-None-Match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.headers()["etag"], "\"1\"");
+}
+
+#[tokio::test]
+async fn head_without_a_token_is_401_with_the_problem_headers_and_no_body() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let path = TestApp::connection_path(TENANT);
+    let res = app.request(Method::HEAD, &path, None).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+    assert!(res.headers().contains_key("x-request-id"));
+    let (head, body) = raw_head(&app, &path, &[]).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(body.is_empty(), "HEAD sent a body");
+}
+
+#[tokio::test]
+async fn every_get_route_answers_head_like_get() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let admin = app.admin_token();
+    let history = format!("{}/history", TestApp::connection_path(TENANT));
+    let routes: [(&str, Option<&str>); 7] = [
+        ("/healthz", None),
+        ("/readyz", None),
+        ("/metrics", None),
+        ("/openapi.json", None),
+        ("/swagger-ui/", None),
+        ("/users/me/orgs", Some(&admin)),
+        (&history, Some(&admin)),
+    ];
+    for (path, token) in routes {
+        let get = app.request(Method::GET, path, token).send().await.unwrap();
+        let res = app.request(Method::HEAD, path, token).send().await.unwrap();
+        assert_eq!(res.status(), get.status(), "HEAD {path}");
+        assert_eq!(
+            res.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "HEAD {path}"
+        );
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (head, body) = raw_head(&app, path, &headers).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "HEAD {path}: {head}");
+        assert!(body.is_empty(), "HEAD {path} sent a body");
+    }
+    // Methods the route does not have are still 405, and Allow names HEAD.
+    let res = app
+        .request(Method::DELETE, "/healthz", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, HEAD");
+}
+
+#[test]
+fn the_document_lists_head_beside_each_get() {
+    let doc: serde_json::Value = serde_json::from_str(&cc_connection::openapi::document_json()).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if let Some(get) = item.get("get") {
+            let head = &item["head"];
+            assert_eq!(
+                head["operationId"].as_str().unwrap(),
+                format!("head_{}", get["operationId"].as_str().unwrap()),
+                "{path}"
+            );
+            assert_eq!(
+                head["responses"]["200"]["content"],
+                serde_json::Value::Null,
+                "{path}"
+            );
+        }
+        for op in item.as_object().unwrap().values() {
+            if let Some(id) = op["operationId"].as_str() {
+                assert!(ids.insert(id.to_owned()), "operationId {id} is unique");
+            }
+        }
+    }
+}
