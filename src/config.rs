@@ -1,7 +1,7 @@
 //! Configuration: built once at start from defaults and the environment, validated, then passed
 //! around as data (`Arc<Config>`).
 //!
-//! Names are the interface of `api.md`: `DATABASE_URL` and `CCC_*` variables.
+//! Names are an interface (the README's configuration table): `DATABASE_URL` and `CCC_*` variables.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use figment::providers::{Env, Serialized};
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
-/// Which command the configuration is for: their defaults differ (`api.md`, Configuration).
+/// Which command the configuration is for: their defaults differ (the README's configuration table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `start-dev`: SQLite under `./data/`, the built-in development IMS, pretty logs.

@@ -1,4 +1,4 @@
-//! IMS access-token verification, by the rules of `ims.md`.
+//! IMS access-token verification, by the rules of `docs/ims.md`.
 //!
 //! RS256 only; key by `kid` (certificate fallback by `x5u`); `type == access_token`; expiry from
 //! `created_at + expires_in` (strings of milliseconds); `created_at` not in the future; `as` equal to

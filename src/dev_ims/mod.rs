@@ -1,4 +1,4 @@
-//! The development IMS: a real HTTP server speaking the IMS formats of `ims.md` (`/ims/keys`,
+//! The development IMS: a real HTTP server speaking the IMS formats of `docs/ims.md` (`/ims/keys`,
 //! `/ims/organizations/v6`, `/ims/profile/v1`, certificates under `/keys/`) from a small fixed
 //! world ([`world`]), that also mints tokens. `start-dev` and the tests reach it over HTTP exactly
 //! as the service reaches Adobe IMS; `serve` never starts it.

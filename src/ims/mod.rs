@@ -1,4 +1,4 @@
-//! The IMS client: keys, organizations and profile over reqwest, in the formats of `ims.md`.
+//! The IMS client: keys, organizations and profile over reqwest, in the formats of `docs/ims.md`.
 //!
 //! Calls made with a caller's token are cached per token (keyed by a SHA-256 of it, never the token
 //! itself) for at most [`USER_CACHE_TTL`] and never past the token's expiry; concurrent identical
@@ -40,7 +40,7 @@ pub enum ImsError {
     /// IMS refused the caller's token (401/403).
     #[error("IMS rejected the token")]
     Rejected,
-    /// IMS answered something that is not what `ims.md` describes.
+    /// IMS answered something that is not what `docs/ims.md` describes.
     #[error("unusable IMS response: {0}")]
     BadResponse(String),
 }

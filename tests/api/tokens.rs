@@ -1,4 +1,4 @@
-//! Token rules of `ims.md`: each refusal is a 401 `invalid-token` with `WWW-Authenticate`.
+//! Token rules of `docs/ims.md`: each refusal is a 401 `invalid-token` with `WWW-Authenticate`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
