@@ -76,6 +76,9 @@ pub struct Config {
     /// `CCC_MIGRATE`: whether `serve` applies pending migrations at start (`false` when a separate
     /// `cc-connection migrate` step does it).
     pub migrate: bool,
+    /// `CCC_MAX_WATCHERS`: requests that may wait for a change (`?wait=`) at once on this replica;
+    /// beyond it a watch answers at once, as a plain read.
+    pub max_watchers: usize,
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -135,6 +138,7 @@ impl Config {
             db_statement_timeout_ms: 5_000,
             ims_timeout_ms: 5_000,
             migrate: true,
+            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
         }
     }
 

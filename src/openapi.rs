@@ -4,7 +4,9 @@
 use actix_web::App;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as OpenApiDoc, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -83,10 +85,22 @@ impl Modify for ProblemResponses {
                         .map(|s| format!("`{s}`"))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let response = ResponseBuilder::new()
+                    let mut response = ResponseBuilder::new()
                         .description(format!("Problem: {description}"))
-                        .content(PROBLEM_JSON, content.build())
-                        .build();
+                        .content(PROBLEM_JSON, content.build());
+                    // A tenant without a connection can be watched: its 404 carries an ETag.
+                    if id == "get_connection" && *status == 404 {
+                        response = response.header(
+                            "ETag",
+                            HeaderBuilder::new()
+                                .schema(Some(Object::with_type(Type::String)))
+                                .description(Some(
+                                    "With `no-connection`: the tenant's revision, quoted (for If-None-Match)",
+                                ))
+                                .build(),
+                        );
+                    }
+                    let response = response.build();
                     op.responses
                         .responses
                         .insert(status.to_string(), RefOr::T(response));

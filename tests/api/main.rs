@@ -16,6 +16,7 @@ mod orgs;
 mod process;
 mod replicas;
 mod tokens;
+mod watch;
 
 /// Runs a test body once per configured backend.
 #[macro_export]
