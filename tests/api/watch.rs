@@ -379,15 +379,33 @@ async fn switch_on(client: &reqwest::Client, base: &str, ims: &DevIms, org: &str
     body["revision"].as_i64().unwrap()
 }
 
-/// Waits until `base`'s change feed is up (`ccc_watch_feed_up 1`).
-async fn until_feed_up(client: &reqwest::Client, base: &str) {
-    for _ in 0..400 {
-        if metric_of(client, base, "ccc_watch_feed_up").await == Some(1.0) {
+/// Waits until `base`'s metric `name` is `value`.
+async fn until_metric(client: &reqwest::Client, base: &str, name: &str, value: f64) {
+    for _ in 0..600 {
+        if metric_of(client, base, name).await == Some(value) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("{base}: the change feed never came up");
+    panic!("{base}: {name} never became {value}");
+}
+
+/// Waits until `base`'s change feed is up (`ccc_watch_feed_up 1`).
+async fn until_feed_up(client: &reqwest::Client, base: &str) {
+    until_metric(client, base, "ccc_watch_feed_up", 1.0).await;
+}
+
+/// Lets new connections into `database`, or refuses them (open ones stay).
+async fn allow_connections(database: &str, allow: bool) {
+    use sea_orm::{ConnectionTrait, Database};
+    let admin = Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {allow}"))
+        .await
+        .unwrap();
+    admin.close().await.ok();
 }
 
 /// Waits until `base` holds `n` watchers (from its metrics).
@@ -435,7 +453,7 @@ async fn kill_listeners(database: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_their_listeners_killed() {
+async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_their_listeners_down() {
     if !postgres_or_skip() {
         return;
     }
@@ -484,15 +502,20 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
         );
     }
 
-    // 2. The listeners' connections are killed; a switch made right then still reaches every
-    // watcher (re-checks while the listener is down, and once more when it is back).
+    // 2. The listeners' connections are killed and cannot come back (the database refuses new
+    // connections; the pools keep theirs): a switch made meanwhile still reaches every watcher,
+    // by the re-checks while the listener is down.
     let watchers = watch_round(revision);
     for replica in watched {
         until_watching_on(&client, &replica.base, 2).await;
     }
     let database = db.url.rsplit('/').next().unwrap().to_owned();
+    allow_connections(&database, false).await;
     let killed = kill_listeners(&database).await;
     assert_eq!(killed, 3, "one LISTEN connection per replica");
+    for replica in watched {
+        until_metric(&client, &replica.base, "ccc_watch_feed_up", 0.0).await;
+    }
     let org = orgs[1];
     revision = switch_on(&client, &writer.base, &ims, org).await;
     for watcher in watchers {
@@ -507,6 +530,11 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
             "reached within about a second: {got:?}"
         );
     }
+    for replica in watched {
+        let up = metric_of(&client, &replica.base, "ccc_watch_feed_up").await;
+        assert_eq!(up, Some(0.0), "{}: the listener was still down", replica.base);
+    }
+    allow_connections(&database, true).await;
 
     // 3. The listeners come back, and notifications wake watchers promptly again.
     for replica in watched {
