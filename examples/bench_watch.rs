@@ -5,8 +5,9 @@
 //! Run it with `bench/watch.sh`. Environment: `BENCH_SECONDS` (10), `BENCH_CONNECTIONS` (64),
 //! `BENCH_BACKENDS` (`sqlite,postgres`), `BENCH_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/test`), `BENCH_IDLE_WATCHERS` (10000),
-//! `BENCH_WOKEN_WATCHERS` (1000). Targets: commit-to-answer p99 under 50 ms; RSS under 128 MiB with
-//! 10,000 watchers; hot GET throughput within 10% of the run without watchers.
+//! `BENCH_WOKEN_WATCHERS` (1000), `BENCH_BIN` (`target/release/cc-connection`). Targets:
+//! commit-to-answer p99 under 50 ms; RSS under 128 MiB with 10,000 watchers; hot GET throughput
+//! within 10% of the run without watchers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Child, Command, Stdio};
@@ -148,7 +149,8 @@ async fn seed(url: &str, tenants: usize) {
 
 async fn start_service(db_url: &str, ims: &DevIms) -> Service {
     let port = free_port();
-    let child = Command::new("target/release/cc-connection")
+    let bin = env_or("BENCH_BIN", "target/release/cc-connection");
+    let child = Command::new(&bin)
         .arg("serve")
         .env("DATABASE_URL", db_url)
         .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
@@ -164,7 +166,7 @@ async fn start_service(db_url: &str, ims: &DevIms) -> Service {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("target/release/cc-connection (bench/watch.sh builds it)");
+        .unwrap_or_else(|e| panic!("{bin} (bench/watch.sh builds it): {e}"));
     let service = Service {
         child,
         base: format!("http://127.0.0.1:{port}"),

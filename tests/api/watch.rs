@@ -71,8 +71,9 @@ const PROMPT: Duration = Duration::from_secs(10);
 
 async fn connect(app: &TestApp, org: &str) -> i64 {
     let res = app.put_connection(&app.admin_token(), org).await;
-    assert!(res.status().is_success(), "switch answered {}", res.status());
+    let status = res.status();
     let body: Value = res.json().await.unwrap();
+    assert!(status.is_success(), "switch answered {status}: {body}");
     body["revision"].as_i64().unwrap()
 }
 
@@ -374,8 +375,9 @@ async fn switch_on(client: &reqwest::Client, base: &str, ims: &DevIms, org: &str
         .send()
         .await
         .unwrap();
-    assert!(res.status().is_success(), "switch answered {}", res.status());
+    let status = res.status();
     let body: Value = res.json().await.unwrap();
+    assert!(status.is_success(), "switch answered {status}: {body}");
     body["revision"].as_i64().unwrap()
 }
 
