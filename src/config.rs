@@ -91,6 +91,9 @@ pub struct Config {
     /// served on `CCC_LISTEN`.
     #[serde(default, deserialize_with = "opt_addr")]
     pub ops_listen: Option<SocketAddr>,
+    /// `CCC_MAX_WATCHERS`: requests that may wait for a change (`?wait=`) at once on this replica;
+    /// beyond it a watch answers at once, as a plain read.
+    pub max_watchers: usize,
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -155,6 +158,7 @@ impl Config {
             ims_breaker_failures: 5,
             ims_breaker_cooldown_ms: 5_000,
             ops_listen: None,
+            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
         }
     }
 

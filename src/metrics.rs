@@ -6,7 +6,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The service's metrics.
@@ -34,6 +35,14 @@ pub struct Metrics {
     pub ims_breaker_transitions: IntCounterVec,
     /// IMS user calls refused at once by the open circuit.
     pub ims_breaker_rejected: IntCounter,
+    /// Requests waiting for a change (watchers) now.
+    pub watchers: IntGauge,
+    /// Delay from the commit of a change to the answer of a watcher it woke, in seconds.
+    pub watch_delay: Histogram,
+    /// 1 while the change feed delivers (PostgreSQL: the `LISTEN` connection is up), else 0.
+    pub watch_feed_up: IntGauge,
+    /// Times the `LISTEN` connection was re-established after being lost.
+    pub watch_feed_reconnects: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -91,6 +100,28 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "ims_breaker_rejected_total",
         "IMS user calls refused at once by the open circuit",
     )?;
+    let watchers = IntGauge::new("watchers", "Requests waiting for a change (watchers)")?;
+    let watch_delay = Histogram::with_opts(
+        HistogramOpts::new(
+            "watch_delay_seconds",
+            "Delay from the commit of a change to the answer of a watcher it woke",
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]),
+    )?;
+    let watch_feed_up = IntGauge::new(
+        "watch_feed_up",
+        "1 while the change feed (PostgreSQL LISTEN) delivers",
+    )?;
+    let watch_feed_reconnects = IntCounter::new(
+        "watch_feed_reconnects_total",
+        "Times the LISTEN connection was re-established",
+    )?;
+    registry.register(Box::new(watchers.clone()))?;
+    registry.register(Box::new(watch_delay.clone()))?;
+    registry.register(Box::new(watch_feed_up.clone()))?;
+    registry.register(Box::new(watch_feed_reconnects.clone()))?;
     registry.register(Box::new(http_requests.clone()))?;
     registry.register(Box::new(http_latency.clone()))?;
     registry.register(Box::new(ims_calls.clone()))?;
@@ -115,6 +146,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ims_breaker_state,
         ims_breaker_transitions,
         ims_breaker_rejected,
+        watchers,
+        watch_delay,
+        watch_feed_up,
+        watch_feed_reconnects,
     })
 }
 

@@ -6,7 +6,7 @@ use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as OpenApiDoc, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -91,6 +91,18 @@ impl Modify for ProblemResponses {
                         .content(PROBLEM_JSON, content.build());
                     if matches!(status, 429 | 503) {
                         response = response.header("Retry-After", retry_after_header());
+                    }
+                    // A tenant without a connection can be watched: its 404 carries an ETag.
+                    if id == "get_connection" && *status == 404 {
+                        response = response.header(
+                            "ETag",
+                            HeaderBuilder::new()
+                                .schema(Some(Object::with_type(Type::String)))
+                                .description(Some(
+                                    "With `no-connection`: the tenant's revision, quoted (for If-None-Match)",
+                                ))
+                                .build(),
+                        );
                     }
                     let response = response.build();
                     op.responses

@@ -110,6 +110,12 @@ impl Application {
         // IMS is unreachable, and refreshes so that keys IMS withdraws stop verifying.
         tokio::spawn(refresh_keys(Arc::downgrade(&keys)));
         let ims_limiter = ImsRateLimiter::new(config.ims_rate_per_minute, config.ims_rate_burst);
+        store.watchers().set_max(config.max_watchers);
+        if store.connection().get_database_backend() == sea_orm::DbBackend::Postgres
+            && let Some(url) = config.database_url.as_deref()
+        {
+            crate::watch::spawn_postgres_feed(store.watchers(), url)?;
+        }
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -152,20 +158,56 @@ impl Application {
         &self.state
     }
 
-    /// Runs until the server is stopped (SIGTERM/SIGINT stop it gracefully; the ops listener,
-    /// if any, stops with it).
+    /// Runs until the server is stopped: SIGTERM stops it gracefully (requests in flight finish,
+    /// within the shutdown timeout), SIGINT and SIGQUIT at once. Either way every watcher is
+    /// answered first (304), so waiting requests never hold up the drain. The ops listener, if
+    /// any, stops with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Some((_, ops)) = self.ops else {
-            return self.server.await;
-        };
-        let ops_handle = ops.handle();
-        let ops = tokio::spawn(ops);
-        let result = self.server.await;
-        ops_handle.stop(true).await;
-        if let Ok(Err(e)) = ops.await {
-            tracing::warn!(error = %e, "the ops listener stopped with an error");
+        let handle = self.server.handle();
+        let watchers = self.state.store.watchers().clone();
+        let signals = tokio::spawn(async move {
+            let graceful = stop_signal().await;
+            watchers.shut_down();
+            handle.stop(graceful).await;
+        });
+        let ops = self.ops.map(|(_, ops)| (ops.handle(), tokio::spawn(ops)));
+        let stopped = self.server.await;
+        signals.abort();
+        self.state.store.watchers().shut_down();
+        if let Some((ops_handle, ops)) = ops {
+            ops_handle.stop(true).await;
+            if let Ok(Err(e)) = ops.await {
+                tracing::warn!(error = %e, "the ops listener stopped with an error");
+            }
         }
-        result
+        stopped
+    }
+}
+
+/// Waits for SIGTERM (`true`: stop gracefully) or SIGINT/SIGQUIT (`false`), as actix-web would.
+async fn stop_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        tracing::error!("could not install the signal handlers; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {
+            tracing::info!("SIGTERM received; answering watchers and draining");
+            true
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT received; stopping");
+            false
+        }
+        _ = quit.recv() => {
+            tracing::info!("SIGQUIT received; stopping");
+            false
+        }
     }
 }
 
@@ -214,6 +256,11 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .wrap(from_fn(telemetry::request_context))
     })
     .shutdown_timeout(10)
+    // `run_until_stopped` handles the signals: it answers the watchers before the drain.
+    .disable_signals()
+    // A client that closes its side has gone: drop its request at once, so a watcher it left
+    // behind does not wait out its `wait` (HTTP clients do not half-close and then read).
+    .h1_allow_half_closed(false)
     .listen(listener)?
     .run();
     Ok(server)
@@ -235,6 +282,8 @@ fn serve_ops(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
     })
     .workers(1)
     .shutdown_timeout(10)
+    // Stopped by `run_until_stopped`, after the main listener.
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)

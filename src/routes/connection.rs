@@ -1,7 +1,10 @@
 //! `/tenants/{tenant_id}/creative-cloud-connection`: read, switch, disconnect, history.
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, delete, put, route, web};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, delete, put, route, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,7 +13,8 @@ use crate::auth::{AdminCandidate, TenantAdmin, TenantReader};
 use crate::domain::{Actor, OrgId, TenantId, UserId};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest};
+use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest, TenantView};
+use crate::watch::Event;
 
 /// The tenant's active Creative Cloud connection.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -208,20 +212,89 @@ fn checked_if_match(req: &HttpRequest, candidate: &AdminCandidate) -> Result<Opt
     Ok(precondition)
 }
 
+/// `?wait=<seconds>`: hold the read until the state changes (with `If-None-Match`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Seconds to wait, 1 to 60, while the state still has the ETag given in `If-None-Match`;
+    /// then 304. Without `If-None-Match` the read answers at once.
+    #[param(minimum = 1, maximum = 60, example = 30)]
+    pub wait: Option<u64>,
+}
+
+/// The longest `wait`, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+fn parse_wait(query: &str) -> Result<Option<u64>, ApiError> {
+    let parsed = web::Query::<WaitQuery>::from_query(query)
+        .map_err(|_| ApiError::invalid("wait must be a whole number of seconds from 1 to 60"))?;
+    match parsed.wait {
+        Some(secs) if !(1..=MAX_WAIT_SECS).contains(&secs) => Err(ApiError::invalid(
+            "wait must be a whole number of seconds from 1 to 60",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// The ETag of what a read of the tenant answers: the active connection's revision, or, without
+/// one, the tenant's revision (bumped by every switch and disconnect).
+fn state_etag(view: &TenantView) -> i64 {
+    view.active.as_ref().map_or(view.tenant.revision, |a| a.revision)
+}
+
+/// Whether `If-None-Match` names the current state (`*`: any current connection).
+fn still_current(tags: &EtagSet, view: &TenantView) -> bool {
+    match tags {
+        EtagSet::Any => view.active.is_some(),
+        EtagSet::Tags(tags) => tags.contains(&state_etag(view)),
+    }
+}
+
+fn not_modified(view: &TenantView) -> HttpResponse {
+    HttpResponse::NotModified()
+        .insert_header((header::ETAG, etag(state_etag(view))))
+        .finish()
+}
+
+/// The answer of a read: 304 when `If-None-Match` names the current state, else 200 or 404
+/// `no-connection` (with the tenant's revision as ETag, so the lack of one can be watched too).
+fn read_answer(view: &TenantView, if_none_match: Option<&EtagSet>) -> HttpResponse {
+    if if_none_match.is_some_and(|tags| still_current(tags, view)) {
+        return not_modified(view);
+    }
+    match &view.active {
+        Some(active) => with_connection(HttpResponse::Ok(), active),
+        None => {
+            let mut res = ApiError::NoConnection.error_response();
+            res.headers_mut().insert(header::ETAG, etag(view.tenant.revision));
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            res
+        }
+    }
+}
+
 /// Read the tenant's active Creative Cloud connection.
 ///
 /// The hot path of the Express and CC Libraries integrations. Sends `ETag`; `If-None-Match` with the
-/// current one answers 304.
+/// current one answers 304. A 404 `no-connection` carries the tenant's revision as `ETag`.
+///
+/// Watching: with `wait` (1 to 60 seconds) and `If-None-Match`, the request is held while the state
+/// still has that ETag, and answered as soon as a switch or disconnect (on any replica) changes it
+/// (200, or 404 `no-connection`), else with 304 when `wait` runs out. A stale ETag, or `wait` without
+/// `If-None-Match`, answers at once.
 #[utoipa::path(
     tag = "connection",
     params(
         ("tenant_id" = TenantId, Path, description = "The AEM Assets tenant"),
-        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier read; 304 if still current"),
+        WaitQuery,
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier read (also of a 404); 304 if still current, or with `wait`: held until it is not"),
     ),
     responses(
         (status = 200, description = "The active connection", body = Connection,
          headers(("ETag" = String, description = "The revision, quoted"))),
-        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 304, description = "Not modified: the state still has the ETag in If-None-Match (with `wait`: for all of it)",
+         headers(("ETag" = String, description = "The current ETag, quoted"))),
     ),
     security(("bearer" = [])),
 )]
@@ -230,19 +303,58 @@ fn checked_if_match(req: &HttpRequest, candidate: &AdminCandidate) -> Result<Opt
     method = "GET",
     method = "HEAD"
 )]
-pub async fn get_connection(reader: TenantReader, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let active = reader.view.active.as_ref().ok_or(ApiError::NoConnection)?;
-    let not_modified = match parse_etags(req.headers(), header::IF_NONE_MATCH, true)? {
-        Some(EtagSet::Any) => true,
-        Some(EtagSet::Tags(tags)) => tags.contains(&active.revision),
-        None => false,
-    };
-    if not_modified {
-        return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag(active.revision)))
-            .finish());
+pub async fn get_connection(
+    reader: TenantReader,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let wait = parse_wait(req.query_string())?;
+    let if_none_match = parse_etags(req.headers(), header::IF_NONE_MATCH, true)?;
+    let view = reader.view;
+    match (wait, if_none_match) {
+        (Some(secs), Some(tags)) if still_current(&tags, &view) => {
+            watch(&state, view, tags, Duration::from_secs(secs)).await
+        }
+        (_, tags) => Ok(read_answer(&view, tags.as_ref())),
     }
-    Ok(with_connection(HttpResponse::Ok(), active))
+}
+
+/// Holds a read while the tenant's state still has one of `tags`, for at most `wait`.
+async fn watch(
+    state: &AppState,
+    view: TenantView,
+    tags: EtagSet,
+    wait: Duration,
+) -> Result<HttpResponse, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let tenant_id = view.tenant.tenant_id.clone();
+    // Over the cap, or stopping: a plain read.
+    let Some(mut guard) = state.store.watchers().watch(&tenant_id) else {
+        return Ok(read_answer(&view, Some(&tags)));
+    };
+    // Read again now that the watch is registered: a change committed between the first read and
+    // the registration has woken nobody.
+    let mut current = state.store.tenant_view(&tenant_id).await?.map(Arc::new);
+    let mut committed = None;
+    loop {
+        let Some(view) = current.as_deref() else {
+            return Err(ApiError::UnknownTenant);
+        };
+        if !still_current(&tags, view) {
+            if let Some(at) = committed {
+                let delay = SystemTime::now().duration_since(at).unwrap_or_default();
+                crate::metrics::metrics().watch_delay.observe(delay.as_secs_f64());
+            }
+            return Ok(read_answer(view, None));
+        }
+        match guard.next(deadline).await {
+            Event::TimedOut | Event::ShuttingDown => return Ok(not_modified(view)),
+            Event::Woken(wake) => {
+                committed = wake.committed;
+                current = guard.read(&state.store, &wake).await?;
+            }
+        }
+    }
 }
 
 /// Switch the tenant to a Creative Cloud org.

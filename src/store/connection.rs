@@ -123,23 +123,36 @@ impl Store {
         Ok(Some(TenantView { tenant, active }))
     }
 
-    /// Begins a transaction whose first statement bumps the tenant's revision: on PostgreSQL that
-    /// locks the tenant row, so concurrent switches of one tenant (from any replica) serialize on
-    /// it; on SQLite a write first takes the write lock at once (a read first could fail to upgrade).
+    /// Begins a transaction whose first statement bumps the tenant's revision (and, on PostgreSQL,
+    /// queues the change notification, sent if it commits): on PostgreSQL that locks the tenant
+    /// row, so concurrent switches of one tenant (from any replica) serialize on it; on SQLite a
+    /// write first takes the write lock at once (a read first could fail to upgrade).
     /// A removed tenant is unknown; a switch that waited on the lock of a `remove` re-checks the
     /// row once that committed (PostgreSQL re-evaluates the WHERE), so it finds the tenant gone.
     async fn lock_tenant(&self, tenant_id: &TenantId) -> Result<Locked, StoreError> {
         let backend = self.db.get_database_backend();
         let txn = self.db.begin().await.map_err(classify)?;
-        let bumped = txn
-            .query_one_raw(stmt(
+        let bump = match backend {
+            // The change notification rides on the lock (no round trip of its own while the
+            // tenant is locked); PostgreSQL delivers it only if the transaction commits.
+            DbBackend::Postgres => stmt(
+                backend,
+                "UPDATE tenant SET revision = revision + 1 WHERE tenant_id = $1 AND removed_at IS NULL \
+                 RETURNING revision, pg_notify($2, $3)",
+                vec![
+                    tenant_id.as_str().into(),
+                    crate::watch::CHANNEL.into(),
+                    crate::watch::payload(tenant_id, std::time::SystemTime::now()).into(),
+                ],
+            ),
+            _ => stmt(
                 backend,
                 "UPDATE tenant SET revision = revision + 1 WHERE tenant_id = $1 AND removed_at IS NULL \
                  RETURNING revision",
                 vec![tenant_id.as_str().into()],
-            ))
-            .await
-            .map_err(classify)?;
+            ),
+        };
+        let bumped = txn.query_one_raw(bump).await.map_err(classify)?;
         let Some(bumped) = bumped else {
             txn.rollback().await.map_err(classify)?;
             return Err(StoreError::UnknownTenant);
@@ -238,7 +251,7 @@ impl Store {
             Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::ConcurrentSwitch,
             _ => classify(e),
         })?;
-        txn.commit().await.map_err(classify)?;
+        self.commit_locked(txn, &req.tenant_id).await?;
         Ok(if active.is_some() {
             SwitchOutcome::Replaced(new)
         } else {
@@ -270,7 +283,7 @@ impl Store {
             return Err(StoreError::PreconditionFailed);
         }
         end_active(&txn, backend, tenant_id, by.as_str(), at, EndReason::Disconnected).await?;
-        txn.commit().await.map_err(classify)?;
+        self.commit_locked(txn, tenant_id).await?;
         Ok(ConnectionRecord {
             active: false,
             ended_by: Some(Actor::User(by.clone())),
@@ -330,9 +343,9 @@ impl Store {
         ))
         .await
         .map_err(classify)?;
-        // NOTIFY (h13): removing a tenant ends its connection like a disconnect; wake the
-        // watchers here, inside the transaction, as switch and disconnect do.
-        txn.commit().await.map_err(classify)?;
+        // Removing a tenant ends its connection like a disconnect: the tenant lock carried the
+        // NOTIFY (PostgreSQL); on SQLite the commit wakes this process's watchers.
+        self.commit_locked(txn, tenant_id).await?;
         Ok(active.map(|current| ConnectionRecord {
             active: false,
             ended_by: Some(by.clone()),
@@ -340,6 +353,42 @@ impl Store {
             end_reason: Some(EndReason::TenantRemoved),
             ..current
         }))
+    }
+
+    /// Commits `txn`, which changed `tenant`'s connection, and wakes the watchers of every
+    /// replica: on PostgreSQL by a `NOTIFY` inside the transaction (delivered on commit, to every
+    /// replica's listener, this one's too); on SQLite by an in-process signal after the commit.
+    /// Every write path that changes what a read of the tenant answers ends with this (switch and
+    /// disconnect do the same through the tenant lock, which already carries the `NOTIFY`).
+    pub async fn commit_and_notify(
+        &self,
+        txn: DatabaseTransaction,
+        tenant: &TenantId,
+    ) -> Result<(), StoreError> {
+        let backend = txn.get_database_backend();
+        if backend == DbBackend::Postgres {
+            let payload = crate::watch::payload(tenant, std::time::SystemTime::now());
+            txn.execute_raw(stmt(
+                backend,
+                "SELECT pg_notify($1, $2)",
+                vec![crate::watch::CHANNEL.into(), payload.into()],
+            ))
+            .await
+            .map_err(classify)?;
+        }
+        self.commit_locked(txn, tenant).await
+    }
+
+    /// Commits a transaction begun by [`Store::lock_tenant`] (on PostgreSQL its `NOTIFY` is
+    /// queued), then wakes this process's watchers on SQLite.
+    async fn commit_locked(&self, txn: DatabaseTransaction, tenant: &TenantId) -> Result<(), StoreError> {
+        if txn.get_database_backend() == DbBackend::Postgres {
+            return txn.commit().await.map_err(classify);
+        }
+        // Wakes on drop: also when this future is dropped while the commit goes on. A wake for a
+        // commit that failed costs the watchers one read.
+        let _wake = self.watchers.wake_on_drop(tenant);
+        txn.commit().await.map_err(classify)
     }
 
     /// The tenant's connections, newest first, older than `before_revision` when given.

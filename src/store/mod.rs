@@ -160,6 +160,7 @@ impl Default for DbOptions {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    watchers: crate::watch::Watchers,
 }
 
 /// Sorts a database error into what the caller can act on: the database being unreachable or

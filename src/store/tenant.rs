@@ -48,7 +48,7 @@ impl Store {
             })
             .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", statement_timeout.as_str())]));
         let db = Database::connect(options).await.map_err(classify)?;
-        Ok(Store { db })
+        Ok(Store::from_connection(db))
     }
 
     /// Connections in the pool, and how many of them are idle.
@@ -68,7 +68,18 @@ impl Store {
 
     /// Wraps an open connection.
     pub fn from_connection(db: DatabaseConnection) -> Store {
-        Store { db }
+        // SQLite's feed is in-process and delivers from the start; PostgreSQL's waits for its
+        // listener (see `watch::spawn_postgres_feed`).
+        let live = db.get_database_backend() != sea_orm::DbBackend::Postgres;
+        Store {
+            db,
+            watchers: crate::watch::Watchers::new(crate::watch::DEFAULT_MAX_WATCHERS, live),
+        }
+    }
+
+    /// This replica's watchers (blocking reads), woken by the changes this store commits.
+    pub fn watchers(&self) -> &crate::watch::Watchers {
+        &self.watchers
     }
 
     /// The underlying connection.

@@ -21,6 +21,7 @@ mod probes;
 mod process;
 mod replicas;
 mod tokens;
+mod watch;
 
 /// Runs a test body once per configured backend.
 #[macro_export]

@@ -1,0 +1,609 @@
+//! Watching: `GET ...?wait=` with `If-None-Match` holds the read until a switch or disconnect (on
+//! any replica) changes the state, or answers 304 when the wait runs out.
+
+use std::time::{Duration, Instant};
+
+use cc_connection::dev_ims::{DevIms, world};
+use cc_connection::domain::{OrgId, TenantId};
+use cc_connection::store::{DbOptions, Store};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::db::{self, Backend};
+use crate::each_backend;
+use crate::helpers::{TENANT, TestApp, admin_token, assert_problem, integration_token, spawn_app_with};
+use crate::process::ServeProcess;
+
+/// What a watcher got: status, ETag, body (JSON or null), and how long it was held.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    body: Value,
+    took: Duration,
+}
+
+async fn answer(res: reqwest::Response, started: Instant) -> Answer {
+    let took = started.elapsed();
+    let status = res.status().as_u16();
+    let etag = res.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+    let text = res.text().await.unwrap();
+    Answer {
+        status,
+        etag,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        took,
+    }
+}
+
+/// Starts a watch of the demo tenant on `base` with `If-None-Match: "<etag>"`.
+fn spawn_watch(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    etag: i64,
+    wait: u64,
+) -> tokio::task::JoinHandle<Answer> {
+    let url = format!("{base}{}?wait={wait}", TestApp::connection_path(TENANT));
+    let request = client
+        .get(url)
+        .bearer_auth(token)
+        .header("If-None-Match", format!("\"{etag}\""));
+    tokio::spawn(async move {
+        let started = Instant::now();
+        answer(request.send().await.unwrap(), started).await
+    })
+}
+
+/// Waits until `app` holds `n` watchers (so a change made next must wake them).
+async fn until_watching(app: &TestApp, n: usize) {
+    for _ in 0..500 {
+        if app.state.store.watchers().count() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} watchers never registered");
+}
+
+/// Generous: the wake must come well before a 30 s wait would have run out.
+const PROMPT: Duration = Duration::from_secs(10);
+
+async fn connect(app: &TestApp, org: &str) -> i64 {
+    let res = app.put_connection(&app.admin_token(), org).await;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert!(status.is_success(), "switch answered {status}: {body}");
+    body["revision"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_watch_answers_304_with_the_same_etag_when_the_wait_runs_out() {
+    each_backend!(|app| {
+        let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let got = spawn_watch(&app.client, &app.address, &app.integration_token(), revision, 1)
+            .await
+            .unwrap();
+        assert_eq!(got.status, 304, "{got:?}");
+        assert_eq!(got.etag, Some(format!("\"{revision}\"")));
+        assert!(
+            got.took >= Duration::from_millis(900),
+            "held for the wait: {got:?}"
+        );
+        assert!(got.took < Duration::from_secs(5), "not much longer: {got:?}");
+        assert_eq!(app.state.store.watchers().count(), 0, "the watcher left");
+        assert_eq!(app.state.store.watchers().tenants(), 0, "its tenant slot too");
+    });
+}
+
+#[tokio::test]
+async fn a_switch_wakes_the_watcher_at_once_with_the_new_state() {
+    each_backend!(|app| {
+        let first = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let watchers: Vec<_> = (0..3)
+            .map(|_| spawn_watch(&app.client, &app.address, &app.integration_token(), first, 30))
+            .collect();
+        until_watching(&app, 3).await;
+        let second = connect(&app, world::ACME_DESIGN_ORG).await;
+        for watcher in watchers {
+            let got = watcher.await.unwrap();
+            assert_eq!(got.status, 200, "{got:?}");
+            assert!(got.took < PROMPT, "woken by the switch, not the wait: {got:?}");
+            assert_eq!(got.body["org_id"], world::ACME_DESIGN_ORG);
+            assert_eq!(got.body["revision"], second);
+            assert_eq!(got.etag, Some(format!("\"{second}\"")));
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_disconnect_wakes_the_watcher_with_404_no_connection_and_an_etag_to_watch_on() {
+    each_backend!(|app| {
+        let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let watcher = spawn_watch(&app.client, &app.address, &app.integration_token(), revision, 30);
+        until_watching(&app, 1).await;
+        let res = app.delete_connection(&app.admin_token()).await;
+        assert_eq!(res.status(), 204);
+        let got = watcher.await.unwrap();
+        assert_eq!(got.status, 404, "{got:?}");
+        assert!(got.took < PROMPT, "woken by the disconnect: {got:?}");
+        assert_eq!(got.body["type"], "/problems/no-connection");
+        assert_eq!(
+            got.etag,
+            Some(format!("\"{}\"", revision + 1)),
+            "the tenant's revision, bumped by the disconnect"
+        );
+    });
+}
+
+#[tokio::test]
+async fn the_first_connection_wakes_a_watcher_of_a_tenant_without_one() {
+    each_backend!(|app| {
+        let token = app.integration_token();
+        let res = app.get_connection(&token).await;
+        let etag = res.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+        assert_problem(res, 404, "no-connection").await;
+        assert_eq!(
+            etag.as_deref(),
+            Some("\"0\""),
+            "a 404 carries the tenant's revision"
+        );
+        let revision: i64 = etag.unwrap().trim_matches('"').parse().unwrap();
+
+        // Without waiting, the same ETag answers 304 like any current one.
+        let res = app
+            .request(Method::GET, &TestApp::connection_path(TENANT), Some(&token))
+            .header("If-None-Match", "\"0\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 304);
+
+        let watcher = spawn_watch(&app.client, &app.address, &token, revision, 30);
+        until_watching(&app, 1).await;
+        let created = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let got = watcher.await.unwrap();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert!(got.took < PROMPT, "woken by the first connection: {got:?}");
+        assert_eq!(got.body["org_id"], world::ACME_CREATIVE_ORG);
+        assert_eq!(got.body["revision"], created);
+    });
+}
+
+#[tokio::test]
+async fn a_stale_etag_or_no_if_none_match_answers_at_once() {
+    each_backend!(|app| {
+        let first = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let second = connect(&app, world::ACME_DESIGN_ORG).await;
+        let got = spawn_watch(&app.client, &app.address, &app.integration_token(), first, 30)
+            .await
+            .unwrap();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.body["revision"], second);
+        assert!(got.took < PROMPT, "{got:?}");
+
+        let started = Instant::now();
+        let res = app
+            .request(
+                Method::GET,
+                &format!("{}?wait=30", TestApp::connection_path(TENANT)),
+                Some(&app.integration_token()),
+            )
+            .send()
+            .await
+            .unwrap();
+        let got = answer(res, started).await;
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.body["revision"], second);
+        assert!(got.took < PROMPT, "{got:?}");
+    });
+}
+
+#[tokio::test]
+async fn wait_outside_1_to_60_or_not_a_whole_number_is_400_invalid_request() {
+    each_backend!(|app| {
+        connect(&app, world::ACME_CREATIVE_ORG).await;
+        for bad in ["0", "61", "-1", "1.5", "abc", "", "99999999999999999999"] {
+            for with_etag in [false, true] {
+                let mut req = app.request(
+                    Method::GET,
+                    &format!("{}?wait={bad}", TestApp::connection_path(TENANT)),
+                    Some(&app.integration_token()),
+                );
+                if with_etag {
+                    req = req.header("If-None-Match", "\"1\"");
+                }
+                let body = assert_problem(req.send().await.unwrap(), 400, "invalid-request").await;
+                assert!(
+                    body["detail"].as_str().unwrap().contains("wait"),
+                    "wait={bad}: {body}"
+                );
+            }
+        }
+        // Other query parameters are ignored, as by a plain read.
+        let res = app
+            .request(
+                Method::GET,
+                &format!("{}?wait=1&other=x", TestApp::connection_path(TENANT)),
+                Some(&app.integration_token()),
+            )
+            .header("If-None-Match", "\"1\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 304);
+    });
+}
+
+#[tokio::test]
+async fn watching_takes_the_rights_of_a_read() {
+    each_backend!(|app| {
+        let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let path = format!("{}?wait=30", TestApp::connection_path(TENANT));
+        let etag = format!("\"{revision}\"");
+        let res = app
+            .request(Method::GET, &path, None)
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 401, "invalid-token").await;
+        // A bad wait does not tell an anonymous caller more than a 401.
+        let res = app
+            .request(Method::GET, &path.replace("30", "0"), None)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 401, "invalid-token").await;
+        let outsider = app.user_token(world::MALLORY_OTHER_ADMIN, false);
+        let res = app
+            .request(Method::GET, &path, Some(&outsider))
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 403, "forbidden").await;
+
+        // A member of the home org may watch, and is woken like an integration.
+        let member = app.user_token(world::BOB_MEMBER, false);
+        let watcher = spawn_watch(&app.client, &app.address, &member, revision, 30);
+        until_watching(&app, 1).await;
+        connect(&app, world::ACME_DESIGN_ORG).await;
+        let got = watcher.await.unwrap();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.body["org_id"], world::ACME_DESIGN_ORG);
+    });
+}
+
+#[tokio::test]
+async fn beyond_ccc_max_watchers_a_watch_answers_at_once_and_a_gone_client_leaves() {
+    for backend in db::backends() {
+        let app = spawn_app_with(backend, |c| c.max_watchers = 1).await;
+        let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let token = app.integration_token();
+        let first = spawn_watch(&app.client, &app.address, &token, revision, 30);
+        until_watching(&app, 1).await;
+        let second = spawn_watch(&app.client, &app.address, &token, revision, 30)
+            .await
+            .unwrap();
+        assert_eq!(second.status, 304, "over the cap: a plain read, {second:?}");
+        assert!(second.took < PROMPT, "{second:?}");
+
+        // The client of the first one goes away: its place is free again.
+        first.abort();
+        for _ in 0..500 {
+            if app.state.store.watchers().count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(app.state.store.watchers().count(), 0, "a gone client leaves");
+        assert_eq!(app.state.store.watchers().tenants(), 0);
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_watchers_and_the_delay_from_commit_to_answer() {
+    each_backend!(|app| {
+        let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let watcher = spawn_watch(&app.client, &app.address, &app.integration_token(), revision, 30);
+        until_watching(&app, 1).await;
+        // The delay is known only for a wake that carries its commit time, i.e. through the change
+        // feed: on PostgreSQL wait for this app's listener (a re-check wake has no commit time).
+        for _ in 0..500 {
+            if app.state.store.watchers().is_live() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let watching = metric(&metrics, "ccc_watchers").unwrap();
+        assert!(watching >= 1.0, "{metrics}");
+        let answered_before = metric(&metrics, "ccc_watch_delay_seconds_count").unwrap_or(0.0);
+        connect(&app, world::ACME_DESIGN_ORG).await;
+        assert_eq!(watcher.await.unwrap().status, 200);
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let answered = metric(&metrics, "ccc_watch_delay_seconds_count").unwrap();
+        assert!(answered > answered_before, "{metrics}");
+    });
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn metric_of(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    metric(&text, name)
+}
+
+async fn register_demo_tenant(url: &str) {
+    let store = Store::connect(url, &DbOptions::default()).await.unwrap();
+    store
+        .add_tenant(
+            &TenantId::parse(TENANT).unwrap(),
+            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
+            &[world::ACME_ADMIN_GROUP.to_owned()],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+async fn switch_on(client: &reqwest::Client, base: &str, ims: &DevIms, org: &str) -> i64 {
+    let res = client
+        .put(format!("{base}{}", TestApp::connection_path(TENANT)))
+        .bearer_auth(admin_token(ims))
+        .json(&serde_json::json!({ "org_id": org }))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert!(status.is_success(), "switch answered {status}: {body}");
+    body["revision"].as_i64().unwrap()
+}
+
+/// Waits until `base`'s metric `name` is `value`.
+async fn until_metric(client: &reqwest::Client, base: &str, name: &str, value: f64) {
+    for _ in 0..600 {
+        if metric_of(client, base, name).await == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{base}: {name} never became {value}");
+}
+
+/// Waits until `base`'s change feed is up (`ccc_watch_feed_up 1`).
+async fn until_feed_up(client: &reqwest::Client, base: &str) {
+    until_metric(client, base, "ccc_watch_feed_up", 1.0).await;
+}
+
+/// Lets new connections into `database`, or refuses them (open ones stay).
+async fn allow_connections(database: &str, allow: bool) {
+    use sea_orm::{ConnectionTrait, Database};
+    let admin = Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {allow}"))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+}
+
+/// Waits until `base` holds `n` watchers (from its metrics).
+async fn until_watching_on(client: &reqwest::Client, base: &str, n: usize) {
+    for _ in 0..400 {
+        if metric_of(client, base, "ccc_watchers").await >= Some(n as f64) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{base}: {n} watchers never registered");
+}
+
+fn postgres_or_skip() -> bool {
+    if db::backends().contains(&Backend::Postgres) {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI runs this test on PostgreSQL: set TEST_DATABASE_URL"
+    );
+    eprintln!("skipped: TEST_DATABASE_URL (PostgreSQL) is not set");
+    false
+}
+
+/// The `LISTEN` connections of the cc-connection processes on `database`, killed; returns how many.
+async fn kill_listeners(database: &str) -> u64 {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
+    let admin = Database::connect(&admin_url).await.unwrap();
+    let killed = admin
+        .query_all_raw(Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = $2 AND query ILIKE 'LISTEN%'",
+            [
+                database.into(),
+                cc_connection::watch::LISTENER_APPLICATION_NAME.into(),
+            ],
+        ))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    killed.len() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_their_listeners_down() {
+    if !postgres_or_skip() {
+        return;
+    }
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    let db = db::fresh(Backend::Postgres).await;
+    let replicas: Vec<ServeProcess> = (0..3).map(|_| ServeProcess::spawn(&ims, &db.url)).collect();
+    let client = reqwest::Client::new();
+    for replica in &replicas {
+        replica.wait_ready(&client).await;
+    }
+    register_demo_tenant(&db.url).await;
+    let (watched, writer) = (&replicas[..2], &replicas[2]);
+    for replica in watched {
+        until_feed_up(&client, &replica.base).await;
+    }
+    let token = integration_token(&ims);
+
+    // 1. Notifications: a switch on the third replica wakes watchers on the other two.
+    let mut revision = switch_on(&client, &writer.base, &ims, world::ACME_CREATIVE_ORG).await;
+    let orgs = [world::ACME_DESIGN_ORG, world::ACME_CREATIVE_ORG];
+    let mut round = 0;
+    let mut watch_round = |revision: i64| {
+        round += 1;
+        watched
+            .iter()
+            .flat_map(|r| (0..2).map(|_| spawn_watch(&client, &r.base, &token, revision, 30)))
+            .collect::<Vec<_>>()
+    };
+    let watchers = watch_round(revision);
+    for replica in watched {
+        until_watching_on(&client, &replica.base, 2).await;
+    }
+    let org = orgs[0];
+    revision = switch_on(&client, &writer.base, &ims, org).await;
+    for watcher in watchers {
+        let got = watcher.await.unwrap();
+        assert_eq!(
+            (got.status, &got.body["org_id"]),
+            (200, &Value::from(org)),
+            "{got:?}"
+        );
+        assert_eq!(got.body["revision"], revision);
+        assert!(
+            got.took < Duration::from_secs(2),
+            "woken within about a second: {got:?}"
+        );
+    }
+
+    // 2. The listeners' connections are killed and cannot come back (the database refuses new
+    // connections; the pools keep theirs): a switch made meanwhile still reaches every watcher,
+    // by the re-checks while the listener is down.
+    let watchers = watch_round(revision);
+    for replica in watched {
+        until_watching_on(&client, &replica.base, 2).await;
+    }
+    let database = db.url.rsplit('/').next().unwrap().to_owned();
+    allow_connections(&database, false).await;
+    let killed = kill_listeners(&database).await;
+    assert_eq!(killed, 3, "one LISTEN connection per replica");
+    for replica in watched {
+        until_metric(&client, &replica.base, "ccc_watch_feed_up", 0.0).await;
+    }
+    let org = orgs[1];
+    revision = switch_on(&client, &writer.base, &ims, org).await;
+    for watcher in watchers {
+        let got = watcher.await.unwrap();
+        assert_eq!(
+            (got.status, &got.body["org_id"]),
+            (200, &Value::from(org)),
+            "{got:?}"
+        );
+        assert!(
+            got.took < Duration::from_secs(3),
+            "reached within about a second: {got:?}"
+        );
+    }
+    for replica in watched {
+        let up = metric_of(&client, &replica.base, "ccc_watch_feed_up").await;
+        assert_eq!(up, Some(0.0), "{}: the listener was still down", replica.base);
+    }
+    allow_connections(&database, true).await;
+
+    // 3. The listeners come back, and notifications wake watchers promptly again.
+    for replica in watched {
+        until_feed_up(&client, &replica.base).await;
+        let reconnects = metric_of(&client, &replica.base, "ccc_watch_feed_reconnects_total").await;
+        assert!(reconnects >= Some(1.0), "{}: {reconnects:?}", replica.base);
+    }
+    let watchers = watch_round(revision);
+    for replica in watched {
+        until_watching_on(&client, &replica.base, 2).await;
+    }
+    let org = orgs[0];
+    revision = switch_on(&client, &writer.base, &ims, org).await;
+    for watcher in watchers {
+        let got = watcher.await.unwrap();
+        assert_eq!(got.body["revision"], revision, "{got:?}");
+        assert!(got.took < Duration::from_secs(2), "{got:?}");
+    }
+    assert_eq!(round, 3);
+}
+
+#[tokio::test]
+async fn sigterm_answers_every_watcher_304_at_once_and_the_drain_is_not_held_up() {
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/watch.db?mode=rwc", dir.path().display());
+    let replica = ServeProcess::spawn(&ims, &url);
+    let client = reqwest::Client::new();
+    replica.wait_ready(&client).await;
+    register_demo_tenant(&url).await;
+    let revision = switch_on(&client, &replica.base, &ims, world::ACME_CREATIVE_ORG).await;
+    let token = integration_token(&ims);
+    let watchers: Vec<_> = (0..5)
+        .map(|_| spawn_watch(&client, &replica.base, &token, revision, 60))
+        .collect();
+    until_watching_on(&client, &replica.base, 5).await;
+
+    let terminated = Instant::now();
+    replica.terminate();
+    for watcher in watchers {
+        let got = watcher.await.unwrap();
+        assert_eq!(got.status, 304, "{got:?}");
+        assert_eq!(got.etag, Some(format!("\"{revision}\"")));
+    }
+    assert!(
+        terminated.elapsed() < Duration::from_secs(3),
+        "watchers answered at once: {:?}",
+        terminated.elapsed()
+    );
+    let mut replica = replica;
+    let status = loop {
+        if let Some(status) = replica.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            terminated.elapsed() < Duration::from_secs(5),
+            "serve exits promptly: watchers do not hold up the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
+}
