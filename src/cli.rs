@@ -110,6 +110,7 @@ async fn open(migrate: bool) -> Result<Store, String> {
             max_connections: 2,
             connect_timeout_secs: 5,
             statement_timeout_ms: 0,
+            ..DbOptions::default()
         },
     )
     .await

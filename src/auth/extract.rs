@@ -177,9 +177,10 @@ impl FromRequest for TenantAdmin {
             }
             let tenant = state
                 .store
-                .tenant(&tenant_id)
+                .tenant_view(&tenant_id)
                 .await?
-                .ok_or(ApiError::UnknownTenant)?;
+                .ok_or(ApiError::UnknownTenant)?
+                .tenant;
             if !member_of_home_org(&state, token, &tenant, true).await? {
                 return Err(ApiError::Forbidden(
                     "the caller is not an administrator of this tenant",

@@ -9,6 +9,7 @@ use sea_orm::{
     Set,
 };
 
+use super::batch::{BatchOptions, ReadBatcher};
 use super::{Store, StoreError, TenantRecord, classify};
 use crate::domain::{OrgId, TenantId};
 use crate::entity::tenant;
@@ -47,7 +48,14 @@ impl Store {
             })
             .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", statement_timeout.as_str())]));
         let db = Database::connect(options).await.map_err(classify)?;
-        Ok(Store { db })
+        let reads = ReadBatcher::new(
+            db.clone(),
+            BatchOptions {
+                max_batch: opts.read_batch_size,
+                max_in_flight: opts.read_batches_in_flight.min(max.saturating_sub(1) as usize),
+            },
+        );
+        Ok(Store { db, reads })
     }
 
     /// Connections in the pool, and how many of them are idle.
@@ -67,7 +75,20 @@ impl Store {
 
     /// Wraps an open connection.
     pub fn from_connection(db: DatabaseConnection) -> Store {
-        Store { db }
+        let defaults = super::DbOptions::default();
+        let reads = ReadBatcher::new(
+            db.clone(),
+            BatchOptions {
+                max_batch: defaults.read_batch_size,
+                max_in_flight: defaults.read_batches_in_flight,
+            },
+        );
+        Store { db, reads }
+    }
+
+    /// Batched read queries run, and tenant-view reads they answered, since the store opened.
+    pub fn read_stats(&self) -> (u64, u64) {
+        self.reads.stats()
     }
 
     /// The underlying connection.
