@@ -10,6 +10,7 @@ mod connection;
 mod errors;
 mod faults;
 mod helpers;
+mod linearizable;
 mod logs;
 mod openapi;
 mod orgs;
