@@ -4,7 +4,9 @@
 //!
 //! Run it with `bench/run.sh` (builds in release, installs wrk if missing). Environment:
 //! `BENCH_SECONDS` (10), `BENCH_CONNECTIONS` (64), `BENCH_BACKENDS` (`sqlite,postgres`),
-//! `BENCH_DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/test`).
+//! `BENCH_PIN` (`1`): the service, the baseline and a throwaway PostgreSQL cluster of their own
+//! (the machine's `initdb`/`pg_ctl`) on core 0, `wrk -t1` on core 1; `0`: nothing pinned, `wrk -t2`,
+//! PostgreSQL at `BENCH_DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Child, Command, Stdio};
@@ -16,7 +18,125 @@ use cc_connection::store::{DbOptions, Store};
 use sea_orm::{ConnectionTrait, Database, EntityTrait, Set};
 
 const TENANTS: usize = 10_000;
-const THREADS: usize = 2;
+
+/// Where processes run: pinned (service and database on core 0, load on core 1) or anywhere.
+#[derive(Clone, Copy)]
+struct Placement {
+    pin: bool,
+}
+
+impl Placement {
+    /// `program` on the service's core when pinned.
+    fn service(self, program: &str) -> Command {
+        self.on("0", program)
+    }
+
+    /// `program` on the load generator's core when pinned.
+    fn load(self, program: &str) -> Command {
+        self.on("1", program)
+    }
+
+    fn on(self, core: &str, program: &str) -> Command {
+        if self.pin {
+            let mut c = Command::new("taskset");
+            c.args(["-c", core, program]);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// wrk threads: one per core left to it.
+    fn threads(self) -> usize {
+        if self.pin { 1 } else { 2 }
+    }
+}
+
+/// A throwaway PostgreSQL cluster (the machine's `initdb`/`pg_ctl`), started on the service's core.
+struct Cluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn as_postgres(place: Placement, bin: &std::path::Path, tool: &str) -> Command {
+    // PostgreSQL refuses to run as root.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let tool = bin.join(tool).display().to_string();
+    if root {
+        let mut c = place.service("runuser");
+        c.args(["-u", "postgres", "--", &tool]);
+        c
+    } else {
+        place.service(&tool)
+    }
+}
+
+impl Cluster {
+    fn start(place: Placement) -> Cluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("pinned mode needs PostgreSQL's server binaries (or BENCH_PIN=0)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::Builder::new()
+            .prefix("ccc-bench-pg-")
+            .tempdir()
+            .unwrap();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let port = free_port();
+        let data = dir.path().join("data");
+        let out = as_postgres(place, &bin, "initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = as_postgres(place, &bin, "pg_ctl")
+            .args(["start", "-w", "-D"])
+            .arg(&data)
+            .args([
+                "-o",
+                &format!(
+                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100",
+                    dir.path().display()
+                ),
+            ])
+            .arg("-l")
+            .arg(dir.path().join("log"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cluster { bin, dir, port }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(Placement { pin: false }, &self.bin, "pg_ctl")
+            .args(["stop", "-w", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .output();
+    }
+}
 
 struct Row {
     name: String,
@@ -69,7 +189,9 @@ fn parse_duration_ms(s: &str) -> f64 {
 }
 
 /// Runs wrk and parses requests/s, p50, p99 and non-2xx/3xx responses.
+#[allow(clippy::too_many_arguments)]
 fn wrk(
+    place: Placement,
     name: &str,
     base: &str,
     path: &str,
@@ -78,10 +200,10 @@ fn wrk(
     seconds: u64,
     connections: usize,
 ) -> Row {
-    let mut cmd = Command::new("wrk");
+    let mut cmd = place.load("wrk");
     cmd.args([
         "-t",
-        &THREADS.to_string(),
+        &place.threads().to_string(),
         "-c",
         &connections.to_string(),
         "-d",
@@ -93,6 +215,7 @@ fn wrk(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd.env("BENCH_THREADS", place.threads().to_string());
     let out = cmd.output().expect("wrk runs (bench/run.sh installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |prefix: &str| {
@@ -179,10 +302,11 @@ async fn seed(url: &str) {
     }
 }
 
-async fn start_service(db_url: &str, ims: &DevIms) -> (Service, Duration) {
+async fn start_service(place: Placement, db_url: &str, ims: &DevIms) -> (Service, Duration) {
     let port = free_port();
     let started = Instant::now();
-    let child = Command::new("target/release/cc-connection")
+    let child = place
+        .service("target/release/cc-connection")
         .arg("serve")
         .env("DATABASE_URL", db_url)
         .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
@@ -212,7 +336,15 @@ async fn main() {
     let seconds: u64 = env_or("BENCH_SECONDS", "10").parse().unwrap();
     let connections: usize = env_or("BENCH_CONNECTIONS", "64").parse().unwrap();
     let backends = env_or("BENCH_BACKENDS", "sqlite,postgres");
-    let pg_url = env_or("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
+    let place = Placement {
+        pin: env_or("BENCH_PIN", "1") != "0",
+    };
+    let mut cluster = None;
+    let pg_url = if place.pin && backends.contains("postgres") {
+        cluster.insert(Cluster::start(place)).url()
+    } else {
+        env_or("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    };
 
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
     let integration = ims.mint(&TokenSpec::service(
@@ -229,7 +361,8 @@ async fn main() {
 
     // The baseline, in this same run.
     let port = free_port();
-    let baseline_child = Command::new("target/release/examples/bench_baseline")
+    let baseline_child = place
+        .service("target/release/examples/bench_baseline")
         .args([format!("127.0.0.1:{port}"), format!("{}/ims/keys", ims.url())])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -245,6 +378,7 @@ async fn main() {
         ("BENCH_TENANT", "t00000".to_owned()),
     ];
     let mut base_row = wrk(
+        place,
         "baseline: bare actix + RS256, fixed body",
         &baseline.base,
         "/",
@@ -280,17 +414,17 @@ async fn main() {
             other => panic!("unknown backend {other}"),
         };
         seed(&db_url).await;
-        let (service, ready_in) = start_service(&db_url, &ims).await;
+        let (service, ready_in) = start_service(place, &db_url, &ims).await;
         notes.push(format!("{backend}: start to ready {} ms", ready_in.as_millis()));
 
         let many = vec![
             ("BENCH_TOKEN", admin.clone()),
             ("BENCH_TENANTS", TENANTS.to_string()),
-            ("BENCH_THREADS", THREADS.to_string()),
             ("BENCH_ORG_A", world::ACME_CREATIVE_ORG.to_owned()),
             ("BENCH_ORG_B", world::ACME_DESIGN_ORG.to_owned()),
         ];
         let put = wrk(
+            place,
             &format!("{backend}: PUT switch, {TENANTS} tenants"),
             &service.base,
             "/",
@@ -299,7 +433,20 @@ async fn main() {
             seconds,
             connections,
         );
+        // BENCH_PERF=<dir>: profile the service during the hot GET (perf, from Debian's linux-perf).
+        let perf = std::env::var("BENCH_PERF").ok().map(|dir| {
+            std::fs::create_dir_all(&dir).unwrap();
+            Command::new("perf")
+                .args(["record", "-F", "999", "-g", "-o"])
+                .arg(format!("{dir}/{backend}-get.data"))
+                .args(["-p", &service.child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("perf runs")
+        });
         let one = wrk(
+            place,
             &format!("{backend}: GET connection, 1 tenant"),
             &service.base,
             "/",
@@ -308,11 +455,45 @@ async fn main() {
             seconds,
             connections,
         );
+        if let Some(perf) = perf {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait_with_output();
+        }
+        // The 304 path: If-None-Match with the tenant's current ETag.
+        let etag = reqwest::Client::new()
+            .get(format!(
+                "{}/tenants/t00000/creative-cloud-connection",
+                service.base
+            ))
+            .bearer_auth(&integration)
+            .send()
+            .await
+            .unwrap()
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .expect("the GET answers an ETag")
+            .to_owned();
+        let mut not_modified_env = token_env.clone();
+        not_modified_env.push(("BENCH_ETAG", etag));
+        let not_modified = wrk(
+            place,
+            &format!("{backend}: GET connection, 1 tenant, 304 (If-None-Match)"),
+            &service.base,
+            "/",
+            "get_304.lua",
+            &not_modified_env,
+            seconds,
+            connections,
+        );
         let get_many_env = vec![
             ("BENCH_TOKEN", integration.clone()),
             ("BENCH_TENANTS", TENANTS.to_string()),
         ];
         let spread = wrk(
+            place,
             &format!("{backend}: GET connection, {TENANTS} tenants"),
             &service.base,
             "/",
@@ -336,11 +517,9 @@ async fn main() {
             })
             .collect();
         std::fs::write(tokens_file.path(), cold_tokens.join("\n")).unwrap();
-        let cold_env = vec![
-            ("BENCH_TOKENS_FILE", tokens_file.path().display().to_string()),
-            ("BENCH_THREADS", THREADS.to_string()),
-        ];
+        let cold_env = vec![("BENCH_TOKENS_FILE", tokens_file.path().display().to_string())];
         let cold = wrk(
+            place,
             &format!("{backend}: GET /users/me/orgs, IMS +50 ms, cold"),
             &service.base,
             "/",
@@ -356,6 +535,7 @@ async fn main() {
         ));
         std::fs::write(tokens_file.path(), vec![warm_token; 64].join("\n")).unwrap();
         let warm = wrk(
+            place,
             &format!("{backend}: GET /users/me/orgs, IMS +50 ms, warm"),
             &service.base,
             "/",
@@ -367,7 +547,7 @@ async fn main() {
         ims.faults().set_delay(Duration::ZERO);
 
         let rss = peak_rss_mib(&service.child);
-        for mut row in [put, one, spread, cold, warm] {
+        for mut row in [put, one, not_modified, spread, cold, warm] {
             row.rss_mib = rss;
             rows.push(row);
         }
@@ -380,7 +560,15 @@ async fn main() {
     }
 
     let base_rps = rows[0].rps.max(f64::MIN_POSITIVE);
-    println!("\nwrk -t{THREADS} -c{connections} -d{seconds}s over loopback; 2-core machine, wrk included");
+    if place.pin {
+        println!(
+            "\ntaskset -c 1 wrk -t1 -c{connections} -d{seconds}s over loopback; service, baseline and PostgreSQL on core 0 (taskset -c 0)"
+        );
+    } else {
+        println!(
+            "\nwrk -t2 -c{connections} -d{seconds}s over loopback, nothing pinned; 2-core machine, wrk included"
+        );
+    }
     println!("| run | req/s | x baseline | p50 ms | p99 ms | errors | peak RSS MiB |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
@@ -398,6 +586,7 @@ async fn main() {
     for n in notes {
         println!("{n}");
     }
+    drop(cluster);
 }
 
 enum Cleanup {

@@ -115,6 +115,7 @@ async fn open() -> Result<Store, String> {
             max_connections: 2,
             connect_timeout_secs: 5,
             statement_timeout_ms: 0,
+            ..DbOptions::default()
         },
     )
     .await

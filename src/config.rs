@@ -71,6 +71,11 @@ pub struct Config {
     pub db_connect_timeout_ms: u64,
     /// `CCC_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL statement timeout (0: none).
     pub db_statement_timeout_ms: u64,
+    /// `CCC_DB_READ_BATCH_SIZE`: most distinct tenants one batched read query fetches.
+    pub db_read_batch_size: usize,
+    /// `CCC_DB_READ_BATCHES_IN_FLIGHT`: most batched read queries at once (each holds a pooled
+    /// connection; capped at the pool size less one, so switches always find one).
+    pub db_read_batches_in_flight: usize,
     /// `CCC_IMS_TIMEOUT_MS`: the whole-request timeout of one IMS call.
     pub ims_timeout_ms: u64,
     /// `CCC_MIGRATE`: whether `serve` applies pending migrations at start (`false` when a separate
@@ -151,6 +156,8 @@ impl Config {
             db_max_connections: 10,
             db_connect_timeout_ms: 3_000,
             db_statement_timeout_ms: 5_000,
+            db_read_batch_size: 256,
+            db_read_batches_in_flight: 2,
             ims_timeout_ms: 5_000,
             migrate: true,
             ims_rate_per_minute: 60,
@@ -248,6 +255,17 @@ impl Config {
                 name: "CCC_OPS_LISTEN",
                 reason: "must use another port than CCC_LISTEN".to_owned(),
             });
+        }
+        for (name, value) in [
+            ("CCC_DB_READ_BATCH_SIZE", self.db_read_batch_size),
+            ("CCC_DB_READ_BATCHES_IN_FLIGHT", self.db_read_batches_in_flight),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be at least 1".to_owned(),
+                });
+            }
         }
         Ok(())
     }

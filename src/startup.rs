@@ -42,6 +42,8 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
         max_connections: config.db_max_connections,
         connect_timeout_secs: config.db_connect_timeout_ms.div_ceil(1000).max(1),
         statement_timeout_ms: config.db_statement_timeout_ms,
+        read_batch_size: config.db_read_batch_size,
+        read_batches_in_flight: config.db_read_batches_in_flight,
     };
     // An in-memory SQLite database lives in its pool: it is migrated there or not at all.
     let in_memory = url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory"));

@@ -418,3 +418,193 @@ async fn a_removed_tenant_is_unknown_until_added_again_and_its_revisions_go_on()
         ));
     }
 }
+
+/// `n` tenants `t000`.. with admin group `g<i>`; every even one connected to ORG_A under the
+/// name `org of t<i>`, so each read's answer can be told apart from every other's.
+async fn many_tenants(store: &Store, n: usize) {
+    for i in 0..n {
+        let id = TenantId::parse(&format!("t{i:03}")).unwrap();
+        store
+            .add_tenant(&id, &OrgId::parse(HOME).unwrap(), &[format!("g{i}")])
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            store
+                .switch(&SwitchRequest {
+                    tenant_id: id.clone(),
+                    org_name: format!("org of {id}"),
+                    ..switch_to(ORG_A, None)
+                })
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Checks one read's answer against what `many_tenants` stored (`i >= n`: unknown tenant).
+fn assert_view_of(backend: Backend, i: usize, n: usize, view: Option<cc_connection::store::TenantView>) {
+    if i >= n {
+        assert!(view.is_none(), "{backend:?}: unknown tenant t{i:03} -> None");
+        return;
+    }
+    let view = view.unwrap_or_else(|| panic!("{backend:?}: t{i:03} is registered"));
+    assert_eq!(view.tenant.tenant_id.as_str(), format!("t{i:03}"), "{backend:?}");
+    assert_eq!(view.tenant.admin_groups, [format!("g{i}")], "{backend:?}");
+    match view.active {
+        Some(c) => {
+            assert_eq!(i % 2, 0, "{backend:?}: t{i:03} has no connection");
+            assert_eq!(c.tenant_id.as_str(), format!("t{i:03}"));
+            assert_eq!(c.org_name, format!("org of t{i:03}"));
+            assert_eq!(c.org_id.as_str(), ORG_A);
+            assert_eq!(c.revision, view.tenant.revision);
+            assert!(c.active);
+        }
+        None => assert_eq!(i % 2, 1, "{backend:?}: t{i:03} is connected"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_of_many_and_equal_tenants_each_get_their_own_answer_in_fewer_queries() {
+    const N: usize = 40;
+    for backend in db::backends() {
+        let db = db::fresh(backend).await;
+        let store = open(&db, 5).await;
+        store.migrate().await.unwrap();
+        many_tenants(&store, N).await;
+        let (queries_before, reads_before) = store.read_stats();
+        // 600 reads of 50 tenants (10 of them unknown): every tenant is read by many at once.
+        let reads = (0..600).map(|k| {
+            let store = store.clone();
+            let i = (k * 7) % (N + 10);
+            tokio::spawn(async move {
+                let id = TenantId::parse(&format!("t{i:03}")).unwrap();
+                (i, store.tenant_view(&id).await)
+            })
+        });
+        for joined in futures_util::future::join_all(reads).await {
+            let (i, answer) = joined.unwrap();
+            let view = answer.unwrap_or_else(|e| panic!("{backend:?}: read failed: {e:?}"));
+            assert_view_of(backend, i, N, view);
+        }
+        let (queries, reads) = store.read_stats();
+        let (queries, reads) = (queries - queries_before, reads - reads_before);
+        assert_eq!(reads, 600, "{backend:?}");
+        assert!(
+            queries < reads,
+            "{backend:?}: concurrent reads share queries ({queries} queries for {reads} reads)"
+        );
+    }
+}
+
+/// A store with a pool of two, giving up on a connection after one second.
+async fn small_pool(db: &TestDb) -> Store {
+    Store::connect(
+        &db.url,
+        &DbOptions {
+            max_connections: 2,
+            connect_timeout_secs: 1,
+            ..DbOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_read_query_answers_every_read_in_it_unavailable_and_the_next_reads_succeed() {
+    const N: usize = 6;
+    for backend in db::backends() {
+        let db = db::fresh(backend).await;
+        let store = small_pool(&db).await;
+        store.migrate().await.unwrap();
+        many_tenants(&store, N).await;
+        // Something else holds both connections of the pool: the read query cannot get one.
+        let held = [
+            sea_orm::TransactionTrait::begin(store.connection())
+                .await
+                .unwrap(),
+            sea_orm::TransactionTrait::begin(store.connection())
+                .await
+                .unwrap(),
+        ];
+        let reads = (0..40).map(|k| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = TenantId::parse(&format!("t{:03}", k % N)).unwrap();
+                store.tenant_view(&id).await
+            })
+        });
+        for joined in futures_util::future::join_all(reads).await {
+            let err = joined.unwrap().unwrap_err();
+            assert!(
+                matches!(err, StoreError::Unavailable(_)),
+                "{backend:?}: every read of the failed query is told the database is unavailable: {err:?}"
+            );
+        }
+        drop(held);
+        for i in 0..N + 1 {
+            let id = TenantId::parse(&format!("t{i:03}")).unwrap();
+            assert_view_of(backend, i, N, store.tenant_view(&id).await.unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_given_up_by_their_callers_do_not_break_the_query_for_the_others() {
+    const N: usize = 6;
+    for backend in db::backends() {
+        let db = db::fresh(backend).await;
+        let store = small_pool(&db).await;
+        store.migrate().await.unwrap();
+        many_tenants(&store, N).await;
+        // Reads queue up while the pool is held, then half of their callers go away.
+        let held = sea_orm::TransactionTrait::begin(store.connection())
+            .await
+            .unwrap();
+        let held2 = sea_orm::TransactionTrait::begin(store.connection())
+            .await
+            .unwrap();
+        let reads: Vec<_> = (0..60)
+            .map(|k| {
+                let store = store.clone();
+                let i = k % (N + 1);
+                tokio::spawn(async move {
+                    let id = TenantId::parse(&format!("t{i:03}")).unwrap();
+                    (i, store.tenant_view(&id).await)
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for read in reads.iter().step_by(2) {
+            read.abort();
+        }
+        drop((held, held2));
+        let mut answered = 0;
+        for (k, joined) in futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            match joined {
+                Ok((i, answer)) => {
+                    assert_view_of(backend, i, N, answer.unwrap());
+                    answered += 1;
+                }
+                Err(e) => assert!(e.is_cancelled() && k % 2 == 0, "{backend:?}: {e:?}"),
+            }
+        }
+        assert_eq!(
+            answered, 30,
+            "{backend:?}: every read still waited for is answered"
+        );
+        assert_view_of(
+            backend,
+            0,
+            N,
+            store
+                .tenant_view(&TenantId::parse("t000").unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+}

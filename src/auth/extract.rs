@@ -214,8 +214,10 @@ impl FromRequest for TenantAdmin {
     type Future = BoxFut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         extract(req, |req, state| async move {
-            let (caller, user_id, tenant) =
-                admin_token_for(&req, &state, async |id| Ok(state.store.tenant(id).await?)).await?;
+            let (caller, user_id, tenant) = admin_token_for(&req, &state, async |id| {
+                Ok(state.store.tenant_view(id).await?.map(|v| v.tenant))
+            })
+            .await?;
             let token = &caller.0;
             if !member_of_home_org(&state, token, &tenant, true).await? {
                 return Err(ApiError::Forbidden(NOT_AN_ADMIN));

@@ -10,8 +10,7 @@ use sea_orm::{
 
 use super::tenant::corrupt;
 use super::{
-    ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantRecord, TenantView,
-    classify,
+    ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
 use crate::domain::{Actor, OrgId, TenantId, UserId};
 use crate::entity::connection;
@@ -78,49 +77,10 @@ struct Locked {
 }
 
 impl Store {
-    /// The tenant and its active connection in one indexed query; `None` if the tenant is unknown.
+    /// The tenant and its active connection; `None` if the tenant is unknown. Answered by a
+    /// batched query that starts after this call (linearizable; see `batch.rs`).
     pub async fn tenant_view(&self, id: &TenantId) -> Result<Option<TenantView>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let sql = format!(
-            "SELECT t.tenant_id AS t_tenant_id, t.home_org, t.admin_groups, t.revision AS t_revision, \
-                    c.id AS c_id, c.tenant_id AS c_tenant_id, c.org_id AS c_org_id, c.org_name AS c_org_name, \
-                    c.connected_by AS c_connected_by, c.connected_at AS c_connected_at, \
-                    c.revision AS c_revision, c.active AS c_active, c.ended_by AS c_ended_by, \
-                    c.ended_at AS c_ended_at, c.end_reason AS c_end_reason \
-             FROM tenant t LEFT JOIN connection c ON c.tenant_id = t.tenant_id AND {} \
-             WHERE t.tenant_id = $1 AND t.removed_at IS NULL",
-            is_active(backend, "c.")
-        );
-        let row = self
-            .db
-            .query_one_raw(stmt(backend, &sql, vec![id.as_str().into()]))
-            .await
-            .map_err(classify)?;
-        let Some(row) = row else { return Ok(None) };
-        let tenant = TenantRecord {
-            tenant_id: id.clone(),
-            home_org: OrgId::parse(
-                &row.try_get::<String>("", "home_org")
-                    .map_err(StoreError::Database)?,
-            )
-            .map_err(|_| corrupt("home org"))?,
-            admin_groups: serde_json::from_str(
-                &row.try_get::<String>("", "admin_groups")
-                    .map_err(StoreError::Database)?,
-            )
-            .map_err(|_| corrupt("admin groups"))?,
-            revision: row.try_get("", "t_revision").map_err(StoreError::Database)?,
-        };
-        let has_connection = row
-            .try_get::<Option<String>>("", "c_org_id")
-            .map_err(StoreError::Database)?
-            .is_some();
-        let active = if has_connection {
-            Some(record(&row, "c_")?)
-        } else {
-            None
-        };
-        Ok(Some(TenantView { tenant, active }))
+        self.reads.read(id).await
     }
 
     /// Begins a transaction whose first statement bumps the tenant's revision (and, on PostgreSQL,

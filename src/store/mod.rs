@@ -2,6 +2,7 @@
 //!
 //! Functions here return [`StoreError`], never HTTP types; `error.rs` maps them once.
 
+mod batch;
 mod connection;
 mod tenant;
 
@@ -10,8 +11,8 @@ use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::domain::{Actor, OrgId, TenantId, UserId};
 
-/// What can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
+/// What can go wrong in the store. `Clone`: one failed batch query answers every read in it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The tenant is not registered.
     #[error("tenant is not registered")]
@@ -144,6 +145,11 @@ pub struct DbOptions {
     /// PostgreSQL `statement_timeout`, in milliseconds (0: none). A statement that runs longer is
     /// cancelled and the request answers 503 `database-unavailable`.
     pub statement_timeout_ms: u64,
+    /// Most distinct tenants one batched read query fetches.
+    pub read_batch_size: usize,
+    /// Most batched read queries running at once; at most the pool size less one, so a
+    /// connection always stays free for switches.
+    pub read_batches_in_flight: usize,
 }
 
 impl Default for DbOptions {
@@ -152,6 +158,8 @@ impl Default for DbOptions {
             max_connections: 10,
             connect_timeout_secs: 3,
             statement_timeout_ms: 5_000,
+            read_batch_size: 256,
+            read_batches_in_flight: 2,
         }
     }
 }
@@ -161,6 +169,7 @@ impl Default for DbOptions {
 pub struct Store {
     db: DatabaseConnection,
     watchers: crate::watch::Watchers,
+    reads: batch::ReadBatcher,
 }
 
 /// Sorts a database error into what the caller can act on: the database being unreachable or

@@ -10,6 +10,7 @@ use sea_orm::{
     EntityTrait, QueryFilter, QueryOrder, Set,
 };
 
+use super::batch::{BatchOptions, ReadBatcher};
 use super::{Store, StoreError, TenantRecord, classify};
 use crate::domain::{OrgId, TenantId};
 use crate::entity::tenant;
@@ -48,7 +49,11 @@ impl Store {
             })
             .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", statement_timeout.as_str())]));
         let db = Database::connect(options).await.map_err(classify)?;
-        Ok(Store::from_connection(db))
+        let reads = BatchOptions {
+            max_batch: opts.read_batch_size,
+            max_in_flight: opts.read_batches_in_flight.min(max.saturating_sub(1) as usize),
+        };
+        Ok(Store::with_reads(db, reads))
     }
 
     /// Connections in the pool, and how many of them are idle.
@@ -68,10 +73,20 @@ impl Store {
 
     /// Wraps an open connection.
     pub fn from_connection(db: DatabaseConnection) -> Store {
+        let defaults = super::DbOptions::default();
+        let reads = BatchOptions {
+            max_batch: defaults.read_batch_size,
+            max_in_flight: defaults.read_batches_in_flight,
+        };
+        Store::with_reads(db, reads)
+    }
+
+    fn with_reads(db: DatabaseConnection, reads: BatchOptions) -> Store {
         // SQLite's feed is in-process and delivers from the start; PostgreSQL's waits for its
         // listener (see `watch::spawn_postgres_feed`).
         let live = db.get_database_backend() != sea_orm::DbBackend::Postgres;
         Store {
+            reads: ReadBatcher::new(db.clone(), reads),
             db,
             watchers: crate::watch::Watchers::new(crate::watch::DEFAULT_MAX_WATCHERS, live),
         }
@@ -80,6 +95,11 @@ impl Store {
     /// This replica's watchers (blocking reads), woken by the changes this store commits.
     pub fn watchers(&self) -> &crate::watch::Watchers {
         &self.watchers
+    }
+
+    /// Batched read queries run, and tenant-view reads they answered, since the store opened.
+    pub fn read_stats(&self) -> (u64, u64) {
+        self.reads.stats()
     }
 
     /// The underlying connection.

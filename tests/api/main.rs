@@ -14,6 +14,7 @@ mod faults;
 mod head;
 mod helpers;
 mod ims_guard;
+mod linearizable;
 mod logs;
 mod openapi;
 mod orgs;

@@ -1,0 +1,326 @@
+//! Read batching for the hot path: many concurrent reads of tenant views, one query.
+//!
+//! Reads stay linearizable: a read is answered only by a query that *started after the read
+//! arrived* (it waits in the queue, and the next query takes it). A read never joins a query
+//! already in flight, whose snapshot may predate a switch acknowledged before the read was sent.
+//! There is no artificial delay: while up to `max_in_flight` queries run, arriving reads queue up,
+//! and each query that ends takes everything queued (up to `max_batch` distinct tenants) at once.
+//!
+//! Queries run in tasks of their own, so a request that goes away (client gone) does not cancel
+//! the query other reads wait on: its answer is simply not delivered.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sqlx::{self, ColumnIndex, Decode, Row, Type};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, RuntimeErr};
+use tokio::sync::oneshot;
+
+use super::tenant::corrupt;
+use super::{ConnectionRecord, StoreError, TenantRecord, TenantView, classify};
+use crate::domain::{OrgId, TenantId, UserId};
+
+/// The one query of the hot path, for a batch of tenant ids (the only place it is spelled).
+/// `$ids` is the backend's "tenant id is one of the batch" predicate, `$active` the partial
+/// index's predicate. Columns are read by position in [`view_from_row`].
+macro_rules! view_sql {
+    ($ids:literal, $active:literal) => {
+        concat!(
+            "SELECT t.tenant_id, t.home_org, t.admin_groups, t.revision, ",
+            "c.org_id, c.org_name, c.connected_by, c.connected_at, c.revision ",
+            "FROM tenant t LEFT JOIN connection c ON c.tenant_id = t.tenant_id AND ",
+            $active,
+            " WHERE ",
+            $ids,
+            // A removed tenant is unknown to the API.
+            " AND t.removed_at IS NULL"
+        )
+    };
+}
+
+/// PostgreSQL: the ids as one `text[]`.
+const VIEW_SQL_POSTGRES: &str = view_sql!("t.tenant_id = ANY($1)", "c.active");
+/// SQLite: the ids as one JSON array, so one statement text (one prepared statement) serves any
+/// batch size.
+const VIEW_SQL_SQLITE: &str = view_sql!("t.tenant_id IN (SELECT value FROM json_each(?1))", "c.active = 1");
+
+/// Bounds of the batcher.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOptions {
+    /// Most distinct tenants one query fetches.
+    pub max_batch: usize,
+    /// Most read queries running at once (each holds one pooled connection).
+    pub max_in_flight: usize,
+}
+
+type Reply = oneshot::Sender<Result<Option<TenantView>, StoreError>>;
+
+struct Waiter {
+    tenant_id: TenantId,
+    reply: Reply,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Waiter>,
+    in_flight: usize,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    opts: BatchOptions,
+    queue: Mutex<Queue>,
+    /// Where queries run: the runtime the store was opened in (it lives as long as the process),
+    /// not the request's worker, which may stop while reads of other workers wait on it.
+    runtime: Option<tokio::runtime::Handle>,
+    queries: AtomicU64,
+    reads: AtomicU64,
+}
+
+/// Answers tenant-view reads in batches (see the module documentation).
+#[derive(Clone)]
+pub(super) struct ReadBatcher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ReadBatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadBatcher")
+            .field("opts", &self.inner.opts)
+            .finish()
+    }
+}
+
+impl ReadBatcher {
+    pub(super) fn new(db: DatabaseConnection, opts: BatchOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                opts: BatchOptions {
+                    max_batch: opts.max_batch.max(1),
+                    max_in_flight: opts.max_in_flight.max(1),
+                },
+                queue: Mutex::new(Queue::default()),
+                runtime: tokio::runtime::Handle::try_current().ok(),
+                queries: AtomicU64::new(0),
+                reads: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Queries run and reads answered so far.
+    pub(super) fn stats(&self) -> (u64, u64) {
+        (
+            self.inner.queries.load(Ordering::Relaxed),
+            self.inner.reads.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The tenant's view, from a query that starts after this call.
+    pub(super) async fn read(&self, tenant_id: &TenantId) -> Result<Option<TenantView>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let batch = {
+            let mut queue = self.inner.lock();
+            queue.pending.push_back(Waiter {
+                tenant_id: tenant_id.clone(),
+                reply,
+            });
+            if queue.in_flight < self.inner.opts.max_in_flight {
+                queue.in_flight += 1;
+                Some(take_batch(&mut queue.pending, self.inner.opts.max_batch))
+            } else {
+                // A running query takes it when it ends.
+                None
+            }
+        };
+        if let Some(batch) = batch {
+            let task = run(self.inner.clone(), batch);
+            match &self.inner.runtime {
+                Some(rt) => drop(rt.spawn(task)),
+                None => drop(tokio::spawn(task)),
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(DbErr::Custom(
+                "the read query was abandoned".into(),
+            )))
+        })
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue stays consistent under every panic point (none is expected): go on.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The oldest waiters, up to `max` distinct tenants, with every queued waiter of those tenants.
+fn take_batch(pending: &mut VecDeque<Waiter>, max: usize) -> Vec<Waiter> {
+    let mut tenants: HashSet<&str> = HashSet::new();
+    let mut take = Vec::with_capacity(pending.len());
+    for w in pending.iter() {
+        let t = w.tenant_id.as_str();
+        take.push(tenants.contains(t) || (tenants.len() < max && tenants.insert(t)));
+    }
+    let mut keep = VecDeque::new();
+    let mut batch = Vec::new();
+    for (w, taken) in pending.drain(..).zip(take) {
+        if taken {
+            batch.push(w);
+        } else {
+            keep.push_back(w);
+        }
+    }
+    *pending = keep;
+    batch
+}
+
+/// Gives the query slot back however the task ends. Ended abnormally (its runtime shut down) with
+/// no other query left to serve the queue, the queued reads are failed rather than left hanging.
+struct Slot {
+    inner: Arc<Inner>,
+    released: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let orphans = {
+            let mut queue = self.inner.lock();
+            queue.in_flight -= 1;
+            if queue.in_flight == 0 {
+                std::mem::take(&mut queue.pending)
+            } else {
+                VecDeque::new()
+            }
+        };
+        // Dropping their reply senders answers them 503.
+        drop(orphans);
+    }
+}
+
+async fn run(inner: Arc<Inner>, mut batch: Vec<Waiter>) {
+    let mut slot = Slot {
+        inner: inner.clone(),
+        released: false,
+    };
+    loop {
+        answer(&inner, batch).await;
+        let mut queue = inner.lock();
+        if queue.pending.is_empty() {
+            queue.in_flight -= 1;
+            slot.released = true;
+            return;
+        }
+        batch = take_batch(&mut queue.pending, inner.opts.max_batch);
+    }
+}
+
+async fn answer(inner: &Inner, batch: Vec<Waiter>) {
+    let mut ids: Vec<&str> = batch.iter().map(|w| w.tenant_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    inner.queries.fetch_add(1, Ordering::Relaxed);
+    inner.reads.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    match fetch(inner, &ids).await {
+        Ok(views) => {
+            for w in batch {
+                // A reader gone away (closed receiver) is no concern of the others.
+                let _ = w.reply.send(Ok(views.get(w.tenant_id.as_str()).cloned()));
+            }
+        }
+        Err(e) => {
+            for w in batch {
+                let _ = w.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn sqlx_err(e: sqlx::Error) -> StoreError {
+    classify(DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))))
+}
+
+/// Runs the batch query; raw sqlx, as this one query is the hot path.
+async fn fetch(inner: &Inner, ids: &[&str]) -> Result<HashMap<String, TenantView>, StoreError> {
+    let mut views = HashMap::with_capacity(ids.len());
+    match inner.db.get_database_backend() {
+        DbBackend::Postgres => {
+            let pool = inner.db.get_postgres_connection_pool();
+            let rows = sqlx::query(VIEW_SQL_POSTGRES)
+                .bind(ids)
+                .fetch_all(pool)
+                .await
+                .map_err(sqlx_err)?;
+            for row in &rows {
+                let (id, view) = view_from_row(row)?;
+                views.insert(id, view);
+            }
+        }
+        DbBackend::Sqlite => {
+            let pool = inner.db.get_sqlite_connection_pool();
+            let json =
+                serde_json::to_string(ids).map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?;
+            let rows = sqlx::query(VIEW_SQL_SQLITE)
+                .bind(json)
+                .fetch_all(pool)
+                .await
+                .map_err(sqlx_err)?;
+            for row in &rows {
+                let (id, view) = view_from_row(row)?;
+                views.insert(id, view);
+            }
+        }
+        other => {
+            return Err(StoreError::Database(DbErr::Custom(format!(
+                "unsupported backend {other:?}"
+            ))));
+        }
+    }
+    Ok(views)
+}
+
+/// One row of the view query (`view_sql!`), by column position.
+fn view_from_row<R>(row: &R) -> Result<(String, TenantView), StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    DateTime<Utc>: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    let tenant_id: String = row.try_get(0).map_err(sqlx_err)?;
+    let home_org: String = row.try_get(1).map_err(sqlx_err)?;
+    let admin_groups: String = row.try_get(2).map_err(sqlx_err)?;
+    let revision: i64 = row.try_get(3).map_err(sqlx_err)?;
+    let org_id: Option<String> = row.try_get(4).map_err(sqlx_err)?;
+    let tid = TenantId::parse(&tenant_id).map_err(|_| corrupt("tenant id"))?;
+    let active = match org_id {
+        None => None,
+        Some(org_id) => Some(ConnectionRecord {
+            tenant_id: tid.clone(),
+            org_id: OrgId::parse(&org_id).map_err(|_| corrupt("org id"))?,
+            org_name: row.try_get(5).map_err(sqlx_err)?,
+            connected_by: UserId::parse(&row.try_get::<String, _>(6).map_err(sqlx_err)?)
+                .map_err(|_| corrupt("user id"))?,
+            connected_at: row.try_get(7).map_err(sqlx_err)?,
+            revision: row.try_get(8).map_err(sqlx_err)?,
+            active: true,
+            ended_by: None,
+            ended_at: None,
+            end_reason: None,
+        }),
+    };
+    let tenant = TenantRecord {
+        tenant_id: tid,
+        home_org: OrgId::parse(&home_org).map_err(|_| corrupt("home org"))?,
+        admin_groups: serde_json::from_str(&admin_groups).map_err(|_| corrupt("admin groups"))?,
+        revision,
+    };
+    Ok((tenant_id, TenantView { tenant, active }))
+}
