@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::common::db::{Backend, backends};
+use crate::common::db::{self, Backend, backends};
 use crate::helpers::{
     TENANT, TestApp, admin_token, assert_history_holds, assert_problem, full_history, integration_token,
     spawn_app_with,
@@ -461,11 +461,7 @@ async fn a_full_pool_is_503_database_unavailable_until_a_connection_frees() {
 
 #[tokio::test]
 async fn a_statement_over_the_timeout_is_503_database_unavailable_and_changes_nothing() {
-    if !backends().contains(&Backend::Postgres) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI runs this test on PostgreSQL: set TEST_DATABASE_URL"
-        );
+    if !db::postgres_or_skip() {
         return;
     }
     let app = spawn_app_with(Backend::Postgres, |c| c.db_statement_timeout_ms = 300).await;

@@ -429,18 +429,6 @@ async fn until_watching_on(client: &reqwest::Client, base: &str, n: usize) {
     panic!("{base}: {n} watchers never registered");
 }
 
-fn postgres_or_skip() -> bool {
-    if db::backends().contains(&Backend::Postgres) {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI runs this test on PostgreSQL: set TEST_DATABASE_URL"
-    );
-    eprintln!("skipped: TEST_DATABASE_URL (PostgreSQL) is not set");
-    false
-}
-
 /// The `LISTEN` connections of the cc-connection processes on `database`, killed; returns how many.
 async fn kill_listeners(database: &str) -> u64 {
     use sea_orm::{ConnectionTrait, Database, Statement};
@@ -464,7 +452,7 @@ async fn kill_listeners(database: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_their_listeners_down() {
-    if !postgres_or_skip() {
+    if !db::postgres_or_skip() {
         return;
     }
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();

@@ -21,6 +21,20 @@ pub fn backends() -> Vec<Backend> {
     all
 }
 
+/// For a PostgreSQL-only test: whether PostgreSQL is configured. Without it the test says it is
+/// skipped and returns; under `CI=true` it fails instead (CI must run it).
+pub fn postgres_or_skip() -> bool {
+    if postgres_url().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI runs this test on PostgreSQL: set TEST_DATABASE_URL"
+    );
+    eprintln!("skipped: TEST_DATABASE_URL (PostgreSQL) is not set");
+    false
+}
+
 fn postgres_url() -> Option<String> {
     std::env::var("TEST_DATABASE_URL")
         .ok()
