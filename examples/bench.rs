@@ -9,13 +9,14 @@
 //! PostgreSQL at `BENCH_DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
-use cc_connection::entity::{connection, tenant};
-use cc_connection::store::{DbOptions, Store};
-use sea_orm::{ConnectionTrait, Database, EntityTrait, Set};
+use sea_orm::{ConnectionTrait, Database};
 
 const TENANTS: usize = 10_000;
 
@@ -260,48 +261,6 @@ impl Drop for Service {
     }
 }
 
-async fn seed(url: &str) {
-    let store = Store::connect(
-        url,
-        &DbOptions {
-            max_connections: 2,
-            ..DbOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let now = chrono::Utc::now();
-    for chunk in (0..TENANTS).collect::<Vec<_>>().chunks(500) {
-        let tenants = chunk.iter().map(|i| tenant::ActiveModel {
-            tenant_id: Set(format!("t{i:05}")),
-            home_org: Set(world::ACME_HOME_ORG.to_owned()),
-            admin_groups: Set(format!("[\"{}\"]", world::ACME_ADMIN_GROUP)),
-            revision: Set(1),
-            created_at: Set(now),
-            removed_at: Set(None),
-        });
-        tenant::Entity::insert_many(tenants)
-            .exec(store.connection())
-            .await
-            .unwrap();
-        let connections = chunk.iter().map(|i| connection::ActiveModel {
-            tenant_id: Set(format!("t{i:05}")),
-            org_id: Set(world::ACME_CREATIVE_ORG.to_owned()),
-            org_name: Set("Acme Creative".to_owned()),
-            connected_by: Set(world::ALICE_FEDERATED.to_owned()),
-            connected_at: Set(now),
-            revision: Set(1),
-            active: Set(true),
-            ..Default::default()
-        });
-        connection::Entity::insert_many(connections)
-            .exec(store.connection())
-            .await
-            .unwrap();
-    }
-}
-
 async fn start_service(place: Placement, db_url: &str, ims: &DevIms) -> (Service, Duration) {
     let port = free_port();
     let started = Instant::now();
@@ -413,7 +372,7 @@ async fn main() {
             }
             other => panic!("unknown backend {other}"),
         };
-        seed(&db_url).await;
+        support::seed(&db_url, TENANTS).await;
         let (service, ready_in) = start_service(place, &db_url, &ims).await;
         notes.push(format!("{backend}: start to ready {} ms", ready_in.as_millis()));
 

@@ -10,13 +10,14 @@
 //! within 10% of the run without watchers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
-use cc_connection::entity::{connection, tenant};
-use cc_connection::store::{DbOptions, Store};
-use sea_orm::{ConnectionTrait, Database, EntityTrait, Set};
+use sea_orm::{ConnectionTrait, Database};
 
 const THREADS: usize = 2;
 
@@ -103,49 +104,6 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn seed(url: &str, tenants: usize) {
-    let store = Store::connect(
-        url,
-        &DbOptions {
-            max_connections: 2,
-            ..DbOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let now = chrono::Utc::now();
-    for chunk in (0..tenants).collect::<Vec<_>>().chunks(500) {
-        let rows = chunk.iter().map(|i| tenant::ActiveModel {
-            tenant_id: Set(format!("t{i:05}")),
-            home_org: Set(world::ACME_HOME_ORG.to_owned()),
-            admin_groups: Set(format!("[\"{}\"]", world::ACME_ADMIN_GROUP)),
-            revision: Set(1),
-            created_at: Set(now),
-            removed_at: Set(None),
-        });
-        tenant::Entity::insert_many(rows)
-            .exec(store.connection())
-            .await
-            .unwrap();
-        let rows = chunk.iter().map(|i| connection::ActiveModel {
-            tenant_id: Set(format!("t{i:05}")),
-            org_id: Set(world::ACME_CREATIVE_ORG.to_owned()),
-            org_name: Set("Acme Creative".to_owned()),
-            connected_by: Set(world::ALICE_FEDERATED.to_owned()),
-            connected_at: Set(now),
-            revision: Set(1),
-            active: Set(true),
-            ..Default::default()
-        });
-        connection::Entity::insert_many(rows)
-            .exec(store.connection())
-            .await
-            .unwrap();
-    }
-    store.close().await;
 }
 
 async fn start_service(db_url: &str, ims: &DevIms) -> Service {
@@ -291,7 +249,7 @@ async fn main() {
             }
             other => panic!("unknown backend {other}"),
         };
-        seed(&db_url, idle.max(2)).await;
+        support::seed(&db_url, idle.max(2)).await;
         let service = start_service(&db_url, &ims).await;
         let probe = reqwest::Client::new();
 

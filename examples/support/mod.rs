@@ -1,0 +1,51 @@
+//! What the benchmark examples share: the seeded database they load.
+
+use cc_connection::dev_ims::world;
+use cc_connection::entity::{connection, tenant};
+use cc_connection::store::{DbOptions, Store};
+use sea_orm::{EntityTrait, Set};
+
+/// Registers `tenants` tenants `t00000`.. in the database at `url` (migrated first), each connected
+/// to the development IMS's "Acme Creative" at revision 1: the state the read rows measure.
+pub async fn seed(url: &str, tenants: usize) {
+    let store = Store::connect(
+        url,
+        &DbOptions {
+            max_connections: 2,
+            ..DbOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let now = chrono::Utc::now();
+    for chunk in (0..tenants).collect::<Vec<_>>().chunks(500) {
+        let rows = chunk.iter().map(|i| tenant::ActiveModel {
+            tenant_id: Set(format!("t{i:05}")),
+            home_org: Set(world::ACME_HOME_ORG.to_owned()),
+            admin_groups: Set(format!("[\"{}\"]", world::ACME_ADMIN_GROUP)),
+            revision: Set(1),
+            created_at: Set(now),
+            removed_at: Set(None),
+        });
+        tenant::Entity::insert_many(rows)
+            .exec(store.connection())
+            .await
+            .unwrap();
+        let rows = chunk.iter().map(|i| connection::ActiveModel {
+            tenant_id: Set(format!("t{i:05}")),
+            org_id: Set(world::ACME_CREATIVE_ORG.to_owned()),
+            org_name: Set("Acme Creative".to_owned()),
+            connected_by: Set(world::ALICE_FEDERATED.to_owned()),
+            connected_at: Set(now),
+            revision: Set(1),
+            active: Set(true),
+            ..Default::default()
+        });
+        connection::Entity::insert_many(rows)
+            .exec(store.connection())
+            .await
+            .unwrap();
+    }
+    store.close().await;
+}
