@@ -264,19 +264,8 @@ impl Drop for Service {
 async fn start_service(place: Placement, db_url: &str, ims: &DevIms) -> (Service, Duration) {
     let port = free_port();
     let started = Instant::now();
-    let child = place
-        .service("target/release/cc-connection")
-        .arg("serve")
-        .env("DATABASE_URL", db_url)
-        .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CCC_IMS_URL", ims.url())
-        .env("CCC_IMS_CERT_URL", ims.cert_base_url())
-        .env("CCC_IMS_REGION", world::REGION)
-        .env(
-            "CCC_CLIENT_IDS",
-            format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
-        )
-        .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
+    let mut cmd = place.service("target/release/cc-connection");
+    let child = support::serve_command(&mut cmd, db_url, port, ims)
         .env("CCC_DB_MAX_CONNECTIONS", env_or("BENCH_DB_POOL", "10"))
         // One administrator token drives the whole load: measure the service, not the per-user limit.
         .env("CCC_IMS_RATE_PER_MINUTE", "0")

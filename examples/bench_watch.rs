@@ -109,18 +109,8 @@ impl Drop for Service {
 async fn start_service(db_url: &str, ims: &DevIms) -> Service {
     let port = free_port();
     let bin = env_or("BENCH_BIN", "target/release/cc-connection");
-    let child = Command::new(&bin)
-        .arg("serve")
-        .env("DATABASE_URL", db_url)
-        .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CCC_IMS_URL", ims.url())
-        .env("CCC_IMS_CERT_URL", ims.cert_base_url())
-        .env("CCC_IMS_REGION", world::REGION)
-        .env(
-            "CCC_CLIENT_IDS",
-            format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
-        )
-        .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
+    let mut cmd = Command::new(&bin);
+    let child = support::serve_command(&mut cmd, db_url, port, ims)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,6 +1,8 @@
 //! What the benchmark examples share: the seeded database they load.
 
-use cc_connection::dev_ims::world;
+use std::process::Command;
+
+use cc_connection::dev_ims::{DevIms, world};
 use cc_connection::entity::{connection, tenant};
 use cc_connection::store::{DbOptions, Store};
 use sea_orm::{EntityTrait, Set};
@@ -48,4 +50,20 @@ pub async fn seed(url: &str, tenants: usize) {
             .unwrap();
     }
     store.close().await;
+}
+
+/// `cmd` made `serve` on `db_url`, listening on `port`, trusting the development IMS `ims` and its
+/// clients: the service every benchmark row loads.
+pub fn serve_command<'a>(cmd: &'a mut Command, db_url: &str, port: u16, ims: &DevIms) -> &'a mut Command {
+    cmd.arg("serve")
+        .env("DATABASE_URL", db_url)
+        .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CCC_IMS_URL", ims.url())
+        .env("CCC_IMS_CERT_URL", ims.cert_base_url())
+        .env("CCC_IMS_REGION", world::REGION)
+        .env(
+            "CCC_CLIENT_IDS",
+            format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
+        )
+        .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
 }
