@@ -46,17 +46,15 @@ pub struct RequestFacts {
     pub client_id: Option<String>,
 }
 
-/// Notes the tenant of the request (for its span and its request line).
+/// Notes the tenant of the request (for its request line).
 pub fn note_tenant(req: &actix_web::HttpRequest, tenant_id: &str) {
-    tracing::Span::current().record("tenant_id", tenant_id);
     req.extensions_mut()
         .get_or_insert(RequestFacts::default())
         .tenant_id = Some(tenant_id.to_owned());
 }
 
-/// Notes the client of the request (for its span and its request line).
+/// Notes the client of the request (for its request line).
 pub fn note_client(req: &actix_web::HttpRequest, client_id: &str) {
-    tracing::Span::current().record("client_id", client_id);
     req.extensions_mut()
         .get_or_insert(RequestFacts::default())
         .client_id = Some(client_id.to_owned());
@@ -94,6 +92,11 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
 }
 
 /// Middleware: assigns the request id, runs the request inside its span, logs one line at the end.
+///
+/// The span carries the request id only: every line logged while serving the request names it.
+/// Route, tenant and client go on the request line alone; recording them into the span as well
+/// would re-encode the span's JSON fields three times per request, the largest cost of the hot
+/// path's logging (`docs/design.md`, "The hot path").
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -103,54 +106,45 @@ pub async fn request_context(
         .get(&REQUEST_ID_HEADER)
         .and_then(sane_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        route = tracing::field::Empty,
-        tenant_id = tracing::field::Empty,
-        client_id = tracing::field::Empty,
-    );
+    let span = tracing::info_span!("request", request_id = %id);
     // Taken before the handlers run: HEAD on the documentation is served as GET.
-    let method = req.method().as_str().to_owned();
-    let method_label = method_label(req.method());
+    let method = req.method().clone();
+    let method_label = method_label(&method);
     let started = Instant::now();
     let result = REQUEST_ID
-        .scope(id.clone(), next.call(req).instrument(span.clone()))
+        .scope(id.clone(), next.call(req).instrument(span))
         .await;
     let mut res = result?;
-    let route = res.request().match_pattern().unwrap_or_else(|| "-".to_owned());
-    span.record("route", route.as_str());
-    let status = res.status().as_u16();
+    let route = res.request().match_pattern();
+    let route = route.as_deref().unwrap_or("-");
+    let status = res.status();
     let elapsed = started.elapsed().as_secs_f64();
     let latency_ms = elapsed * 1000.0;
     let m = crate::metrics::metrics();
     // Labels hold only bounded values: a fixed method set, the route template (`-` when none
     // matched) and the status the service chose; never raw request data.
     m.http_requests
-        .with_label_values(&[method_label, route.as_str(), status.to_string().as_str()])
+        .with_label_values(&[method_label, route, status.as_str()])
         .inc();
     m.http_latency
-        .with_label_values(&[method_label, route.as_str()])
+        .with_label_values(&[method_label, route])
         .observe(elapsed);
     // The request line carries its facts as top-level fields (not nested in a span), so a log
     // pipeline can index them; extractors noted the tenant and client on the request.
-    let facts = res
-        .request()
-        .extensions()
-        .get::<RequestFacts>()
-        .cloned()
-        .unwrap_or_default();
-    tracing::info!(
-        request_id = %id,
-        method = %method,
-        route = %route,
-        status,
-        latency_ms = format_args!("{latency_ms:.2}"),
-        tenant_id = facts.tenant_id.as_deref(),
-        client_id = facts.client_id.as_deref(),
-        "request"
-    );
+    {
+        let extensions = res.request().extensions();
+        let facts = extensions.get::<RequestFacts>();
+        tracing::info!(
+            request_id = %id,
+            method = %method,
+            route = %route,
+            status = status.as_u16(),
+            latency_ms = format_args!("{latency_ms:.2}"),
+            tenant_id = facts.and_then(|f| f.tenant_id.as_deref()),
+            client_id = facts.and_then(|f| f.client_id.as_deref()),
+            "request"
+        );
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
     }
