@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 
@@ -46,13 +48,22 @@ pub struct Wake {
     pub committed: Option<SystemTime>,
 }
 
-type CachedRead = Option<(u64, Option<Arc<TenantView>>)>;
+/// One read of a tenant made for a wake, awaited by every watcher that wake (or an earlier one)
+/// woke: they all wake together when it answers, rather than one after another.
+type SharedRead = Shared<BoxFuture<'static, Result<Option<Arc<TenantView>>, StoreError>>>;
 
-#[derive(Debug)]
 struct Slot {
     wake: watch::Sender<Wake>,
-    /// The last read made for a wake: its generation at start, and what it found.
-    read: tokio::sync::Mutex<CachedRead>,
+    /// The last read started for a wake: the generation it was started at, and the read.
+    read: Mutex<Option<(u64, SharedRead)>>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("wake", &*self.wake.borrow())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -140,7 +151,7 @@ impl Watchers {
             let entry = slots.entry(tenant.clone()).or_insert_with(|| Entry {
                 slot: Arc::new(Slot {
                     wake: watch::channel(Wake::default()).0,
-                    read: tokio::sync::Mutex::new(None),
+                    read: Mutex::new(None),
                 }),
                 watchers: 0,
             });
@@ -292,17 +303,24 @@ impl WatchGuard {
     /// The tenant as it stands after `wake`: one read through the normal read path, started after
     /// the wake, shared by every watcher of the tenant woken by it (or a later one).
     pub async fn read(&self, store: &Store, wake: &Wake) -> Result<Option<Arc<TenantView>>, StoreError> {
-        let mut cached = self.slot.read.lock().await;
-        if let Some((generation, view)) = cached.as_ref()
-            && *generation >= wake.generation
-        {
-            return Ok(view.clone());
-        }
-        // Every wake up to this generation happened before this read starts.
-        let generation = self.slot.wake.borrow().generation;
-        let view = store.tenant_view(&self.tenant).await?.map(Arc::new);
-        *cached = Some((generation, view.clone()));
-        Ok(view)
+        let read = {
+            let mut last = self.slot.read.lock().unwrap_or_else(|p| p.into_inner());
+            match last.as_ref() {
+                Some((generation, read)) if *generation >= wake.generation => read.clone(),
+                _ => {
+                    // Every wake up to this generation happened before this read starts (it
+                    // starts when first awaited, just below).
+                    let generation = self.slot.wake.borrow().generation;
+                    let (store, tenant) = (store.clone(), self.tenant.clone());
+                    let read = async move { Ok(store.tenant_view(&tenant).await?.map(Arc::new)) }
+                        .boxed()
+                        .shared();
+                    *last = Some((generation, read.clone()));
+                    read
+                }
+            }
+        };
+        read.await
     }
 }
 
