@@ -1,6 +1,7 @@
 //! The routes: what is routed here is what the OpenAPI document says (utoipa-actix-web).
 
 pub mod connection;
+pub mod etag;
 pub mod health;
 pub mod orgs;
 
@@ -13,7 +14,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpRequest, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemKind, ProblemKind as P};
 
 /// The largest request body accepted (a switch body is under 100 bytes).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -77,84 +78,92 @@ const ROUTES: &[(&str, &str)] = &[
     ("/openapi.json", "GET, HEAD"),
 ];
 
-/// A status and the problem slugs an operation may answer with it.
-pub type StatusSlugs = (u16, &'static [&'static str]);
-
-/// The errors each operation can answer with, by status and slug (415 everywhere: a request with a
-/// `Content-Encoding` is refused whatever its route). The OpenAPI document's error
-/// responses and their examples are generated from this list (see `openapi.rs`).
-pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
+/// The problem types each operation can answer with (415 everywhere: a request with a
+/// `Content-Encoding` is refused whatever its route). The OpenAPI document's error responses and
+/// their examples are generated from this list, grouped by each type's status (see `openapi.rs`).
+pub const OPERATION_ERRORS: &[(&str, &[ProblemKind])] = &[
     (
         "get_connection",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["insufficient-scope", "forbidden"]),
-            (404, &["unknown-tenant", "no-connection"]),
-            (415, &["unsupported-media-type"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable", "database-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::InsufficientScope,
+            P::Forbidden,
+            P::UnknownTenant,
+            P::NoConnection,
+            P::UnsupportedMediaType,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
+            P::DatabaseUnavailable,
         ],
     ),
     (
         "put_connection",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["insufficient-scope", "forbidden"]),
-            (404, &["unknown-tenant"]),
-            (409, &["concurrent-switch"]),
-            (412, &["precondition-failed"]),
-            (413, &["payload-too-large"]),
-            (415, &["unsupported-media-type"]),
-            (422, &["org-not-accessible", "no-creative-cloud-entitlement"]),
-            (429, &["rate-limited"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable", "database-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::InsufficientScope,
+            P::Forbidden,
+            P::UnknownTenant,
+            P::ConcurrentSwitch,
+            P::PreconditionFailed,
+            P::PayloadTooLarge,
+            P::UnsupportedMediaType,
+            P::OrgNotAccessible,
+            P::NoCreativeCloudEntitlement,
+            P::RateLimited,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
+            P::DatabaseUnavailable,
         ],
     ),
     (
         "delete_connection",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["insufficient-scope", "forbidden"]),
-            (404, &["unknown-tenant", "no-connection"]),
-            (409, &["concurrent-switch"]),
-            (412, &["precondition-failed"]),
-            (415, &["unsupported-media-type"]),
-            (429, &["rate-limited"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable", "database-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::InsufficientScope,
+            P::Forbidden,
+            P::UnknownTenant,
+            P::NoConnection,
+            P::ConcurrentSwitch,
+            P::PreconditionFailed,
+            P::UnsupportedMediaType,
+            P::RateLimited,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
+            P::DatabaseUnavailable,
         ],
     ),
     (
         "get_history",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["insufficient-scope", "forbidden"]),
-            (404, &["unknown-tenant"]),
-            (415, &["unsupported-media-type"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable", "database-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::InsufficientScope,
+            P::Forbidden,
+            P::UnknownTenant,
+            P::UnsupportedMediaType,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
+            P::DatabaseUnavailable,
         ],
     ),
     (
         "get_user_orgs",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["forbidden"]),
-            (415, &["unsupported-media-type"]),
-            (429, &["rate-limited"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::Forbidden,
+            P::UnsupportedMediaType,
+            P::RateLimited,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
         ],
     ),
 ];
@@ -169,7 +178,7 @@ pub async fn fallback(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiEr
             .filter(|(pattern, _)| listener.serves(pattern))
             .find(|(pattern, _)| ResourceDef::new(*pattern).is_match(path))
         {
-            Some((_, allow)) => ApiError::MethodNotAllowed(allow),
+            Some((_, allow)) => ApiError::MethodNotAllowed((*allow).to_owned()),
             None => ApiError::NotFound,
         },
     )
