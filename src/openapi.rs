@@ -16,6 +16,7 @@ use utoipa_actix_web::AppExt;
 
 use crate::error::{ApiError, PROBLEM_JSON, Problem, ProblemKind, RetryAfter};
 use crate::routes;
+use crate::routes::connection::SwitchBody;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -141,10 +142,13 @@ const EXAMPLE_ORG: &str = "0123456789ABCDEF01234567@AdobeOrg";
 /// values where the message has some.
 pub fn example_error(kind: ProblemKind) -> ApiError {
     match kind {
-        // serde's own message, as the JSON body handler passes it on.
-        ProblemKind::InvalidRequest => ApiError::invalid(
-            "invalid JSON body: unknown field `orgId`, expected `org_id` at line 1 column 8",
-        ),
+        // A switch body with a misspelt field, as the JSON body handler answers it.
+        ProblemKind::InvalidRequest => serde_json::from_str::<SwitchBody>(r#"{"orgId":""}"#)
+            .err()
+            .map_or_else(
+                || ApiError::invalid("invalid JSON body"),
+                |e| routes::invalid_json(&e),
+            ),
         ProblemKind::InvalidToken => ApiError::InvalidToken(crate::auth::token::EXPIRED),
         // The default `CCC_ADMIN_SCOPE`.
         ProblemKind::InsufficientScope => {
@@ -227,4 +231,25 @@ pub fn document_json() -> String {
     document()
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_problem_type_has_its_own_slug_and_an_example_of_its_kind() {
+        let slugs: std::collections::BTreeSet<&str> = ProblemKind::ALL.iter().map(|k| k.slug()).collect();
+        assert_eq!(slugs.len(), ProblemKind::ALL.len());
+        for kind in ProblemKind::ALL {
+            assert_eq!(ProblemKind::from_slug(kind.slug()), Some(kind));
+            let example = example_error(kind);
+            assert_eq!(example.kind(), kind);
+            assert_eq!(
+                example.retry_after().is_some(),
+                kind.def().retry_after,
+                "{kind:?}"
+            );
+        }
+    }
 }

@@ -257,11 +257,17 @@ pub fn json_config() -> web::JsonConfig {
                     ApiError::PayloadTooLarge(MAX_BODY_BYTES)
                 }
                 JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-                JsonPayloadError::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
+                JsonPayloadError::Deserialize(e) => invalid_json(&e),
                 other => ApiError::invalid(format!("invalid request body: {other}")),
             }
             .into()
         })
+}
+
+/// A body that is JSON of the wrong shape: serde's message names the field and position, never the
+/// value.
+pub fn invalid_json(e: &serde_json::Error) -> ApiError {
+    ApiError::invalid(format!("invalid JSON body: {e}"))
 }
 
 /// Query-string errors as 400 problems.
