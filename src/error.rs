@@ -4,6 +4,8 @@
 //! store's and IMS's (via `From`), and actix's (bad JSON, bad path or query, unknown route, wrong
 //! method, oversized body) through the error handlers installed in `startup`.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -72,7 +74,7 @@ pub enum ApiError {
     NotFound,
     /// 405: the route exists, the method does not; `Allow` lists the methods.
     #[error("method not allowed")]
-    MethodNotAllowed(&'static str),
+    MethodNotAllowed(String),
     /// 409: a concurrent switch of the same tenant won.
     #[error("a concurrent switch of this tenant won; read the connection and retry")]
     ConcurrentSwitch,
@@ -96,13 +98,13 @@ pub enum ApiError {
     NoCreativeCloudEntitlement(String),
     /// 429: the caller made too many IMS-bound requests; retry after the given seconds.
     #[error("too many requests that need IMS from this user; retry later")]
-    RateLimited(u64),
+    RateLimited(RetryAfter),
     /// 502: IMS answered with something unusable.
     #[error("IMS answered with an unexpected response")]
     ImsBadGateway,
     /// 503: IMS is down or slow; retry after the given seconds.
     #[error("IMS is unavailable")]
-    ImsUnavailable(u64),
+    ImsUnavailable(RetryAfter),
     /// 503: the database is down, slow or out of connections.
     #[error("the database is unavailable")]
     DatabaseUnavailable,
@@ -121,93 +123,264 @@ impl ApiError {
         }
     }
 
-    /// The stable slug of the problem type.
-    pub fn slug(&self) -> &'static str {
+    /// The problem type this error is answered as.
+    pub fn kind(&self) -> ProblemKind {
         match self {
-            Self::InvalidRequest { .. } => "invalid-request",
-            Self::InvalidToken(_) => "invalid-token",
-            Self::InsufficientScope(_) => "insufficient-scope",
-            Self::Forbidden(_) => "forbidden",
-            Self::UnknownTenant => "unknown-tenant",
-            Self::NoConnection => "no-connection",
-            Self::NotFound => "not-found",
-            Self::MethodNotAllowed(_) => "method-not-allowed",
-            Self::ConcurrentSwitch => "concurrent-switch",
-            Self::PreconditionFailed => "precondition-failed",
-            Self::PayloadTooLarge(_) => "payload-too-large",
-            Self::UnsupportedMediaType | Self::UnsupportedContentEncoding => "unsupported-media-type",
-            Self::OrgNotAccessible(_) => "org-not-accessible",
-            Self::NoCreativeCloudEntitlement(_) => "no-creative-cloud-entitlement",
-            Self::RateLimited(_) => "rate-limited",
-            Self::ImsBadGateway => "ims-error",
-            Self::ImsUnavailable(_) => "ims-unavailable",
-            Self::DatabaseUnavailable => "database-unavailable",
-            Self::Internal(_) => "internal",
+            Self::InvalidRequest { .. } => ProblemKind::InvalidRequest,
+            Self::InvalidToken(_) => ProblemKind::InvalidToken,
+            Self::InsufficientScope(_) => ProblemKind::InsufficientScope,
+            Self::Forbidden(_) => ProblemKind::Forbidden,
+            Self::UnknownTenant => ProblemKind::UnknownTenant,
+            Self::NoConnection => ProblemKind::NoConnection,
+            Self::NotFound => ProblemKind::NotFound,
+            Self::MethodNotAllowed(_) => ProblemKind::MethodNotAllowed,
+            Self::ConcurrentSwitch => ProblemKind::ConcurrentSwitch,
+            Self::PreconditionFailed => ProblemKind::PreconditionFailed,
+            Self::PayloadTooLarge(_) => ProblemKind::PayloadTooLarge,
+            Self::UnsupportedMediaType | Self::UnsupportedContentEncoding => {
+                ProblemKind::UnsupportedMediaType
+            }
+            Self::OrgNotAccessible(_) => ProblemKind::OrgNotAccessible,
+            Self::NoCreativeCloudEntitlement(_) => ProblemKind::NoCreativeCloudEntitlement,
+            Self::RateLimited(_) => ProblemKind::RateLimited,
+            Self::ImsBadGateway => ProblemKind::ImsError,
+            Self::ImsUnavailable(_) => ProblemKind::ImsUnavailable,
+            Self::DatabaseUnavailable => ProblemKind::DatabaseUnavailable,
+            Self::Internal(_) => ProblemKind::Internal,
         }
     }
 
-    fn title(&self) -> &'static str {
-        title_of(self.slug())
+    /// The stable slug of the problem type.
+    pub fn slug(&self) -> &'static str {
+        self.kind().slug()
+    }
+
+    /// How long the caller should wait before retrying, for the problems that say so.
+    pub fn retry_after(&self) -> Option<RetryAfter> {
+        match self {
+            Self::ImsUnavailable(wait) | Self::RateLimited(wait) => Some(*wait),
+            Self::DatabaseUnavailable => Some(RetryAfter::DATABASE),
+            _ => None,
+        }
+    }
+
+    /// The body sent for this error (the request id as `instance`); the cause of a 500 is never in it.
+    pub fn problem(&self) -> Problem {
+        let kind = self.kind();
+        let (detail, errors) = match self {
+            Self::InvalidRequest { detail, errors } => (detail.clone(), errors.clone()),
+            Self::Internal(_) => (
+                "an unexpected error occurred; it has been logged".to_owned(),
+                vec![],
+            ),
+            other => (other.to_string(), vec![]),
+        };
+        Problem {
+            problem_type: format!("/problems/{}", kind.slug()),
+            title: kind.title(),
+            status: kind.status().as_u16(),
+            detail,
+            instance: telemetry::current_request_id(),
+            errors,
+        }
     }
 }
 
-/// Every problem slug with its title and status: the one list the OpenAPI examples are made from.
-pub const PROBLEM_TYPES: &[(&str, &str, u16)] = &[
-    ("invalid-request", "Invalid request", 400),
-    ("invalid-token", "Invalid token", 401),
-    ("insufficient-scope", "Insufficient scope", 403),
-    ("forbidden", "Forbidden", 403),
-    ("unknown-tenant", "Unknown tenant", 404),
-    ("no-connection", "No connection", 404),
-    ("not-found", "Not found", 404),
-    ("method-not-allowed", "Method not allowed", 405),
-    ("concurrent-switch", "Concurrent switch", 409),
-    ("precondition-failed", "Precondition failed", 412),
-    ("payload-too-large", "Payload too large", 413),
-    ("unsupported-media-type", "Unsupported media type", 415),
-    ("org-not-accessible", "Org not accessible", 422),
-    (
-        "no-creative-cloud-entitlement",
-        "No Creative Cloud entitlement",
-        422,
-    ),
-    ("rate-limited", "Rate limited", 429),
-    ("internal", "Internal error", 500),
-    ("ims-error", "IMS error", 502),
-    ("ims-unavailable", "IMS unavailable", 503),
-    ("database-unavailable", "Database unavailable", 503),
-];
+/// A problem type: what a client switches on. Each has one definition, [`ProblemKind::def`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProblemKind {
+    /// `invalid-request`
+    InvalidRequest,
+    /// `invalid-token`
+    InvalidToken,
+    /// `insufficient-scope`
+    InsufficientScope,
+    /// `forbidden`
+    Forbidden,
+    /// `unknown-tenant`
+    UnknownTenant,
+    /// `no-connection`
+    NoConnection,
+    /// `not-found`
+    NotFound,
+    /// `method-not-allowed`
+    MethodNotAllowed,
+    /// `concurrent-switch`
+    ConcurrentSwitch,
+    /// `precondition-failed`
+    PreconditionFailed,
+    /// `payload-too-large`
+    PayloadTooLarge,
+    /// `unsupported-media-type`
+    UnsupportedMediaType,
+    /// `org-not-accessible`
+    OrgNotAccessible,
+    /// `no-creative-cloud-entitlement`
+    NoCreativeCloudEntitlement,
+    /// `rate-limited`
+    RateLimited,
+    /// `internal`
+    Internal,
+    /// `ims-error`
+    ImsError,
+    /// `ims-unavailable`
+    ImsUnavailable,
+    /// `database-unavailable`
+    DatabaseUnavailable,
+}
 
-/// The title of a slug.
-pub fn title_of(slug: &str) -> &'static str {
-    PROBLEM_TYPES
-        .iter()
-        .find(|(s, _, _)| *s == slug)
-        .map_or("Error", |(_, t, _)| t)
+/// What a problem type is: its slug, status and title, and whether its answers carry `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemDef {
+    /// The slug of `/problems/<slug>`.
+    pub slug: &'static str,
+    /// The HTTP status it is answered with.
+    pub status: StatusCode,
+    /// The `title` of its body.
+    pub title: &'static str,
+    /// Whether its answers carry `Retry-After`.
+    pub retry_after: bool,
+}
+
+const fn def(slug: &'static str, status: StatusCode, title: &'static str) -> ProblemDef {
+    ProblemDef {
+        slug,
+        status,
+        title,
+        retry_after: false,
+    }
+}
+
+const fn retried(slug: &'static str, status: StatusCode, title: &'static str) -> ProblemDef {
+    ProblemDef {
+        retry_after: true,
+        ..def(slug, status, title)
+    }
+}
+
+impl ProblemKind {
+    /// Every problem type.
+    pub const ALL: [Self; 19] = [
+        Self::InvalidRequest,
+        Self::InvalidToken,
+        Self::InsufficientScope,
+        Self::Forbidden,
+        Self::UnknownTenant,
+        Self::NoConnection,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::ConcurrentSwitch,
+        Self::PreconditionFailed,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::OrgNotAccessible,
+        Self::NoCreativeCloudEntitlement,
+        Self::RateLimited,
+        Self::Internal,
+        Self::ImsError,
+        Self::ImsUnavailable,
+        Self::DatabaseUnavailable,
+    ];
+
+    /// The catalogue: the one place a problem type's slug, status and title are written.
+    pub const fn def(self) -> ProblemDef {
+        use StatusCode as S;
+        match self {
+            Self::InvalidRequest => def("invalid-request", S::BAD_REQUEST, "Invalid request"),
+            Self::InvalidToken => def("invalid-token", S::UNAUTHORIZED, "Invalid token"),
+            Self::InsufficientScope => def("insufficient-scope", S::FORBIDDEN, "Insufficient scope"),
+            Self::Forbidden => def("forbidden", S::FORBIDDEN, "Forbidden"),
+            Self::UnknownTenant => def("unknown-tenant", S::NOT_FOUND, "Unknown tenant"),
+            Self::NoConnection => def("no-connection", S::NOT_FOUND, "No connection"),
+            Self::NotFound => def("not-found", S::NOT_FOUND, "Not found"),
+            Self::MethodNotAllowed => def("method-not-allowed", S::METHOD_NOT_ALLOWED, "Method not allowed"),
+            Self::ConcurrentSwitch => def("concurrent-switch", S::CONFLICT, "Concurrent switch"),
+            Self::PreconditionFailed => def(
+                "precondition-failed",
+                S::PRECONDITION_FAILED,
+                "Precondition failed",
+            ),
+            Self::PayloadTooLarge => def("payload-too-large", S::PAYLOAD_TOO_LARGE, "Payload too large"),
+            Self::UnsupportedMediaType => def(
+                "unsupported-media-type",
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            Self::OrgNotAccessible => def(
+                "org-not-accessible",
+                S::UNPROCESSABLE_ENTITY,
+                "Org not accessible",
+            ),
+            Self::NoCreativeCloudEntitlement => def(
+                "no-creative-cloud-entitlement",
+                S::UNPROCESSABLE_ENTITY,
+                "No Creative Cloud entitlement",
+            ),
+            Self::RateLimited => retried("rate-limited", S::TOO_MANY_REQUESTS, "Rate limited"),
+            Self::Internal => def("internal", S::INTERNAL_SERVER_ERROR, "Internal error"),
+            Self::ImsError => def("ims-error", S::BAD_GATEWAY, "IMS error"),
+            Self::ImsUnavailable => retried("ims-unavailable", S::SERVICE_UNAVAILABLE, "IMS unavailable"),
+            Self::DatabaseUnavailable => retried(
+                "database-unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "Database unavailable",
+            ),
+        }
+    }
+
+    /// The slug: `type` is `/problems/<slug>`.
+    pub const fn slug(self) -> &'static str {
+        self.def().slug
+    }
+
+    /// The HTTP status.
+    pub const fn status(self) -> StatusCode {
+        self.def().status
+    }
+
+    /// The title.
+    pub const fn title(self) -> &'static str {
+        self.def().title
+    }
+
+    /// The problem type of a slug.
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.slug() == slug)
+    }
+}
+
+/// A `Retry-After`, in whole seconds, at least 1. The fixed waits this service answers with are
+/// named here; the others are computed from a wait by [`RetryAfter::after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RetryAfter(u64);
+
+impl RetryAfter {
+    /// The database is down, slow or out of connections.
+    pub const DATABASE: Self = Self(2);
+    /// IMS could not be reached for a token's signing key.
+    pub const KEYS_UNAVAILABLE: Self = Self(5);
+    /// A signing key's download is held back by its own rate limit, briefly.
+    pub const KEYS_DEFERRED: Self = Self(1);
+
+    /// `secs` seconds (0 counts as 1: `Retry-After: 0` would invite a retry storm).
+    pub const fn secs(secs: u64) -> Self {
+        Self(if secs == 0 { 1 } else { secs })
+    }
+
+    /// A wait rounded up to whole seconds.
+    pub fn after(wait: Duration) -> Self {
+        Self::secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+    }
+
+    /// The seconds, as the header says them.
+    pub const fn as_secs(self) -> u64 {
+        self.0
+    }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Self::InsufficientScope(_) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::UnknownTenant | Self::NoConnection | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::ConcurrentSwitch => StatusCode::CONFLICT,
-            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType | Self::UnsupportedContentEncoding => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
-            Self::OrgNotAccessible(_) | Self::NoCreativeCloudEntitlement(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::ImsBadGateway => StatusCode::BAD_GATEWAY,
-            Self::ImsUnavailable(_) | Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.kind().status()
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -237,32 +410,17 @@ impl ResponseError for ApiError {
                 res.insert_header((header::ACCEPT_ENCODING, HeaderValue::from_static("identity")));
             }
             Self::MethodNotAllowed(allow) => {
-                res.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
-            }
-            Self::ImsUnavailable(secs) | Self::RateLimited(secs) => {
-                res.insert_header((header::RETRY_AFTER, HeaderValue::from(*secs)));
-            }
-            Self::DatabaseUnavailable => {
-                res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("2")));
+                // The route table's own method names: always a valid header value.
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    res.insert_header((header::ALLOW, v));
+                }
             }
             _ => {}
         }
-        let (detail, errors) = match self {
-            Self::InvalidRequest { detail, errors } => (detail.clone(), errors.clone()),
-            Self::Internal(_) => (
-                "an unexpected error occurred; it has been logged".to_owned(),
-                vec![],
-            ),
-            other => (other.to_string(), vec![]),
-        };
-        res.json(Problem {
-            problem_type: format!("/problems/{}", self.slug()),
-            title: self.title(),
-            status: status.as_u16(),
-            detail,
-            instance: telemetry::current_request_id(),
-            errors,
-        })
+        if let Some(wait) = self.retry_after() {
+            res.insert_header((header::RETRY_AFTER, HeaderValue::from(wait.as_secs())));
+        }
+        res.json(self.problem())
     }
 }
 
@@ -286,7 +444,9 @@ impl From<StoreError> for ApiError {
 impl From<ImsError> for ApiError {
     fn from(e: ImsError) -> Self {
         match e {
-            ImsError::Unavailable { retry_after_secs, .. } => Self::ImsUnavailable(retry_after_secs),
+            ImsError::Unavailable { retry_after_secs, .. } => {
+                Self::ImsUnavailable(RetryAfter::secs(retry_after_secs))
+            }
             ImsError::Rejected => Self::InvalidToken("IMS rejected the token"),
             ImsError::BadResponse(reason) => {
                 tracing::warn!(reason = %reason, "IMS answered with an unusable response");

@@ -1,6 +1,8 @@
 //! The OpenAPI document: paths and schemas collected from the routed handlers (utoipa-actix-web),
 //! plus the bearer scheme and every error response with an example, from one table.
 
+use std::collections::BTreeMap;
+
 use actix_web::App;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
@@ -12,8 +14,9 @@ use utoipa::openapi::{OpenApi as OpenApiDoc, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
-use crate::error::{PROBLEM_JSON, PROBLEM_TYPES, Problem};
+use crate::error::{ApiError, PROBLEM_JSON, Problem, ProblemKind, RetryAfter};
 use crate::routes;
+use crate::routes::connection::SwitchBody;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -50,7 +53,8 @@ impl Modify for BearerScheme {
     }
 }
 
-/// Adds each operation's error responses (from `routes::OPERATION_ERRORS`) with one example per slug.
+/// Adds each operation's error responses (from `routes::OPERATION_ERRORS`), by the status of each
+/// problem type, with one example per slug.
 struct ProblemResponses;
 impl Modify for ProblemResponses {
     fn modify(&self, openapi: &mut OpenApiDoc) {
@@ -67,33 +71,38 @@ impl Modify for ProblemResponses {
                 let Some(id) = op.operation_id.as_deref() else {
                     continue;
                 };
-                let Some((_, errors)) = routes::OPERATION_ERRORS.iter().find(|(name, _)| *name == id) else {
+                // The probes answer no problems; a name there that is no operation fails a test.
+                let Some((_, kinds)) = routes::OPERATION_ERRORS.iter().find(|(name, _)| *name == id) else {
                     continue;
                 };
-                for (status, slugs) in *errors {
+                let mut by_status: BTreeMap<u16, Vec<ProblemKind>> = BTreeMap::new();
+                for kind in *kinds {
+                    by_status.entry(kind.status().as_u16()).or_default().push(*kind);
+                }
+                for (status, kinds) in by_status {
                     let mut content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem")));
-                    for slug in *slugs {
+                    for kind in &kinds {
                         content = content.examples_from_iter([(
-                            (*slug).to_owned(),
+                            kind.slug().to_owned(),
                             ExampleBuilder::new()
-                                .summary(crate::error::title_of(slug))
-                                .value(Some(example_problem(slug, *status)))
+                                .summary(kind.title())
+                                .value(Some(example_problem(*kind)))
                                 .build(),
                         )]);
                     }
-                    let description = slugs
+                    let description = kinds
                         .iter()
-                        .map(|s| format!("`{s}`"))
+                        .map(|kind| format!("`{}`", kind.slug()))
                         .collect::<Vec<_>>()
                         .join(", ");
                     let mut response = ResponseBuilder::new()
                         .description(format!("Problem: {description}"))
                         .content(PROBLEM_JSON, content.build());
-                    if matches!(status, 429 | 503) {
+                    if kinds.iter().any(|kind| kind.def().retry_after) {
                         response = response.header("Retry-After", retry_after_header());
                     }
                     // A tenant without a connection can be watched: its 404 carries an ETag.
-                    if id == "get_connection" && *status == 404 {
+                    if id == "get_connection" && kinds.contains(&ProblemKind::NoConnection) {
                         response = response.header(
                             "ETag",
                             HeaderBuilder::new()
@@ -126,43 +135,51 @@ fn retry_after_header() -> Header {
         .build()
 }
 
-fn example_problem(slug: &str, status: u16) -> serde_json::Value {
-    let title = PROBLEM_TYPES
-        .iter()
-        .find(|(s, _, _)| *s == slug)
-        .map_or("Error", |(_, t, _)| t);
-    let detail = match slug {
-        "invalid-request" => "invalid JSON body: unknown field `orgId`, expected `org_id` at line 1 column 8",
-        "invalid-token" => "token has expired",
-        "insufficient-scope" => "the token lacks the scope aem_assets.cc_connection.admin",
-        "forbidden" => "the caller is not an administrator of this tenant",
-        "unknown-tenant" => "tenant is not registered",
-        "no-connection" => "tenant has no active Creative Cloud connection",
-        "concurrent-switch" => "a concurrent switch of this tenant won; read the connection and retry",
-        "precondition-failed" => "the connection changed since the ETag given in If-Match",
-        "payload-too-large" => "the request body is larger than 16384 bytes",
-        "unsupported-media-type" => "the request body must be application/json",
-        "org-not-accessible" => "the caller has no access to org 0123456789ABCDEF01234567@AdobeOrg",
-        "no-creative-cloud-entitlement" => {
-            "the caller has no active Creative Cloud entitlement in org 0123456789ABCDEF01234567@AdobeOrg"
+/// The org of the examples.
+const EXAMPLE_ORG: &str = "0123456789ABCDEF01234567@AdobeOrg";
+
+/// The error each problem type's example is rendered from: one the service raises, with sample
+/// values where the message has some.
+pub fn example_error(kind: ProblemKind) -> ApiError {
+    match kind {
+        // A switch body with a misspelt field, as the JSON body handler answers it.
+        ProblemKind::InvalidRequest => serde_json::from_str::<SwitchBody>(r#"{"orgId":""}"#)
+            .err()
+            .map_or_else(
+                || ApiError::invalid("invalid JSON body"),
+                |e| routes::invalid_json(&e),
+            ),
+        ProblemKind::InvalidToken => ApiError::InvalidToken(crate::auth::token::EXPIRED),
+        // The default `CCC_ADMIN_SCOPE`.
+        ProblemKind::InsufficientScope => {
+            ApiError::InsufficientScope("aem_assets.cc_connection.admin".to_owned())
         }
-        "rate-limited" => "too many requests that need IMS from this user; retry later",
-        "ims-error" => "IMS answered with an unexpected response",
-        "ims-unavailable" => "IMS is unavailable",
-        "database-unavailable" => "the database is unavailable",
-        _ => "an unexpected error occurred; it has been logged",
-    };
-    let mut v = serde_json::json!({
-        "type": format!("/problems/{slug}"),
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": "5f0c6e8a-3b7e-4d5e-9a53-0f7f0d2c1a11",
-    });
-    if slug == "invalid-request" {
-        v["errors"] = serde_json::json!([detail]);
+        ProblemKind::Forbidden => ApiError::Forbidden(crate::auth::NOT_AN_ADMIN),
+        ProblemKind::UnknownTenant => ApiError::UnknownTenant,
+        ProblemKind::NoConnection => ApiError::NoConnection,
+        ProblemKind::NotFound => ApiError::NotFound,
+        ProblemKind::MethodNotAllowed => ApiError::MethodNotAllowed("GET, HEAD".to_owned()),
+        ProblemKind::ConcurrentSwitch => ApiError::ConcurrentSwitch,
+        ProblemKind::PreconditionFailed => ApiError::PreconditionFailed,
+        ProblemKind::PayloadTooLarge => ApiError::PayloadTooLarge(routes::MAX_BODY_BYTES),
+        ProblemKind::UnsupportedMediaType => ApiError::UnsupportedMediaType,
+        ProblemKind::OrgNotAccessible => ApiError::OrgNotAccessible(EXAMPLE_ORG.to_owned()),
+        ProblemKind::NoCreativeCloudEntitlement => {
+            ApiError::NoCreativeCloudEntitlement(EXAMPLE_ORG.to_owned())
+        }
+        ProblemKind::RateLimited => ApiError::RateLimited(RetryAfter::secs(1)),
+        ProblemKind::Internal => ApiError::Internal("example".into()),
+        ProblemKind::ImsError => ApiError::ImsBadGateway,
+        ProblemKind::ImsUnavailable => ApiError::ImsUnavailable(RetryAfter::KEYS_UNAVAILABLE),
+        ProblemKind::DatabaseUnavailable => ApiError::DatabaseUnavailable,
     }
-    v
+}
+
+/// The example body of a problem type: its example error's body, as sent.
+fn example_problem(kind: ProblemKind) -> serde_json::Value {
+    let mut problem = example_error(kind).problem();
+    problem.instance = "5f0c6e8a-3b7e-4d5e-9a53-0f7f0d2c1a11".to_owned();
+    serde_json::to_value(problem).unwrap_or_default()
 }
 
 /// The base document (info, components, modifiers) before paths are collected.
@@ -214,4 +231,25 @@ pub fn document_json() -> String {
     document()
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_problem_type_has_its_own_slug_and_an_example_of_its_kind() {
+        let slugs: std::collections::BTreeSet<&str> = ProblemKind::ALL.iter().map(|k| k.slug()).collect();
+        assert_eq!(slugs.len(), ProblemKind::ALL.len());
+        for kind in ProblemKind::ALL {
+            assert_eq!(ProblemKind::from_slug(kind.slug()), Some(kind));
+            let example = example_error(kind);
+            assert_eq!(example.kind(), kind);
+            assert_eq!(
+                example.retry_after().is_some(),
+                kind.def().retry_after,
+                "{kind:?}"
+            );
+        }
+    }
 }

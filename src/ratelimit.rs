@@ -13,6 +13,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use moka::sync::Cache;
 
+use crate::error::RetryAfter;
+
 /// How many callers' buckets are kept at most (a bucket is a few dozen bytes). Past it the least
 /// recently used are dropped: such a caller starts again with a full bucket.
 const MAX_BUCKETS: u64 = 100_000;
@@ -75,10 +77,9 @@ impl ImsRateLimiter {
     }
 }
 
-/// Whole seconds for `Retry-After`: rounded up, at least 1.
+/// Whole seconds for `Retry-After`: rounded up, at least 1 (see [`RetryAfter::after`]).
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    secs.max(1)
+    RetryAfter::after(wait).as_secs()
 }
 
 #[cfg(test)]

@@ -233,11 +233,11 @@ async fn refresh_keys(keys: std::sync::Weak<KeyStore>) {
 fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     // With an ops listener, /metrics is served there only; the probes stay here too, so a load
     // balancer or uptime check on the public port keeps working (they are cheap and cached).
-    let (listener_routes, configure): (_, fn(&mut utoipa_actix_web::service_config::ServiceConfig<'_>)) =
+    let configure: fn(&mut utoipa_actix_web::service_config::ServiceConfig<'_>) =
         if state.config.ops_listen.is_some() {
-            (routes::Listener::Public, routes::configure_public)
+            routes::configure_public
         } else {
-            (routes::Listener::All, routes::configure)
+            routes::configure
         };
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
@@ -245,12 +245,14 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .into_utoipa_app()
             .openapi(openapi::base())
             .app_data(data.clone())
-            .app_data(listener_routes)
             .app_data(routes::json_config())
             .app_data(routes::query_config())
             .configure(configure)
             .split_for_parts();
-        app.service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", openapi::finish(api)))
+        // What is routed is what the document lists, and the document itself beside it.
+        let route_table = routes::RouteTable::from_document(&api).with(routes::OPENAPI_PATH, "GET, HEAD");
+        app.app_data(route_table)
+            .service(SwaggerUi::new("/swagger-ui/{_:.*}").url(routes::OPENAPI_PATH, openapi::finish(api)))
             .default_service(web::to(routes::fallback))
             // Inside the request context (request id, metrics), before every route and extractor.
             .wrap(from_fn(routes::head_as_get_for_docs))
@@ -273,12 +275,12 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
 fn serve_ops(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
-        App::new()
+        let (app, api) = App::new()
+            .into_utoipa_app()
             .app_data(data.clone())
-            .app_data(routes::Listener::Ops)
-            .service(routes::health::healthz)
-            .service(routes::health::readyz)
-            .service(routes::health::metrics)
+            .configure(routes::configure_ops)
+            .split_for_parts();
+        app.app_data(routes::RouteTable::from_document(&api))
             .default_service(web::to(routes::fallback))
             .wrap(from_fn(telemetry::request_context))
     })

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cc_connection::domain::{OrgId, TenantId, UserId};
+use cc_connection::domain::{OrgId, Precondition, TenantId, UserId};
 use cc_connection::store::{DbOptions, Store, StoreError, SwitchOutcome, SwitchRequest};
 use chrono::Utc;
 use common::db::{self, Backend, TestDb};
@@ -47,7 +47,7 @@ async fn with_tenant(backend: Backend) -> (TestDb, Store) {
     (db, store)
 }
 
-fn switch_to(org: &str, if_match: Option<Option<i64>>) -> SwitchRequest {
+fn switch_to(org: &str, if_match: Option<Precondition>) -> SwitchRequest {
     SwitchRequest {
         tenant_id: tenant(),
         org_id: OrgId::parse(org).unwrap(),
@@ -125,10 +125,16 @@ async fn switch_creates_replaces_and_leaves_an_unchanged_org_alone() {
 async fn stale_if_match_fails_and_leaves_everything_as_it_was() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
-        let err = store.switch(&switch_to(ORG_A, Some(None))).await.unwrap_err();
+        let err = store
+            .switch(&switch_to(ORG_A, Some(Precondition::Any)))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::PreconditionFailed), "{backend:?}");
         store.switch(&switch_to(ORG_A, None)).await.unwrap();
-        let err = store.switch(&switch_to(ORG_B, Some(Some(7)))).await.unwrap_err();
+        let err = store
+            .switch(&switch_to(ORG_B, Some(Precondition::Revision(7))))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::PreconditionFailed), "{backend:?}");
         let view = store.tenant_view(&tenant()).await.unwrap().unwrap();
         assert_eq!(
@@ -137,7 +143,10 @@ async fn stale_if_match_fails_and_leaves_everything_as_it_was() {
         );
         assert_eq!(view.active.unwrap().org_id.as_str(), ORG_A);
         assert!(matches!(
-            store.switch(&switch_to(ORG_B, Some(Some(1)))).await.unwrap(),
+            store
+                .switch(&switch_to(ORG_B, Some(Precondition::Revision(1))))
+                .await
+                .unwrap(),
             SwitchOutcome::Replaced(_)
         ));
     }
@@ -154,7 +163,7 @@ async fn disconnect_ends_the_connection_and_revisions_never_repeat() {
         assert!(matches!(err, StoreError::NoConnection), "{backend:?}");
         store.switch(&switch_to(ORG_A, None)).await.unwrap();
         let ended = store
-            .disconnect(&tenant(), &admin(), Utc::now(), Some(Some(1)))
+            .disconnect(&tenant(), &admin(), Utc::now(), Some(Precondition::Revision(1)))
             .await
             .unwrap();
         assert!(!ended.active);

@@ -13,7 +13,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use super::token::{TokenError, VerifiedToken, bearer_token};
 use crate::domain::{TenantId, UserId};
-use crate::error::ApiError;
+use crate::error::{ApiError, RetryAfter};
 use crate::ims::ImsOrg;
 use crate::state::AppState;
 use crate::store::{TenantRecord, TenantView};
@@ -42,7 +42,10 @@ where
 
 /// Any caller holding a valid IMS access token of an accepted client.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Arc<VerifiedToken>);
+pub struct Caller {
+    /// The caller's token, verified.
+    pub token: Arc<VerifiedToken>,
+}
 
 impl Caller {
     async fn from_parts(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
@@ -62,10 +65,10 @@ impl Caller {
             ))?;
         let token = state.verifier.verify(raw).await.map_err(|e| match e {
             TokenError::Invalid(reason) => ApiError::InvalidToken(reason),
-            TokenError::KeysUnavailable(secs) => ApiError::ImsUnavailable(secs),
+            TokenError::KeysUnavailable(wait) => ApiError::ImsUnavailable(wait),
         })?;
         crate::telemetry::note_client(req, &token.client_id);
-        Ok(Self(token))
+        Ok(Self { token })
     }
 }
 
@@ -100,7 +103,7 @@ fn spend_ims_budget(state: &AppState, token: &VerifiedToken) -> Result<(), ApiEr
             wait_ms = wait.as_millis() as u64,
             "IMS-bound request over the caller's rate limit"
         );
-        ApiError::RateLimited(crate::ratelimit::retry_after_secs(wait))
+        ApiError::RateLimited(RetryAfter::after(wait))
     })
 }
 
@@ -150,7 +153,7 @@ impl FromRequest for TenantReader {
                 .tenant_view(&tenant_id)
                 .await?
                 .ok_or(ApiError::UnknownTenant)?;
-            let token = &caller.0;
+            let token = &caller.token;
             let cfg = &state.config;
             // Integration rights need a service token of an integration client: a person signed in
             // to that client is judged as a user below.
@@ -196,7 +199,7 @@ async fn admin_token_for<T>(
 ) -> Result<(Caller, UserId, T), ApiError> {
     let caller = Caller::from_parts(req, state).await?;
     let tenant_id = tenant_from_path(req)?;
-    let token = &caller.0;
+    let token = &caller.token;
     let Some(user_id) = token.user_id.clone() else {
         return Err(ApiError::Forbidden("an administrator's user token is required"));
     };
@@ -207,7 +210,8 @@ async fn admin_token_for<T>(
     Ok((caller, user_id, found))
 }
 
-const NOT_AN_ADMIN: &str = "the caller is not an administrator of this tenant";
+/// Why a caller who is not an administrator of the tenant is refused (403).
+pub const NOT_AN_ADMIN: &str = "the caller is not an administrator of this tenant";
 
 impl FromRequest for TenantAdmin {
     type Error = ApiError;
@@ -218,7 +222,7 @@ impl FromRequest for TenantAdmin {
                 Ok(state.store.tenant_view(id).await?.map(|v| v.tenant))
             })
             .await?;
-            let token = &caller.0;
+            let token = &caller.token;
             if !member_of_home_org(&state, token, &tenant, true).await? {
                 return Err(ApiError::Forbidden(NOT_AN_ADMIN));
             }
@@ -271,7 +275,7 @@ impl FromRequest for AdminCandidate {
                 admin_token_for(&req, &state, async |id| Ok(state.store.tenant_view(id).await?)).await?;
             // Switches and disconnects ask IMS afresh each time: they spend the caller's IMS
             // budget (before any IMS call). The history (TenantAdmin) uses the per-token org cache.
-            spend_ims_budget(&state, &caller.0)?;
+            spend_ims_budget(&state, &caller.token)?;
             Ok(Self {
                 caller,
                 user_id,
@@ -302,13 +306,13 @@ impl FromRequest for UserCaller {
             } else {
                 Some(UserId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))?)
             };
-            let Some(user_id) = caller.0.user_id.clone() else {
+            let Some(user_id) = caller.token.user_id.clone() else {
                 return Err(ApiError::Forbidden("a user token is required"));
             };
             if path_user.is_some_and(|p| p != user_id) {
                 return Err(ApiError::Forbidden("a user may list only their own orgs"));
             }
-            spend_ims_budget(&state, &caller.0)?;
+            spend_ims_budget(&state, &caller.token)?;
             Ok(Self { caller, user_id })
         })
     }

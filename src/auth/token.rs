@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::keys::{KeyError, KeySource, KeyStore};
 use crate::domain::UserId;
+use crate::error::RetryAfter;
 use crate::ims::BearerToken;
 
 /// Clock skew tolerated on `created_at` and on expiry.
@@ -33,6 +34,9 @@ pub const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
 /// The `user_id` suffix of IMS technical accounts (the identity of service tokens).
 pub const TECHNICAL_ACCOUNT_SUFFIX: &str = "@techacct.adobe.com";
 
+/// Why an expired token is refused (401).
+pub const EXPIRED: &str = "token has expired";
+
 /// Why a token was refused. The message is sent to the caller: it never contains the token.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -41,7 +45,7 @@ pub enum TokenError {
     Invalid(&'static str),
     /// The signing key is unknown and IMS could not be asked now; retry after the given seconds.
     #[error("IMS keys unavailable")]
-    KeysUnavailable(u64),
+    KeysUnavailable(RetryAfter),
 }
 
 /// A token that passed every check.
@@ -223,8 +227,8 @@ impl TokenVerifier {
             .await
             .map_err(|e| match e {
                 KeyError::Unknown => Invalid("token signed with an unknown key"),
-                KeyError::Unavailable(_) => TokenError::KeysUnavailable(5),
-                KeyError::Deferred => TokenError::KeysUnavailable(1),
+                KeyError::Unavailable(_) => TokenError::KeysUnavailable(RetryAfter::KEYS_UNAVAILABLE),
+                KeyError::Deferred => TokenError::KeysUnavailable(RetryAfter::KEYS_DEFERRED),
             })?;
         let data = jsonwebtoken::decode::<ImsClaims>(raw, &key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -252,7 +256,7 @@ impl TokenVerifier {
             .checked_add(lifetime)
             .ok_or(Invalid("token expires_in is out of range"))?;
         if now > expires_at + LEEWAY_MS {
-            return Err(Invalid("token has expired"));
+            return Err(Invalid(EXPIRED));
         }
         if let Some(region) = &self.region
             && claims.region.as_deref() != Some(region.as_str())

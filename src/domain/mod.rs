@@ -218,6 +218,25 @@ macro_rules! id_impls {
 }
 id_impls!(TenantId, OrgId, UserId);
 
+/// What a write requires of the tenant's active connection (`If-Match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// `*`: a connection must exist, whatever its revision.
+    Any,
+    /// The active connection must be at this revision (the one the caller last saw).
+    Revision(i64),
+}
+
+impl Precondition {
+    /// Whether it holds for the active connection's revision (`None`: no connection).
+    pub fn holds(self, active_revision: Option<i64>) -> bool {
+        match self {
+            Self::Any => active_revision.is_some(),
+            Self::Revision(rev) => active_revision == Some(rev),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

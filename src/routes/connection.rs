@@ -1,6 +1,6 @@
 //! `/tenants/{tenant_id}/creative-cloud-connection`: read, switch, disconnect, history.
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::header::{self, HeaderValue};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::etag::{self, EntityTags};
 use crate::auth::{AdminCandidate, TenantAdmin, TenantReader};
-use crate::domain::{Actor, OrgId, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest, TenantView};
@@ -134,78 +135,16 @@ pub struct HistoryQuery {
     pub cursor: Option<String>,
 }
 
-fn etag(revision: i64) -> HeaderValue {
-    // Digits and quotes only: always a valid header value.
-    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
-}
-
 fn with_connection(mut res: actix_web::HttpResponseBuilder, rec: &ConnectionRecord) -> HttpResponse {
-    res.insert_header((header::ETAG, etag(rec.revision)))
+    res.insert_header((header::ETAG, etag::of(rec.revision)))
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
         .json(Connection::from(rec))
 }
 
-/// Parses an entity-tag list (`If-Match` / `If-None-Match`): `*`, or quoted revisions; `weak` says
-/// whether `W/` tags count (weak comparison, for `If-None-Match`).
-fn parse_etags(
-    headers: &HeaderMap,
-    name: header::HeaderName,
-    weak: bool,
-) -> Result<Option<EtagSet>, ApiError> {
-    let mut set: Option<EtagSet> = None;
-    for value in headers.get_all(&name) {
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::invalid(format!("{name} must be ASCII")))?;
-        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let entry = set.get_or_insert(EtagSet::Tags(Vec::new()));
-            if item == "*" {
-                *entry = EtagSet::Any;
-                continue;
-            }
-            let (is_weak, tag) = match item.strip_prefix("W/") {
-                Some(rest) => (true, rest),
-                None => (false, item),
-            };
-            let inner = tag
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .ok_or_else(|| ApiError::invalid(format!("{name} must hold quoted entity tags")))?;
-            if let EtagSet::Tags(tags) = entry {
-                // A tag that is not one of ours (or weak, where strong comparison applies) never matches.
-                if let (true, Ok(rev)) = (weak || !is_weak, inner.parse::<i64>()) {
-                    tags.push(rev);
-                } else {
-                    tags.push(-1);
-                }
-            }
-        }
-    }
-    Ok(set)
-}
-
-#[derive(Debug, PartialEq)]
-enum EtagSet {
-    Any,
-    Tags(Vec<i64>),
-}
-
-/// `If-Match` as the store takes it: `Some(None)` for `*`, `Some(Some(rev))` for one tag.
-fn if_match(req: &HttpRequest) -> Result<Option<Option<i64>>, ApiError> {
-    match parse_etags(req.headers(), header::IF_MATCH, false)? {
-        None => Ok(None),
-        Some(EtagSet::Any) => Ok(Some(None)),
-        Some(EtagSet::Tags(tags)) => match tags.as_slice() {
-            [one] => Ok(Some(Some(*one))),
-            _ => Err(ApiError::invalid("If-Match must hold one entity tag or *")),
-        },
-    }
-}
-
 /// `If-Match` of a write, refused at once (412) when already stale: no IMS call is made for a write
 /// that cannot succeed. The store checks it again in the write's transaction.
-fn checked_if_match(req: &HttpRequest, candidate: &AdminCandidate) -> Result<Option<Option<i64>>, ApiError> {
-    let precondition = if_match(req)?;
+fn checked_if_match(req: &HttpRequest, candidate: &AdminCandidate) -> Result<Option<Precondition>, ApiError> {
+    let precondition = etag::if_match(req.headers())?;
     if !candidate.view.precondition_holds(precondition) {
         return Err(ApiError::PreconditionFailed);
     }
@@ -243,22 +182,22 @@ fn state_etag(view: &TenantView) -> i64 {
 }
 
 /// Whether `If-None-Match` names the current state (`*`: any current connection).
-fn still_current(tags: &EtagSet, view: &TenantView) -> bool {
+fn still_current(tags: &EntityTags, view: &TenantView) -> bool {
     match tags {
-        EtagSet::Any => view.active.is_some(),
-        EtagSet::Tags(tags) => tags.contains(&state_etag(view)),
+        EntityTags::Any => view.active.is_some(),
+        EntityTags::Tags(_) => tags.names(state_etag(view)),
     }
 }
 
 fn not_modified(view: &TenantView) -> HttpResponse {
     HttpResponse::NotModified()
-        .insert_header((header::ETAG, etag(state_etag(view))))
+        .insert_header((header::ETAG, etag::of(state_etag(view))))
         .finish()
 }
 
 /// The answer of a read: 304 when `If-None-Match` names the current state, else 200 or 404
 /// `no-connection` (with the tenant's revision as ETag, so the lack of one can be watched too).
-fn read_answer(view: &TenantView, if_none_match: Option<&EtagSet>) -> HttpResponse {
+fn read_answer(view: &TenantView, if_none_match: Option<&EntityTags>) -> HttpResponse {
     if if_none_match.is_some_and(|tags| still_current(tags, view)) {
         return not_modified(view);
     }
@@ -266,7 +205,8 @@ fn read_answer(view: &TenantView, if_none_match: Option<&EtagSet>) -> HttpRespon
         Some(active) => with_connection(HttpResponse::Ok(), active),
         None => {
             let mut res = ApiError::NoConnection.error_response();
-            res.headers_mut().insert(header::ETAG, etag(view.tenant.revision));
+            res.headers_mut()
+                .insert(header::ETAG, etag::of(view.tenant.revision));
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             res
@@ -309,7 +249,7 @@ pub async fn get_connection(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let wait = parse_wait(req.query_string())?;
-    let if_none_match = parse_etags(req.headers(), header::IF_NONE_MATCH, true)?;
+    let if_none_match = etag::if_none_match(req.headers())?;
     let view = reader.view;
     match (wait, if_none_match) {
         (Some(secs), Some(tags)) if still_current(&tags, &view) => {
@@ -323,7 +263,7 @@ pub async fn get_connection(
 async fn watch(
     state: &AppState,
     view: TenantView,
-    tags: EtagSet,
+    tags: EntityTags,
     wait: Duration,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
@@ -387,7 +327,7 @@ pub async fn put_connection(
 ) -> Result<HttpResponse, ApiError> {
     let precondition = checked_if_match(&req, &candidate)?;
     let target = body.into_inner().org_id;
-    let token = candidate.caller.0.clone();
+    let token = candidate.caller.token.clone();
     // As IMS says now: both lookups bypass the cache, and run at once. The fresh org list is the
     // one both the administrator check and the target org are judged by.
     let (orgs, profile) = tokio::join!(
@@ -465,7 +405,7 @@ pub async fn delete_connection(
     let precondition = checked_if_match(&req, &candidate)?;
     // Disconnecting breaks every integration of the tenant: judged like a switch, by the org list
     // as IMS gives it now, not a cached one.
-    let token = &candidate.caller.0;
+    let token = &candidate.caller.token;
     let orgs = state
         .ims
         .organizations(&token.bearer, token.remaining(), true)
@@ -532,39 +472,4 @@ pub async fn get_history(
         entries,
         next_cursor,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(name: header::HeaderName, v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            name,
-            HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
-        );
-        h
-    }
-
-    #[test]
-    fn entity_tags_parse_strong_weak_and_star() {
-        let inm = |v| {
-            parse_etags(&headers(header::IF_NONE_MATCH, v), header::IF_NONE_MATCH, true)
-                .ok()
-                .flatten()
-        };
-        assert_eq!(inm("\"7\""), Some(EtagSet::Tags(vec![7])));
-        assert_eq!(inm("W/\"7\", \"8\""), Some(EtagSet::Tags(vec![7, 8])));
-        assert_eq!(inm("*"), Some(EtagSet::Any));
-        let im = |v| {
-            parse_etags(&headers(header::IF_MATCH, v), header::IF_MATCH, false)
-                .ok()
-                .flatten()
-        };
-        // Strong comparison: a weak tag never matches.
-        assert_eq!(im("W/\"7\""), Some(EtagSet::Tags(vec![-1])));
-        assert_eq!(im("\"abc\""), Some(EtagSet::Tags(vec![-1])));
-        assert!(parse_etags(&headers(header::IF_MATCH, "7"), header::IF_MATCH, false).is_err());
-    }
 }

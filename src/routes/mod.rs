@@ -1,7 +1,9 @@
 //! The routes: what is routed here is what the OpenAPI document says (utoipa-actix-web).
 
 pub mod connection;
+pub mod etag;
 pub mod health;
+pub mod metrics;
 pub mod orgs;
 
 use actix_web::body::MessageBody;
@@ -10,18 +12,24 @@ use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::Method;
 use actix_web::http::header::CONTENT_ENCODING;
 use actix_web::middleware::Next;
+use std::sync::Arc;
+
 use actix_web::{HttpRequest, web};
+use utoipa::openapi::OpenApi;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemKind, ProblemKind as P};
 
 /// The largest request body accepted (a switch body is under 100 bytes).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Where the OpenAPI document is served (outside the document itself).
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
 /// Registers every documented route.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     configure_public(cfg);
-    cfg.service(health::metrics);
+    cfg.service(metrics::metrics);
 }
 
 /// Every route but `/metrics`: the public listener's when `CCC_OPS_LISTEN` serves the metrics.
@@ -35,144 +43,168 @@ pub fn configure_public(cfg: &mut ServiceConfig<'_>) {
         .service(health::readyz);
 }
 
-/// The routes of a listener (in its app data): its fallback answers 404 for routes it does not
-/// serve, and 405 only for those it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// The one listener (no `CCC_OPS_LISTEN`): every route.
-    All,
-    /// The public listener beside an ops listener: every route but `/metrics`.
-    Public,
-    /// `CCC_OPS_LISTEN`: `/metrics` and the probes.
-    Ops,
+/// The routes of the `CCC_OPS_LISTEN` listener: the probes and `/metrics`.
+pub fn configure_ops(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(metrics::metrics);
 }
 
-/// The routes of the ops listener.
-pub const OPS_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// A listener's routed paths and the methods each answers, read from the OpenAPI document its
+/// routes produced (in its app data): its fallback answers 405 with `Allow` for these paths and
+/// 404 for any other. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Arc<[(ResourceDef, String)]>,
+}
 
-impl Listener {
-    fn serves(self, pattern: &str) -> bool {
-        match self {
-            Self::All => true,
-            Self::Public => pattern != "/metrics",
-            Self::Ops => OPS_ROUTES.contains(&pattern),
+impl RouteTable {
+    /// The paths of `doc` with the methods of their operations.
+    pub fn from_document(doc: &OpenApi) -> Self {
+        let routes = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let operations = [
+                    ("GET", &item.get),
+                    ("HEAD", &item.head),
+                    ("POST", &item.post),
+                    ("PUT", &item.put),
+                    ("PATCH", &item.patch),
+                    ("DELETE", &item.delete),
+                    ("OPTIONS", &item.options),
+                    ("TRACE", &item.trace),
+                ];
+                let allow = operations
+                    .iter()
+                    .filter(|(_, op)| op.is_some())
+                    .map(|(method, _)| *method)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (ResourceDef::new(path.as_str()), allow)
+            })
+            .collect();
+        Self { routes }
+    }
+
+    /// With a route served outside the document (the document itself).
+    pub fn with(self, path: &str, allow: &str) -> Self {
+        let mut routes = self.routes.to_vec();
+        routes.push((ResourceDef::new(path), allow.to_owned()));
+        Self {
+            routes: routes.into(),
         }
+    }
+
+    /// The `Allow` of the route matching `path`, if one does.
+    fn allow(&self, path: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|(route, _)| route.is_match(path))
+            .map(|(_, allow)| allow.as_str())
     }
 }
 
-/// Each route's path and the methods it answers, for `405` with `Allow` (actix alone answers 404).
-const ROUTES: &[(&str, &str)] = &[
-    (
-        "/tenants/{tenant_id}/creative-cloud-connection",
-        "GET, HEAD, PUT, DELETE",
-    ),
-    (
-        "/tenants/{tenant_id}/creative-cloud-connection/history",
-        "GET, HEAD",
-    ),
-    ("/users/{user_id}/orgs", "GET, HEAD"),
-    ("/healthz", "GET, HEAD"),
-    ("/readyz", "GET, HEAD"),
-    ("/metrics", "GET, HEAD"),
-    ("/openapi.json", "GET, HEAD"),
-];
-
-/// A status and the problem slugs an operation may answer with it.
-pub type StatusSlugs = (u16, &'static [&'static str]);
-
-/// The errors each operation can answer with, by status and slug (415 everywhere: a request with a
-/// `Content-Encoding` is refused whatever its route). The OpenAPI document's error
-/// responses and their examples are generated from this list (see `openapi.rs`).
-pub const OPERATION_ERRORS: &[(&str, &[StatusSlugs])] = &[
+/// The problem types each operation can answer with (415 everywhere: a request with a
+/// `Content-Encoding` is refused whatever its route). The OpenAPI document's error responses and
+/// their examples are generated from this list, grouped by each type's status (see `openapi.rs`).
+pub const OPERATION_ERRORS: &[(&str, &[ProblemKind])] = &[
     (
         "get_connection",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["insufficient-scope", "forbidden"]),
-            (404, &["unknown-tenant", "no-connection"]),
-            (415, &["unsupported-media-type"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable", "database-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::InsufficientScope,
+            P::Forbidden,
+            P::UnknownTenant,
+            P::NoConnection,
+            P::UnsupportedMediaType,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
+            P::DatabaseUnavailable,
         ],
     ),
     (
         "put_connection",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["insufficient-scope", "forbidden"]),
-            (404, &["unknown-tenant"]),
-            (409, &["concurrent-switch"]),
-            (412, &["precondition-failed"]),
-            (413, &["payload-too-large"]),
-            (415, &["unsupported-media-type"]),
-            (422, &["org-not-accessible", "no-creative-cloud-entitlement"]),
-            (429, &["rate-limited"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable", "database-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::InsufficientScope,
+            P::Forbidden,
+            P::UnknownTenant,
+            P::ConcurrentSwitch,
+            P::PreconditionFailed,
+            P::PayloadTooLarge,
+            P::UnsupportedMediaType,
+            P::OrgNotAccessible,
+            P::NoCreativeCloudEntitlement,
+            P::RateLimited,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
+            P::DatabaseUnavailable,
         ],
     ),
     (
         "delete_connection",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["insufficient-scope", "forbidden"]),
-            (404, &["unknown-tenant", "no-connection"]),
-            (409, &["concurrent-switch"]),
-            (412, &["precondition-failed"]),
-            (415, &["unsupported-media-type"]),
-            (429, &["rate-limited"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable", "database-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::InsufficientScope,
+            P::Forbidden,
+            P::UnknownTenant,
+            P::NoConnection,
+            P::ConcurrentSwitch,
+            P::PreconditionFailed,
+            P::UnsupportedMediaType,
+            P::RateLimited,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
+            P::DatabaseUnavailable,
         ],
     ),
     (
         "get_history",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["insufficient-scope", "forbidden"]),
-            (404, &["unknown-tenant"]),
-            (415, &["unsupported-media-type"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable", "database-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::InsufficientScope,
+            P::Forbidden,
+            P::UnknownTenant,
+            P::UnsupportedMediaType,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
+            P::DatabaseUnavailable,
         ],
     ),
     (
         "get_user_orgs",
         &[
-            (400, &["invalid-request"]),
-            (401, &["invalid-token"]),
-            (403, &["forbidden"]),
-            (415, &["unsupported-media-type"]),
-            (429, &["rate-limited"]),
-            (500, &["internal"]),
-            (502, &["ims-error"]),
-            (503, &["ims-unavailable"]),
+            P::InvalidRequest,
+            P::InvalidToken,
+            P::Forbidden,
+            P::UnsupportedMediaType,
+            P::RateLimited,
+            P::Internal,
+            P::ImsError,
+            P::ImsUnavailable,
         ],
     ),
 ];
 
 /// Unknown route (404 `not-found`) or known route with another method (405 with `Allow`).
 pub async fn fallback(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    let path = req.path();
-    let listener = req.app_data::<Listener>().copied().unwrap_or(Listener::All);
-    Err(
-        match ROUTES
-            .iter()
-            .filter(|(pattern, _)| listener.serves(pattern))
-            .find(|(pattern, _)| ResourceDef::new(*pattern).is_match(path))
-        {
-            Some((_, allow)) => ApiError::MethodNotAllowed(allow),
-            None => ApiError::NotFound,
-        },
-    )
+    let allow = req
+        .app_data::<RouteTable>()
+        .and_then(|routes| routes.allow(req.path()));
+    Err(match allow {
+        Some(allow) => ApiError::MethodNotAllowed(allow.to_owned()),
+        None => ApiError::NotFound,
+    })
 }
 
 /// Middleware: a request whose `Content-Encoding` is anything but `identity` is answered 415 before
@@ -205,8 +237,7 @@ pub async fn head_as_get_for_docs(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if req.method() == Method::HEAD
-        && (req.path() == "/openapi.json" || req.path().starts_with("/swagger-ui/"))
+    if req.method() == Method::HEAD && (req.path() == OPENAPI_PATH || req.path().starts_with("/swagger-ui/"))
     {
         req.head_mut().method = Method::GET;
     }
@@ -226,11 +257,17 @@ pub fn json_config() -> web::JsonConfig {
                     ApiError::PayloadTooLarge(MAX_BODY_BYTES)
                 }
                 JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-                JsonPayloadError::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
+                JsonPayloadError::Deserialize(e) => invalid_json(&e),
                 other => ApiError::invalid(format!("invalid request body: {other}")),
             }
             .into()
         })
+}
+
+/// A body that is JSON of the wrong shape: serde's message names the field and position, never the
+/// value.
+pub fn invalid_json(e: &serde_json::Error) -> ApiError {
+    ApiError::invalid(format!("invalid JSON body: {e}"))
 }
 
 /// Query-string errors as 400 problems.
@@ -238,4 +275,26 @@ pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req| {
         ApiError::invalid(format!("invalid query: {err}")).into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_table_lists_each_documented_path_with_its_methods() {
+        let table = RouteTable::from_document(&crate::openapi::document()).with(OPENAPI_PATH, "GET, HEAD");
+        assert_eq!(
+            table.allow("/tenants/acme-prod/creative-cloud-connection"),
+            Some("GET, HEAD, PUT, DELETE")
+        );
+        assert_eq!(
+            table.allow("/tenants/acme-prod/creative-cloud-connection/history"),
+            Some("GET, HEAD")
+        );
+        assert_eq!(table.allow("/metrics"), Some("GET, HEAD"));
+        assert_eq!(table.allow(OPENAPI_PATH), Some("GET, HEAD"));
+        assert_eq!(table.allow("/tenants/acme-prod"), None);
+        assert_eq!(RouteTable::default().allow("/metrics"), None);
+    }
 }

@@ -49,7 +49,7 @@ pub struct UserOrgs {
 )]
 #[route("/users/{user_id}/orgs", method = "GET", method = "HEAD")]
 pub async fn get_user_orgs(user: UserCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let token = &user.caller.0;
+    let token = &user.caller.token;
     let (orgs, profile) = tokio::join!(
         state.ims.organizations(&token.bearer, token.remaining(), false),
         state.ims.profile(&token.bearer, token.remaining(), false),

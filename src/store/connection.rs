@@ -12,7 +12,7 @@ use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
-use crate::domain::{Actor, OrgId, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 use crate::entity::connection;
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
@@ -225,7 +225,7 @@ impl Store {
         tenant_id: &TenantId,
         by: &UserId,
         at: DateTime<Utc>,
-        if_match: Option<Option<i64>>,
+        if_match: Option<Precondition>,
     ) -> Result<ConnectionRecord, StoreError> {
         let backend = self.db.get_database_backend();
         let at = at.trunc_subsecs(6);
@@ -379,18 +379,14 @@ impl Store {
 impl TenantView {
     /// Whether `If-Match` holds for this view (the switch and disconnect check it again in their
     /// transaction; this answers a precondition that is already stale without further work).
-    pub fn precondition_holds(&self, if_match: Option<Option<i64>>) -> bool {
+    pub fn precondition_holds(&self, if_match: Option<Precondition>) -> bool {
         precondition_holds(if_match, self.active.as_ref())
     }
 }
 
-/// `If-Match`: absent always holds; `*` needs a connection; a revision must be the active one's.
-fn precondition_holds(if_match: Option<Option<i64>>, active: Option<&ConnectionRecord>) -> bool {
-    match if_match {
-        None => true,
-        Some(None) => active.is_some(),
-        Some(Some(rev)) => active.is_some_and(|a| a.revision == rev),
-    }
+/// `If-Match`: absent always holds; otherwise as [`Precondition::holds`] says.
+fn precondition_holds(if_match: Option<Precondition>, active: Option<&ConnectionRecord>) -> bool {
+    if_match.is_none_or(|p| p.holds(active.map(|a| a.revision)))
 }
 
 async fn end_active(

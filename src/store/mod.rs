@@ -9,7 +9,7 @@ mod tenant;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 
-use crate::domain::{Actor, OrgId, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 
 /// What can go wrong in the store. `Clone`: one failed batch query answers every read in it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -120,8 +120,8 @@ pub struct SwitchRequest {
     pub by: UserId,
     /// When.
     pub at: DateTime<Utc>,
-    /// `If-Match`: the revision the caller last saw; `Some(None)` means `*` (a connection must exist).
-    pub if_match: Option<Option<i64>>,
+    /// `If-Match`, if the caller sent one.
+    pub if_match: Option<Precondition>,
 }
 
 /// What a switch did.

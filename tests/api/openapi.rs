@@ -1,6 +1,6 @@
 //! The contract: the committed document is what the code generates and what the service serves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -83,5 +83,99 @@ fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
                 assert!(op["security"].is_array(), "{method} {path} needs bearer");
             }
         }
+    }
+}
+
+/// Every documented problem example, by slug, with the status it is filed under and whether that
+/// response documents `Retry-After`; the same slug is documented alike everywhere.
+fn documented_problems(doc: &Value) -> BTreeMap<String, (u16, bool, Value)> {
+    let mut found: BTreeMap<String, (u16, bool, Value)> = BTreeMap::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let Some(examples) = response["content"]["application/problem+json"]["examples"].as_object()
+                else {
+                    continue;
+                };
+                let retry_after = response["headers"].get("Retry-After").is_some();
+                for (slug, example) in examples {
+                    let entry = (status.parse().unwrap(), retry_after, example["value"].clone());
+                    if let Some(earlier) = found.insert(slug.clone(), entry.clone()) {
+                        assert_eq!(earlier, entry, "{slug} differs at {method} {path}");
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Each problem raised as the service raises it and rendered as it is sent, against the committed
+/// document's example of its slug: status, type, title, detail, and `Retry-After`.
+#[tokio::test]
+async fn every_documented_problem_is_what_the_error_renders() {
+    use actix_web::ResponseError;
+    use cc_connection::error::{ApiError, RetryAfter};
+
+    let org = "0123456789ABCDEF01234567@AdobeOrg";
+    let errors = [
+        ApiError::invalid("invalid JSON body: unknown field `orgId`, expected `org_id` at line 1 column 8"),
+        ApiError::InvalidToken("token has expired"),
+        ApiError::InsufficientScope("aem_assets.cc_connection.admin".to_owned()),
+        ApiError::Forbidden("the caller is not an administrator of this tenant"),
+        ApiError::UnknownTenant,
+        ApiError::NoConnection,
+        ApiError::ConcurrentSwitch,
+        ApiError::PreconditionFailed,
+        ApiError::PayloadTooLarge(cc_connection::routes::MAX_BODY_BYTES),
+        ApiError::UnsupportedMediaType,
+        ApiError::OrgNotAccessible(org.to_owned()),
+        ApiError::NoCreativeCloudEntitlement(org.to_owned()),
+        ApiError::RateLimited(RetryAfter::secs(3)),
+        ApiError::Internal("a cause that is never sent".into()),
+        ApiError::ImsBadGateway,
+        ApiError::ImsUnavailable(RetryAfter::secs(7)),
+        ApiError::DatabaseUnavailable,
+    ];
+    let mut documented = documented_problems(&committed());
+    for error in errors {
+        let res = error.error_response();
+        let status = res.status().as_u16();
+        let retry_after = res.headers().contains_key("retry-after");
+        let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        let slug = body["type"].as_str().unwrap().strip_prefix("/problems/").unwrap();
+        let (filed_under, documents_retry_after, example) = documented
+            .remove(slug)
+            .unwrap_or_else(|| panic!("{slug}: no example in the document"));
+        assert_eq!(status, filed_under, "{slug}: status");
+        assert_eq!(body["status"], status, "{slug}: status in the body");
+        assert_eq!(retry_after, documents_retry_after, "{slug}: Retry-After");
+        for field in ["type", "title", "status", "detail", "errors"] {
+            assert_eq!(body[field], example[field], "{slug}: {field}");
+        }
+    }
+    assert!(
+        documented.is_empty(),
+        "examples no error renders: {:?}",
+        documented.keys()
+    );
+}
+
+#[test]
+fn every_operation_given_errors_is_an_operation_of_the_document() {
+    let doc = committed();
+    let ids: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    for (name, _) in cc_connection::routes::OPERATION_ERRORS {
+        assert!(
+            ids.contains(name),
+            "OPERATION_ERRORS names {name}, which is no operation"
+        );
     }
 }
