@@ -118,9 +118,9 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults of a mode, before the environment is applied.
+    /// Defaults of a mode, before the environment is applied. Those of `Dev` name no IMS, client or
+    /// region: the command that starts the development IMS adds its own (`cli::dev_defaults`).
     pub fn defaults(mode: Mode) -> Self {
-        use crate::dev_ims::world;
         let dev = mode == Mode::Dev;
         Self {
             database_url: dev.then(|| "sqlite://./data/cc-connection.db?mode=rwc".to_owned()),
@@ -130,26 +130,11 @@ impl Config {
                 ([0, 0, 0, 0], 8080).into()
             },
             ims_url: (!dev).then(|| "https://ims-na1.adobelogin.com".to_owned()),
-            client_ids: if dev {
-                vec![
-                    world::UI_CLIENT.to_owned(),
-                    world::INTEGRATION_CLIENT.to_owned(),
-                    world::LIBRARIES_CLIENT.to_owned(),
-                ]
-            } else {
-                Vec::new()
-            },
-            integration_client_ids: if dev {
-                vec![
-                    world::INTEGRATION_CLIENT.to_owned(),
-                    world::LIBRARIES_CLIENT.to_owned(),
-                ]
-            } else {
-                Vec::new()
-            },
+            client_ids: Vec::new(),
+            integration_client_ids: Vec::new(),
             admin_scope: "aem_assets.cc_connection.admin".to_owned(),
             read_scope: "aem_assets.cc_connection.read".to_owned(),
-            ims_region: Some(if dev { world::REGION } else { "ims-na1" }.to_owned()),
+            ims_region: (!dev).then(|| "ims-na1".to_owned()),
             cc_service_codes: vec!["creative_cloud".to_owned()],
             ims_cert_url: (!dev).then(|| "https://static.adobelogin.com/keys/prod/".to_owned()),
             log_format: if dev { LogFormat::Pretty } else { LogFormat::Json },
@@ -171,10 +156,16 @@ impl Config {
 
     /// Loads the configuration of `mode` from the process environment and validates it.
     pub fn load(mode: Mode) -> Result<Self, ConfigError> {
+        Self::load_over(mode, Self::defaults(mode))
+    }
+
+    /// Loads the configuration of `mode` from the process environment over `defaults` (a mode's
+    /// defaults, completed by the command) and validates it.
+    pub fn load_over(mode: Mode, defaults: Self) -> Result<Self, ConfigError> {
         Self::from_figment(
             mode,
             Figment::new()
-                .merge(Serialized::defaults(Self::defaults(mode)))
+                .merge(Serialized::defaults(defaults))
                 .merge(Env::prefixed("CCC_"))
                 .merge(Env::raw().only(&["DATABASE_URL"])),
         )
@@ -376,6 +367,13 @@ mod tests {
         Config::from_figment(mode, fig)
     }
 
+    /// The development mode with a client (its defaults name none: `start-dev` adds them).
+    fn dev_with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all = vec![("client_ids", "ui")];
+        all.extend_from_slice(pairs);
+        with(Mode::Dev, &all)
+    }
+
     #[test]
     fn serve_requires_database_url_and_client_ids() {
         let err = with(Mode::Serve, &[]).unwrap_err();
@@ -413,17 +411,25 @@ mod tests {
 
     #[test]
     fn ops_listen_is_optional_and_needs_its_own_port() {
-        let c = with(Mode::Dev, &[("ops_listen", "")]).unwrap();
+        let c = dev_with(&[("ops_listen", "")]).unwrap();
         assert_eq!(c.ops_listen, None);
-        let c = with(Mode::Dev, &[("ops_listen", "127.0.0.1:9090")]).unwrap();
+        let c = dev_with(&[("ops_listen", "127.0.0.1:9090")]).unwrap();
         assert_eq!(c.ops_listen, Some(([127, 0, 0, 1], 9090).into()));
-        assert!(with(Mode::Dev, &[("ops_listen", "127.0.0.1:8080")]).is_err());
-        assert!(with(Mode::Dev, &[("ops_listen", "not an address")]).is_err());
+        assert!(dev_with(&[("ops_listen", "127.0.0.1:8080")]).is_err());
+        assert!(dev_with(&[("ops_listen", "not an address")]).is_err());
     }
 
     #[test]
     fn empty_region_means_not_checked() {
-        let c = with(Mode::Dev, &[("ims_region", "")]).unwrap();
+        let c = with(
+            Mode::Serve,
+            &[
+                ("database_url", "sqlite::memory:"),
+                ("client_ids", "a"),
+                ("ims_region", ""),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.ims_region, None);
     }
 }
