@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{AdminCandidate, TenantAdmin, TenantReader};
 use crate::domain::{Actor, OrgId, TenantId, UserId};
 use crate::error::ApiError;
+use crate::ims::Freshness;
 use crate::state::AppState;
 use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest, TenantView};
 use crate::watch::Event;
@@ -391,8 +392,12 @@ pub async fn put_connection(
     // As IMS says now: both lookups bypass the cache, and run at once. The fresh org list is the
     // one both the administrator check and the target org are judged by.
     let (orgs, profile) = tokio::join!(
-        state.ims.organizations(&token.bearer, token.remaining(), true),
-        state.ims.profile(&token.bearer, token.remaining(), true),
+        state
+            .ims
+            .organizations(&token.bearer, token.remaining(), Freshness::Fresh),
+        state
+            .ims
+            .profile(&token.bearer, token.remaining(), Freshness::Fresh),
     );
     let orgs = orgs?;
     let admin = candidate.confirm(&orgs)?;
@@ -468,7 +473,7 @@ pub async fn delete_connection(
     let token = &candidate.caller.0;
     let orgs = state
         .ims
-        .organizations(&token.bearer, token.remaining(), true)
+        .organizations(&token.bearer, token.remaining(), Freshness::Fresh)
         .await?;
     let admin = candidate.confirm(&orgs)?;
     let ended = state
