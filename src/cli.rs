@@ -161,7 +161,7 @@ async fn open() -> Result<Store, String> {
         &DbOptions {
             // Migrations need two (a lock and the DDL) and may run long.
             max_connections: 2,
-            connect_timeout_secs: 5,
+            connect_timeout: std::time::Duration::from_secs(5),
             statement_timeout_ms: 0,
             ..DbOptions::default()
         },

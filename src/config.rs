@@ -67,7 +67,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `CCC_DB_MAX_CONNECTIONS`: size of the database pool.
     pub db_max_connections: u32,
-    /// `CCC_DB_CONNECT_TIMEOUT_MS`: how long a request waits for a database connection.
+    /// `CCC_DB_CONNECT_TIMEOUT_MS`: how long a request waits for a database connection, a pooled
+    /// one or a new one opened (connecting included), in milliseconds.
     pub db_connect_timeout_ms: u64,
     /// `CCC_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL statement timeout (0: none).
     pub db_statement_timeout_ms: u64,
@@ -232,6 +233,12 @@ impl Config {
                 reason: "must be at least 1 while CCC_IMS_RATE_PER_MINUTE is set".to_owned(),
             });
         }
+        if self.db_connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_DB_CONNECT_TIMEOUT_MS",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
         if self.ims_breaker_failures == 0 {
             return Err(ConfigError::Invalid {
                 name: "CCC_IMS_BREAKER_FAILURES",
@@ -259,6 +266,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// How long a request waits for a database connection (`CCC_DB_CONNECT_TIMEOUT_MS`).
+    pub fn db_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_connect_timeout_ms)
     }
 
     /// The IMS call timeout.
@@ -417,6 +429,20 @@ mod tests {
         assert_eq!(c.ops_listen, Some(([127, 0, 0, 1], 9090).into()));
         assert!(dev_with(&[("ops_listen", "127.0.0.1:8080")]).is_err());
         assert!(dev_with(&[("ops_listen", "not an address")]).is_err());
+    }
+
+    #[test]
+    fn db_connect_timeout_is_taken_to_the_millisecond_and_never_zero() {
+        let with_timeout = |ms: u64| {
+            let fig = Figment::new()
+                .merge(Serialized::defaults(Config::defaults(Mode::Dev)))
+                .merge(Serialized::default("client_ids", "ui"))
+                .merge(Serialized::default("db_connect_timeout_ms", ms));
+            Config::from_figment(Mode::Dev, fig)
+        };
+        let c = with_timeout(1500).unwrap();
+        assert_eq!(c.db_connect_timeout(), Duration::from_millis(1500));
+        assert!(with_timeout(0).is_err());
     }
 
     #[test]

@@ -14,8 +14,9 @@ use super::{Store, StoreError};
 pub struct DbOptions {
     /// Maximum connections in the pool.
     pub max_connections: u32,
-    /// Time to wait for a connection, in seconds.
-    pub connect_timeout_secs: u64,
+    /// How long a caller waits for a connection: an idle one from the pool, or a new one opened
+    /// (connecting included).
+    pub connect_timeout: Duration,
     /// PostgreSQL `statement_timeout`, in milliseconds (0: none). A statement that runs longer is
     /// cancelled and the request answers 503 `database-unavailable`.
     pub statement_timeout_ms: u64,
@@ -30,7 +31,7 @@ impl Default for DbOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
-            connect_timeout_secs: 3,
+            connect_timeout: Duration::from_secs(3),
             statement_timeout_ms: 5_000,
             read_batch_size: 256,
             read_batches_in_flight: 2,
@@ -53,8 +54,10 @@ impl Store {
         options
             .max_connections(max)
             .min_connections(1)
-            .connect_timeout(Duration::from_secs(opts.connect_timeout_secs))
-            .acquire_timeout(Duration::from_secs(opts.connect_timeout_secs))
+            // The pool's acquire timeout bounds the whole wait for a connection, opening a new one
+            // included: the connect timeout (sqlx has no other; sea-orm's `connect_timeout` sets
+            // this same one).
+            .acquire_timeout(opts.connect_timeout)
             // Pinging every connection taken from the pool doubles the round trips of a read; a
             // connection busy in the last seconds is alive, and one that died anyway fails its
             // statement (503) and leaves the pool.
