@@ -8,6 +8,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 
 use super::batch::{BatchOptions, ReadBatcher};
 use super::{Store, StoreError};
+use crate::watch::{DEFAULT_MAX_WATCHERS, Feed, Watchers};
 
 /// Options of the database pool.
 #[derive(Debug, Clone)]
@@ -110,16 +111,20 @@ impl Store {
     fn with_reads(db: DatabaseConnection, reads: BatchOptions) -> Store {
         // SQLite's feed is in-process and delivers from the start; PostgreSQL's waits for its
         // listener (see `watch::spawn_postgres_feed`).
-        let live = db.get_database_backend() != sea_orm::DbBackend::Postgres;
+        let feed = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            Feed::AwaitingListener
+        } else {
+            Feed::Live
+        };
         Store {
             reads: ReadBatcher::new(db.clone(), reads),
             db,
-            watchers: crate::watch::Watchers::new(crate::watch::DEFAULT_MAX_WATCHERS, live),
+            watchers: Watchers::new(DEFAULT_MAX_WATCHERS, feed),
         }
     }
 
     /// This replica's watchers (blocking reads), woken by the changes this store commits.
-    pub fn watchers(&self) -> &crate::watch::Watchers {
+    pub fn watchers(&self) -> &Watchers {
         &self.watchers
     }
 
