@@ -4,10 +4,13 @@ use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+#[cfg(feature = "dev-ims")]
+use crate::config::Mode;
+#[cfg(feature = "dev-ims")]
 use crate::dev_ims::{DevIms, TokenSpec, world};
 use crate::domain::{Actor, OrgId, TenantId};
 use crate::routes::connection::{Connection, HistoryEntry};
-use crate::startup::{Application, open_store};
+use crate::startup::Application;
 use crate::store::{DbOptions, Store, StoreError, TenantRecord};
 
 /// The demo tenant `start-dev` registers.
@@ -21,7 +24,43 @@ pub async fn serve(config: Config) -> Result<(), String> {
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
+/// What `start-dev` says, in one line, in a binary built without the development IMS.
+pub const NO_DEV_IMS: &str =
+    "start-dev needs the development IMS: this binary was built without the `dev-ims` feature";
+
+/// `start-dev`'s defaults: the development mode's, with the development IMS's clients and region
+/// (its URL is only known once it runs).
+#[cfg(feature = "dev-ims")]
+pub fn dev_defaults() -> Config {
+    Config {
+        client_ids: vec![
+            world::UI_CLIENT.to_owned(),
+            world::INTEGRATION_CLIENT.to_owned(),
+            world::LIBRARIES_CLIENT.to_owned(),
+        ],
+        integration_client_ids: vec![
+            world::INTEGRATION_CLIENT.to_owned(),
+            world::LIBRARIES_CLIENT.to_owned(),
+        ],
+        ims_region: Some(world::REGION.to_owned()),
+        ..Config::defaults(Mode::Dev)
+    }
+}
+
+/// `start-dev`'s configuration: the environment over [`dev_defaults`].
+#[cfg(feature = "dev-ims")]
+pub fn load_dev_config() -> Result<Config, String> {
+    Config::load_over(Mode::Dev, dev_defaults()).map_err(|e| e.to_string())
+}
+
+/// Without the development IMS there is no `start-dev`.
+#[cfg(not(feature = "dev-ims"))]
+pub fn load_dev_config() -> Result<Config, String> {
+    Err(NO_DEV_IMS.to_owned())
+}
+
 /// `start-dev`: SQLite, the development IMS, a demo tenant, tokens printed.
+#[cfg(feature = "dev-ims")]
 pub async fn start_dev(mut config: Config) -> Result<(), String> {
     std::fs::create_dir_all("data").map_err(|e| format!("could not create ./data: {e}"))?;
     // The development IMS lives as long as this process; production never starts one.
@@ -36,7 +75,9 @@ pub async fn start_dev(mut config: Config) -> Result<(), String> {
             Some(ims)
         }
     };
-    let store = open_store(&config).await.map_err(|e| e.to_string())?;
+    let store = crate::startup::open_store(&config)
+        .await
+        .map_err(|e| e.to_string())?;
     let tenant = TenantId::parse(DEMO_TENANT).map_err(|e| e.to_string())?;
     let home = OrgId::parse(world::ACME_HOME_ORG).map_err(|e| e.to_string())?;
     match store
@@ -58,6 +99,13 @@ pub async fn start_dev(mut config: Config) -> Result<(), String> {
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
+/// Without the development IMS there is no `start-dev`.
+#[cfg(not(feature = "dev-ims"))]
+pub async fn start_dev(_config: Config) -> Result<(), String> {
+    Err(NO_DEV_IMS.to_owned())
+}
+
+#[cfg(feature = "dev-ims")]
 fn print_dev_banner(ims: &DevIms, base: &str, admin_scope: &str, read_scope: &str) {
     let mut user_scopes: Vec<&str> = world::USER_SCOPES.to_vec();
     let member = ims.mint(&TokenSpec::user(
@@ -113,7 +161,7 @@ async fn open() -> Result<Store, String> {
         &DbOptions {
             // Migrations need two (a lock and the DDL) and may run long.
             max_connections: 2,
-            connect_timeout_secs: 5,
+            connect_timeout: std::time::Duration::from_secs(5),
             statement_timeout_ms: 0,
             ..DbOptions::default()
         },

@@ -67,7 +67,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `CCC_DB_MAX_CONNECTIONS`: size of the database pool.
     pub db_max_connections: u32,
-    /// `CCC_DB_CONNECT_TIMEOUT_MS`: how long a request waits for a database connection.
+    /// `CCC_DB_CONNECT_TIMEOUT_MS`: how long a request waits for a database connection, a pooled
+    /// one or a new one opened (connecting included), in milliseconds.
     pub db_connect_timeout_ms: u64,
     /// `CCC_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL statement timeout (0: none).
     pub db_statement_timeout_ms: u64,
@@ -118,9 +119,9 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults of a mode, before the environment is applied.
+    /// Defaults of a mode, before the environment is applied. Those of `Dev` name no IMS, client or
+    /// region: the command that starts the development IMS adds its own (`cli::dev_defaults`).
     pub fn defaults(mode: Mode) -> Self {
-        use crate::dev_ims::world;
         let dev = mode == Mode::Dev;
         Self {
             database_url: dev.then(|| "sqlite://./data/cc-connection.db?mode=rwc".to_owned()),
@@ -130,26 +131,11 @@ impl Config {
                 ([0, 0, 0, 0], 8080).into()
             },
             ims_url: (!dev).then(|| "https://ims-na1.adobelogin.com".to_owned()),
-            client_ids: if dev {
-                vec![
-                    world::UI_CLIENT.to_owned(),
-                    world::INTEGRATION_CLIENT.to_owned(),
-                    world::LIBRARIES_CLIENT.to_owned(),
-                ]
-            } else {
-                Vec::new()
-            },
-            integration_client_ids: if dev {
-                vec![
-                    world::INTEGRATION_CLIENT.to_owned(),
-                    world::LIBRARIES_CLIENT.to_owned(),
-                ]
-            } else {
-                Vec::new()
-            },
+            client_ids: Vec::new(),
+            integration_client_ids: Vec::new(),
             admin_scope: "aem_assets.cc_connection.admin".to_owned(),
             read_scope: "aem_assets.cc_connection.read".to_owned(),
-            ims_region: Some(if dev { world::REGION } else { "ims-na1" }.to_owned()),
+            ims_region: (!dev).then(|| "ims-na1".to_owned()),
             cc_service_codes: vec!["creative_cloud".to_owned()],
             ims_cert_url: (!dev).then(|| "https://static.adobelogin.com/keys/prod/".to_owned()),
             log_format: if dev { LogFormat::Pretty } else { LogFormat::Json },
@@ -171,10 +157,16 @@ impl Config {
 
     /// Loads the configuration of `mode` from the process environment and validates it.
     pub fn load(mode: Mode) -> Result<Self, ConfigError> {
+        Self::load_over(mode, Self::defaults(mode))
+    }
+
+    /// Loads the configuration of `mode` from the process environment over `defaults` (a mode's
+    /// defaults, completed by the command) and validates it.
+    pub fn load_over(mode: Mode, defaults: Self) -> Result<Self, ConfigError> {
         Self::from_figment(
             mode,
             Figment::new()
-                .merge(Serialized::defaults(Self::defaults(mode)))
+                .merge(Serialized::defaults(defaults))
                 .merge(Env::prefixed("CCC_"))
                 .merge(Env::raw().only(&["DATABASE_URL"])),
         )
@@ -241,6 +233,12 @@ impl Config {
                 reason: "must be at least 1 while CCC_IMS_RATE_PER_MINUTE is set".to_owned(),
             });
         }
+        if self.db_connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_DB_CONNECT_TIMEOUT_MS",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
         if self.ims_breaker_failures == 0 {
             return Err(ConfigError::Invalid {
                 name: "CCC_IMS_BREAKER_FAILURES",
@@ -268,6 +266,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// How long a request waits for a database connection (`CCC_DB_CONNECT_TIMEOUT_MS`).
+    pub fn db_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_connect_timeout_ms)
     }
 
     /// The IMS call timeout.
@@ -376,6 +379,13 @@ mod tests {
         Config::from_figment(mode, fig)
     }
 
+    /// The development mode with a client (its defaults name none: `start-dev` adds them).
+    fn dev_with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all = vec![("client_ids", "ui")];
+        all.extend_from_slice(pairs);
+        with(Mode::Dev, &all)
+    }
+
     #[test]
     fn serve_requires_database_url_and_client_ids() {
         let err = with(Mode::Serve, &[]).unwrap_err();
@@ -413,17 +423,39 @@ mod tests {
 
     #[test]
     fn ops_listen_is_optional_and_needs_its_own_port() {
-        let c = with(Mode::Dev, &[("ops_listen", "")]).unwrap();
+        let c = dev_with(&[("ops_listen", "")]).unwrap();
         assert_eq!(c.ops_listen, None);
-        let c = with(Mode::Dev, &[("ops_listen", "127.0.0.1:9090")]).unwrap();
+        let c = dev_with(&[("ops_listen", "127.0.0.1:9090")]).unwrap();
         assert_eq!(c.ops_listen, Some(([127, 0, 0, 1], 9090).into()));
-        assert!(with(Mode::Dev, &[("ops_listen", "127.0.0.1:8080")]).is_err());
-        assert!(with(Mode::Dev, &[("ops_listen", "not an address")]).is_err());
+        assert!(dev_with(&[("ops_listen", "127.0.0.1:8080")]).is_err());
+        assert!(dev_with(&[("ops_listen", "not an address")]).is_err());
+    }
+
+    #[test]
+    fn db_connect_timeout_is_taken_to_the_millisecond_and_never_zero() {
+        let with_timeout = |ms: u64| {
+            let fig = Figment::new()
+                .merge(Serialized::defaults(Config::defaults(Mode::Dev)))
+                .merge(Serialized::default("client_ids", "ui"))
+                .merge(Serialized::default("db_connect_timeout_ms", ms));
+            Config::from_figment(Mode::Dev, fig)
+        };
+        let c = with_timeout(1500).unwrap();
+        assert_eq!(c.db_connect_timeout(), Duration::from_millis(1500));
+        assert!(with_timeout(0).is_err());
     }
 
     #[test]
     fn empty_region_means_not_checked() {
-        let c = with(Mode::Dev, &[("ims_region", "")]).unwrap();
+        let c = with(
+            Mode::Serve,
+            &[
+                ("database_url", "sqlite::memory:"),
+                ("client_ids", "a"),
+                ("ims_region", ""),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.ims_region, None);
     }
 }

@@ -2,13 +2,15 @@
 //! Cloud organization (an Adobe IMS org).
 //!
 //! `startup` builds the application from a `Config`; `routes` hold the handlers, `auth` the token
-//! checks and typed extractors, `ims` the IMS client, `store` the persistence, `dev_ims` the
-//! development IMS used by `start-dev` and the tests.
+//! checks and typed extractors, `ims` the IMS client, `store` the persistence. `dev_ims` is
+//! the development IMS used by `start-dev` and the tests: its own crate (`dev-ims/`), behind the
+//! default `dev-ims` feature.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod dev_ims;
+#[cfg(feature = "dev-ims")]
+pub use cc_connection_dev_ims as dev_ims;
 pub mod domain;
 pub mod entity;
 pub mod error;

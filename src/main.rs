@@ -95,7 +95,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::StartDev => {
-                let config = Config::load(Mode::Dev).map_err(|e| e.to_string())?;
+                let config = cli::load_dev_config()?;
                 telemetry::init(config.log_format);
                 cli::start_dev(config).await
             }

@@ -40,7 +40,7 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
         .ok_or_else(|| StartError::Config("DATABASE_URL is required".into()))?;
     let options = DbOptions {
         max_connections: config.db_max_connections,
-        connect_timeout_secs: config.db_connect_timeout_ms.div_ceil(1000).max(1),
+        connect_timeout: config.db_connect_timeout(),
         statement_timeout_ms: config.db_statement_timeout_ms,
         read_batch_size: config.db_read_batch_size,
         read_batches_in_flight: config.db_read_batches_in_flight,

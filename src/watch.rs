@@ -82,6 +82,15 @@ struct Inner {
     shutdown: watch::Sender<bool>,
 }
 
+/// Whether the change feed delivers commits to the watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// It delivers: SQLite's in-process feed, from the start.
+    Live,
+    /// Not yet: PostgreSQL's waits for its listener (until then a watch answers as a plain read).
+    AwaitingListener,
+}
+
 /// The registry of this replica's watchers, by tenant. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Watchers {
@@ -90,20 +99,19 @@ pub struct Watchers {
 
 impl Default for Watchers {
     fn default() -> Self {
-        Self::new(DEFAULT_MAX_WATCHERS, true)
+        Self::new(DEFAULT_MAX_WATCHERS, Feed::Live)
     }
 }
 
 impl Watchers {
-    /// A registry holding at most `max` watchers; `live` says whether the change feed already
-    /// delivers (false until a PostgreSQL listener is up).
-    pub fn new(max: usize, live: bool) -> Self {
+    /// A registry holding at most `max` watchers, fed by `feed`.
+    pub fn new(max: usize, feed: Feed) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
                 count: AtomicUsize::new(0),
                 max: AtomicUsize::new(max),
-                live: AtomicBool::new(live),
+                live: AtomicBool::new(feed == Feed::Live),
                 shutdown: watch::channel(false).0,
             }),
         }
@@ -451,7 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_cap_refuses_and_the_last_watcher_cleans_its_tenant() {
-        let watchers = Watchers::new(2, true);
+        let watchers = Watchers::new(2, Feed::Live);
         let t = TenantId::parse("t1").unwrap();
         let a = watchers.watch(&t).unwrap();
         let b = watchers.watch(&t).unwrap();

@@ -28,7 +28,7 @@ async fn open(db: &TestDb, pool: u32) -> Store {
         &db.url,
         &DbOptions {
             max_connections: pool,
-            connect_timeout_secs: 10,
+            connect_timeout: std::time::Duration::from_secs(10),
             ..DbOptions::default()
         },
     )
@@ -511,7 +511,7 @@ async fn small_pool(db: &TestDb) -> Store {
         &db.url,
         &DbOptions {
             max_connections: 2,
-            connect_timeout_secs: 1,
+            connect_timeout: std::time::Duration::from_secs(1),
             ..DbOptions::default()
         },
     )

@@ -14,7 +14,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use super::token::{TokenError, VerifiedToken, bearer_token};
 use crate::domain::{TenantId, UserId};
 use crate::error::{ApiError, RetryAfter};
-use crate::ims::ImsOrg;
+use crate::ims::{Freshness, ImsOrg};
 use crate::state::AppState;
 use crate::store::{TenantRecord, TenantView};
 
@@ -117,7 +117,7 @@ async fn member_of_home_org(
 ) -> Result<bool, ApiError> {
     let orgs = state
         .ims
-        .organizations(&token.bearer, token.remaining(), false)
+        .organizations(&token.bearer, token.remaining(), Freshness::Cached)
         .await?;
     Ok(in_home_org(&orgs, tenant, admin))
 }

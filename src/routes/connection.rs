@@ -13,6 +13,7 @@ use super::etag::{self, EntityTags};
 use crate::auth::{AdminCandidate, TenantAdmin, TenantReader};
 use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 use crate::error::ApiError;
+use crate::ims::Freshness;
 use crate::state::AppState;
 use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest, TenantView};
 use crate::watch::Event;
@@ -331,8 +332,12 @@ pub async fn put_connection(
     // As IMS says now: both lookups bypass the cache, and run at once. The fresh org list is the
     // one both the administrator check and the target org are judged by.
     let (orgs, profile) = tokio::join!(
-        state.ims.organizations(&token.bearer, token.remaining(), true),
-        state.ims.profile(&token.bearer, token.remaining(), true),
+        state
+            .ims
+            .organizations(&token.bearer, token.remaining(), Freshness::Fresh),
+        state
+            .ims
+            .profile(&token.bearer, token.remaining(), Freshness::Fresh),
     );
     let orgs = orgs?;
     let admin = candidate.confirm(&orgs)?;
@@ -408,7 +413,7 @@ pub async fn delete_connection(
     let token = &candidate.caller.token;
     let orgs = state
         .ims
-        .organizations(&token.bearer, token.remaining(), true)
+        .organizations(&token.bearer, token.remaining(), Freshness::Fresh)
         .await?;
     let admin = candidate.confirm(&orgs)?;
     let ended = state

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::auth::UserCaller;
 use crate::domain::{OrgId, UserId};
 use crate::error::ApiError;
+use crate::ims::Freshness;
 use crate::state::AppState;
 
 /// One org the user has access to.
@@ -51,8 +52,12 @@ pub struct UserOrgs {
 pub async fn get_user_orgs(user: UserCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let token = &user.caller.token;
     let (orgs, profile) = tokio::join!(
-        state.ims.organizations(&token.bearer, token.remaining(), false),
-        state.ims.profile(&token.bearer, token.remaining(), false),
+        state
+            .ims
+            .organizations(&token.bearer, token.remaining(), Freshness::Cached),
+        state
+            .ims
+            .profile(&token.bearer, token.remaining(), Freshness::Cached),
     );
     let (orgs, profile) = (orgs?, profile?);
     let codes = &state.config.cc_service_codes;

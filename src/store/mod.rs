@@ -1,13 +1,20 @@
 //! Persistence: the tenant registry and the connection with its history, over sea-orm.
 //!
+//! `db.rs` opens, migrates and checks the database; `tenant.rs` is the registry; `connection.rs`
+//! the connection and its history; `batch.rs` the batched reads of the hot path.
+//!
 //! Functions here return [`StoreError`], never HTTP types; `error.rs` maps them once.
 
 mod batch;
 mod connection;
+mod db;
 mod tenant;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
+
+pub use db::DbOptions;
+pub(crate) use db::classify;
 
 use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 
@@ -135,74 +142,10 @@ pub enum SwitchOutcome {
     Unchanged(ConnectionRecord),
 }
 
-/// Options of the database pool.
-#[derive(Debug, Clone)]
-pub struct DbOptions {
-    /// Maximum connections in the pool.
-    pub max_connections: u32,
-    /// Time to wait for a connection, in seconds.
-    pub connect_timeout_secs: u64,
-    /// PostgreSQL `statement_timeout`, in milliseconds (0: none). A statement that runs longer is
-    /// cancelled and the request answers 503 `database-unavailable`.
-    pub statement_timeout_ms: u64,
-    /// Most distinct tenants one batched read query fetches.
-    pub read_batch_size: usize,
-    /// Most batched read queries running at once; at most the pool size less one, so a
-    /// connection always stays free for switches.
-    pub read_batches_in_flight: usize,
-}
-
-impl Default for DbOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 10,
-            connect_timeout_secs: 3,
-            statement_timeout_ms: 5_000,
-            read_batch_size: 256,
-            read_batches_in_flight: 2,
-        }
-    }
-}
-
 /// The store: a handle to the database, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
     watchers: crate::watch::Watchers,
     reads: batch::ReadBatcher,
-}
-
-/// Sorts a database error into what the caller can act on: the database being unreachable or
-/// overloaded (retry later), a lost race (retry the switch), or anything else.
-pub(crate) fn classify(e: DbErr) -> StoreError {
-    use sea_orm::RuntimeErr;
-    use sea_orm::sqlx::Error as Sqlx;
-    let sqlx_error = match &e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-            return StoreError::Unavailable(e);
-        }
-        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => x.clone(),
-        _ => return StoreError::Database(e),
-    };
-    match sqlx_error.as_ref() {
-        Sqlx::Io(_)
-        | Sqlx::PoolTimedOut
-        | Sqlx::PoolClosed
-        | Sqlx::WorkerCrashed
-        | Sqlx::Tls(_)
-        | Sqlx::Protocol(_) => StoreError::Unavailable(e),
-        Sqlx::Database(db) => {
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            match code.as_str() {
-                // PostgreSQL: serialization failure, deadlock. SQLite: busy, locked (and extended).
-                "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => StoreError::ConcurrentSwitch,
-                // PostgreSQL: shutdown, crash, cannot connect now, too many connections, statement
-                // timeout, and the connection exception class.
-                "57P01" | "57P02" | "57P03" | "53300" | "57014" => StoreError::Unavailable(e),
-                c if c.starts_with("08") => StoreError::Unavailable(e),
-                _ => StoreError::Database(e),
-            }
-        }
-        _ => StoreError::Database(e),
-    }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cc_connection::config::{Config, Mode};
+use cc_connection::config::Config;
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use cc_connection::domain::{OrgId, TenantId};
 use cc_connection::startup::{Application, open_store};
@@ -30,7 +30,7 @@ pub struct TestApp {
 
 /// Test configuration: the development defaults pointed at this test's IMS and database.
 pub fn test_config(ims: &DevIms, db_url: &str) -> Config {
-    let mut config = Config::defaults(Mode::Dev);
+    let mut config = cc_connection::cli::dev_defaults();
     config.database_url = Some(db_url.to_owned());
     config.listen = ([127, 0, 0, 1], 0).into();
     config.ims_url = Some(ims.url());

@@ -1,0 +1,178 @@
+//! IMS's formats (`docs/ims.md`) and what the service keeps of them.
+
+use serde::Deserialize;
+
+use super::ImsError;
+use crate::domain::{OrgId, UserId};
+
+/// One org from `/ims/organizations/v6`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImsOrg {
+    /// `ident@authSrc`.
+    pub org_id: OrgId,
+    /// `orgName`.
+    pub name: String,
+    /// `orgType`.
+    pub org_type: String,
+    /// The idents of the caller's groups in this org.
+    pub group_idents: Vec<String>,
+}
+
+/// The part of `/ims/profile/v1` the service relies on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImsProfile {
+    /// `userId`: always present (a profile that does not say whose it is is refused as unusable).
+    pub user_id: String,
+    /// `projectedProductContext[].prodCtx`.
+    pub product_contexts: Vec<ProductContext>,
+}
+
+/// One `prodCtx` of a profile.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProductContext {
+    /// `serviceCode`.
+    #[serde(rename = "serviceCode", default)]
+    pub service_code: String,
+    /// `owningEntity`: the org that owns the entitlement.
+    #[serde(rename = "owningEntity", default)]
+    pub owning_entity: String,
+    /// `statusCode`.
+    #[serde(rename = "statusCode", default)]
+    pub status_code: String,
+}
+
+impl ImsProfile {
+    /// Whether the profile holds an active entitlement in `org` with one of `service_codes`.
+    /// Only `projectedProductContext` counts: `serviceAccounts` shows free accounts as active.
+    pub fn entitled_in(&self, org: &OrgId, service_codes: &[String]) -> bool {
+        self.product_contexts.iter().any(|p| {
+            p.owning_entity == org.as_str()
+                && p.status_code == "ACTIVE"
+                && service_codes.contains(&p.service_code)
+        })
+    }
+}
+
+/// A JSON Web Key as `/ims/keys` lists it (only RSA keys are used).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Jwk {
+    /// Key id.
+    #[serde(default)]
+    pub kid: String,
+    /// Key type; only `RSA` is used.
+    #[serde(default)]
+    pub kty: String,
+    /// `use`, when given, must be `sig`.
+    #[serde(rename = "use", default)]
+    pub key_use: Option<String>,
+    /// `alg`, when given, must be `RS256`.
+    #[serde(default)]
+    pub alg: Option<String>,
+    /// Modulus, base64url.
+    #[serde(default)]
+    pub n: String,
+    /// Exponent, base64url.
+    #[serde(default)]
+    pub e: String,
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+struct RawOrg {
+    #[serde(rename = "orgRef")]
+    org_ref: RawOrgRef,
+    #[serde(rename = "orgName", default)]
+    org_name: String,
+    #[serde(rename = "orgType", default)]
+    org_type: String,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
+}
+
+#[derive(Deserialize)]
+struct RawOrgRef {
+    ident: String,
+    #[serde(rename = "authSrc")]
+    auth_src: String,
+}
+
+#[derive(Deserialize)]
+struct RawGroup {
+    #[serde(default)]
+    ident: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RawProfile {
+    #[serde(rename = "userId", default)]
+    user_id: Option<String>,
+    #[serde(rename = "projectedProductContext", default)]
+    projected: Vec<RawProjected>,
+}
+
+#[derive(Deserialize)]
+struct RawProjected {
+    #[serde(rename = "prodCtx")]
+    prod_ctx: ProductContext,
+}
+
+/// The keys of a `/ims/keys` body.
+pub(super) fn parse_keys(body: &[u8]) -> Result<Vec<Jwk>, ImsError> {
+    let set: JwkSet =
+        serde_json::from_slice(body).map_err(|e| ImsError::BadResponse(format!("keys: {e}")))?;
+    Ok(set.keys)
+}
+
+/// The orgs of a `/ims/organizations/v6` body.
+pub(super) fn parse_orgs(body: &[u8]) -> Result<Vec<ImsOrg>, ImsError> {
+    let raw: Vec<RawOrg> =
+        serde_json::from_slice(body).map_err(|e| ImsError::BadResponse(format!("organizations: {e}")))?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|o| {
+            // An org whose id is not of the documented form cannot be connected; skip it.
+            let org_id = OrgId::from_org_ref(&o.org_ref.ident, &o.org_ref.auth_src)?;
+            let group_idents = o
+                .groups
+                .into_iter()
+                .filter_map(|g| match g.ident {
+                    serde_json::Value::String(s) => Some(s),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect();
+            Some(ImsOrg {
+                org_id,
+                name: o.org_name,
+                org_type: o.org_type,
+                group_idents,
+            })
+        })
+        .collect())
+}
+
+/// The profile of a `/ims/profile/v1` body.
+pub(super) fn parse_profile(body: &[u8]) -> Result<ImsProfile, ImsError> {
+    let raw: RawProfile =
+        serde_json::from_slice(body).map_err(|e| ImsError::BadResponse(format!("profile: {e}")))?;
+    // A profile that does not say whose it is proves nothing about anyone's entitlements: an IMS
+    // error, not an answer about this user.
+    let user_id = raw
+        .user_id
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ImsError::BadResponse("profile: no userId".to_owned()))?;
+    Ok(ImsProfile {
+        user_id,
+        product_contexts: raw.projected.into_iter().map(|p| p.prod_ctx).collect(),
+    })
+}
+
+/// Whether `user` (by the profile IMS returned for the token) is who the token says; a mismatch
+/// means IMS and the token disagree, which the service treats as a rejected token.
+pub fn profile_matches(profile: &ImsProfile, user: &UserId) -> bool {
+    profile.user_id == user.as_str()
+}

@@ -1,0 +1,231 @@
+//! Opening the database: the pool and its options, migrations, the ping and the schema check,
+//! and how database errors are sorted.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::SqliteJournalMode;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+
+use super::batch::{BatchOptions, ReadBatcher};
+use super::{Store, StoreError};
+use crate::watch::{DEFAULT_MAX_WATCHERS, Feed, Watchers};
+
+/// Options of the database pool.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Maximum connections in the pool.
+    pub max_connections: u32,
+    /// How long a caller waits for a connection: an idle one from the pool, or a new one opened
+    /// (connecting included).
+    pub connect_timeout: Duration,
+    /// PostgreSQL `statement_timeout`, in milliseconds (0: none). A statement that runs longer is
+    /// cancelled and the request answers 503 `database-unavailable`.
+    pub statement_timeout_ms: u64,
+    /// Most distinct tenants one batched read query fetches.
+    pub read_batch_size: usize,
+    /// Most batched read queries running at once; at most the pool size less one, so a
+    /// connection always stays free for switches.
+    pub read_batches_in_flight: usize,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout_ms: 5_000,
+            read_batch_size: 256,
+            read_batches_in_flight: 2,
+        }
+    }
+}
+
+impl Store {
+    /// Opens a pool on `url` (`sqlite:` or `postgres:`).
+    pub async fn connect(url: &str, opts: &DbOptions) -> Result<Store, StoreError> {
+        let sqlite = url.starts_with("sqlite:");
+        // SQLite has one writer at a time: more than a few connections only cost memory.
+        let max = if sqlite {
+            opts.max_connections.min(4)
+        } else {
+            opts.max_connections
+        };
+        let statement_timeout = opts.statement_timeout_ms.to_string();
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(max)
+            .min_connections(1)
+            // The pool's acquire timeout bounds the whole wait for a connection, opening a new one
+            // included: the connect timeout (sqlx has no other; sea-orm's `connect_timeout` sets
+            // this same one).
+            .acquire_timeout(opts.connect_timeout)
+            // Pinging every connection taken from the pool doubles the round trips of a read; a
+            // connection busy in the last seconds is alive, and one that died anyway fails its
+            // statement (503) and leaves the pool.
+            .test_before_acquire_if_idle_for(Duration::from_secs(5))
+            .sqlx_logging(false)
+            // WAL lets readers go on while a switch writes; the busy timeout makes concurrent
+            // writers wait for each other instead of failing; a 1 MiB page cache per connection
+            // keeps memory small (the hot query reads two index pages).
+            .map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .create_if_missing(true)
+                    .pragma("cache_size", "-1024")
+            })
+            .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", statement_timeout.as_str())]));
+        let db = Database::connect(options).await.map_err(classify)?;
+        let reads = BatchOptions {
+            max_batch: opts.read_batch_size,
+            max_in_flight: opts.read_batches_in_flight.min(max.saturating_sub(1) as usize),
+        };
+        Ok(Store::with_reads(db, reads))
+    }
+
+    /// Connections in the pool, and how many of them are idle.
+    pub fn pool_size(&self) -> (u32, u32) {
+        match self.db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX))
+            }
+            sea_orm::DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX))
+            }
+            _ => (0, 0),
+        }
+    }
+
+    /// Wraps an open connection.
+    pub fn from_connection(db: DatabaseConnection) -> Store {
+        let defaults = DbOptions::default();
+        let reads = BatchOptions {
+            max_batch: defaults.read_batch_size,
+            max_in_flight: defaults.read_batches_in_flight,
+        };
+        Store::with_reads(db, reads)
+    }
+
+    fn with_reads(db: DatabaseConnection, reads: BatchOptions) -> Store {
+        // SQLite's feed is in-process and delivers from the start; PostgreSQL's waits for its
+        // listener (see `watch::spawn_postgres_feed`).
+        let feed = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            Feed::AwaitingListener
+        } else {
+            Feed::Live
+        };
+        Store {
+            reads: ReadBatcher::new(db.clone(), reads),
+            db,
+            watchers: Watchers::new(DEFAULT_MAX_WATCHERS, feed),
+        }
+    }
+
+    /// This replica's watchers (blocking reads), woken by the changes this store commits.
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
+    }
+
+    /// Batched read queries run, and tenant-view reads they answered, since the store opened.
+    pub fn read_stats(&self) -> (u64, u64) {
+        self.reads.stats()
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Applies pending migrations. On PostgreSQL an advisory lock is held meanwhile, so replicas
+    /// starting at once migrate one after the other (the later ones find nothing to do).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        use migration::MigratorTrait;
+        use sea_orm::TransactionTrait;
+        if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            // SQLite runs migrations outside transactions and has no advisory locks: a process
+            // that loses the race to another one (its CREATE finds the table made) tries again
+            // once the winner has recorded the migration, and then finds nothing to do.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match migration::Migrator::up(&self.db, None).await {
+                    Ok(()) => return Ok(()),
+                    Err(_) if attempt < 10 => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => return Err(classify(e)),
+                }
+            }
+        }
+        // A transaction-level lock, released by commit or by the connection dying.
+        let lock = self.db.begin().await.map_err(classify)?;
+        lock.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .await
+            .map_err(classify)?;
+        let result = migration::Migrator::up(&self.db, None).await.map_err(classify);
+        lock.commit().await.map_err(classify)?;
+        result
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .execute_unprepared("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// How many of the binary's migrations the database lacks (their names), found without
+    /// changing anything (not even creating the migrations table).
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        use migration::MigratorTrait;
+        let pending = migration::Migrator::get_pending_migrations_read_only(&self.db)
+            .await
+            .map_err(classify)?;
+        Ok(pending.iter().map(|m| m.name().to_owned()).collect())
+    }
+}
+
+/// The advisory lock key of migrations ("cc-conn" in ASCII).
+const MIGRATION_LOCK: i64 = 0x63_632d_636f_6e6e;
+
+/// Sorts a database error into what the caller can act on: the database being unreachable or
+/// overloaded (retry later), a lost race (retry the switch), or anything else.
+pub(crate) fn classify(e: DbErr) -> StoreError {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    let sqlx_error = match &e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+            return StoreError::Unavailable(e);
+        }
+        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => x.clone(),
+        _ => return StoreError::Database(e),
+    };
+    match sqlx_error.as_ref() {
+        Sqlx::Io(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_) => StoreError::Unavailable(e),
+        Sqlx::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.as_str() {
+                // PostgreSQL: serialization failure, deadlock. SQLite: busy, locked (and extended).
+                "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => StoreError::ConcurrentSwitch,
+                // PostgreSQL: shutdown, crash, cannot connect now, too many connections, statement
+                // timeout, and the connection exception class.
+                "57P01" | "57P02" | "57P03" | "53300" | "57014" => StoreError::Unavailable(e),
+                c if c.starts_with("08") => StoreError::Unavailable(e),
+                _ => StoreError::Database(e),
+            }
+        }
+        _ => StoreError::Database(e),
+    }
+}
