@@ -460,10 +460,9 @@ async fn a_full_pool_is_503_database_unavailable_until_a_connection_frees() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn a_statement_over_the_timeout_is_503_database_unavailable_and_changes_nothing() {
-    if !db::postgres_or_skip() {
-        return;
-    }
+    db::require_postgres();
     let app = spawn_app_with(Backend::Postgres, |c| c.db_statement_timeout_ms = 300).await;
     let admin = app.admin_token();
     let reader = app.integration_token();

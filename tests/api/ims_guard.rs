@@ -8,7 +8,7 @@ use reqwest::{Method, Response};
 use serde_json::Value;
 
 use crate::common::db::Backend;
-use crate::helpers::{TestApp, assert_problem, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem, metric, spawn_app_with};
 
 /// IMS calls made with users' tokens so far.
 fn user_calls(app: &TestApp) -> u64 {
@@ -202,17 +202,7 @@ async fn tokens_ims_rejects_do_not_open_the_circuit() {
 
 /// `ccc_ims_breaker_transitions_total{to=...}` as `/metrics` shows it (process-wide: other tests'
 /// breakers count too, so only increases are meaningful).
-async fn transitions_to(app: &TestApp, to: &str) -> u64 {
-    let text = app
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("ccc_ims_breaker_transitions_total{{to=\"{to}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.trim().parse().unwrap())
+async fn transitions_to(app: &TestApp, to: &str) -> f64 {
+    let series = format!("ccc_ims_breaker_transitions_total{{to=\"{to}\"}}");
+    metric(&app.metrics().await, &series).unwrap_or(0.0)
 }

@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, world};
-use cc_connection::domain::{OrgId, TenantId};
-use cc_connection::store::{DbOptions, Store};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::db::{self, Backend};
-use crate::helpers::{TENANT, TestApp, admin_token, integration_token};
+use crate::helpers::{TENANT, TestApp, add_demo_tenant_at, admin_token, integration_token};
 use crate::process::ServeProcess;
 
 const REPLICAS: usize = 3;
@@ -112,10 +110,9 @@ async fn read(client: &reqwest::Client, base: &str, replica: usize, token: &str)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn no_read_on_any_replica_answers_older_than_a_switch_acknowledged_before_it_was_sent() {
-    if !db::postgres_or_skip() {
-        return;
-    }
+    db::require_postgres();
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
     let db = db::fresh(Backend::Postgres).await;
     // Replica 0 over the slow link, the others near the database.
@@ -139,16 +136,8 @@ async fn no_read_on_any_replica_answers_older_than_a_switch_acknowledged_before_
     for replica in &replicas {
         replica.wait_ready(&client).await;
     }
-    let store = Store::connect(&db.url, &DbOptions::default()).await.unwrap();
-    store
-        .add_tenant(
-            &TenantId::parse(TENANT).unwrap(),
-            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
-            &[world::ACME_ADMIN_GROUP.to_owned()],
-        )
-        .await
-        .unwrap();
-    let bases: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.base.clone()).collect());
+    add_demo_tenant_at(&db.url).await;
+    let bases: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.base().to_owned()).collect());
     let admin = admin_token(&ims);
     let reader = integration_token(&ims);
     let done = Arc::new(AtomicBool::new(false));

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::db::Backend;
-use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{TENANT, TestApp, assert_problem, metric, spawn_app, spawn_app_with};
 
 fn header(kid: &str) -> Value {
     json!({"alg": "RS256", "typ": "JWT", "kid": kid, "x5u": format!("{kid}.cer"), "itt": "at"})
@@ -306,35 +306,17 @@ async fn oversized_authorization_and_headers_are_refused_cleanly() {
     );
 }
 
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn metrics_text(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_jwks_with_no_usable_key_keeps_the_keys_in_hand_and_is_counted() {
     let app = connected_app().await;
     let counter = r#"ccc_jwks_refreshes_total{outcome="no_usable_key"}"#;
-    let before = metric(&metrics_text(&app).await, counter);
+    // No other test makes a JWKS without a usable key: this series is this test's alone.
+    let before = metric(&app.metrics().await, counter).unwrap_or(0.0);
     app.ims.faults().set_jwks(JwksAnswer::NoUsableKey);
     app.state.verifier.keys().refresh().await.unwrap();
     // A token never seen before (so not from the verified-token cache) still verifies.
     assert_eq!(app.get_connection(&app.integration_token()).await.status(), 200);
-    assert!(metric(&metrics_text(&app).await, counter) > before);
+    assert!(metric(&app.metrics().await, counter).unwrap_or(0.0) > before);
 }
 
 #[tokio::test]
