@@ -207,6 +207,38 @@ impl TestApp {
         integration_token(&self.ims)
     }
 
+    /// Sends `method` to `path`, with `token` as the bearer when given.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>) -> Response {
+        self.request(method, path, token).send().await.unwrap()
+    }
+
+    /// `GET /users/me/orgs`.
+    pub async fn list_orgs(&self, token: &str) -> Response {
+        self.call(Method::GET, "/users/me/orgs", Some(token)).await
+    }
+
+    /// `GET` the demo tenant's connection with `If-None-Match: <tag>`.
+    pub async fn get_connection_if_none_match(&self, token: &str, tag: &str) -> Response {
+        self.request(Method::GET, &Self::connection_path(TENANT), Some(token))
+            .header("If-None-Match", tag)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The demo tenant's connection as the integration reads it (asserted 200).
+    pub async fn connection_json(&self) -> Value {
+        let res = self.get_connection(&self.integration_token()).await;
+        assert_eq!(res.status(), 200, "the connection reads");
+        res.json().await.unwrap()
+    }
+
+    /// Asserts the integration reads no connection of the demo tenant (404 `no-connection`).
+    pub async fn assert_no_connection(&self) {
+        let res = self.get_connection(&self.integration_token()).await;
+        assert_problem(res, 404, "no-connection").await;
+    }
+
     pub async fn get_connection(&self, token: &str) -> Response {
         self.request(Method::GET, &Self::connection_path(TENANT), Some(token))
             .send()
@@ -217,6 +249,32 @@ impl TestApp {
     pub async fn put_connection(&self, token: &str, org_id: &str) -> Response {
         self.request(Method::PUT, &Self::connection_path(TENANT), Some(token))
             .json(&serde_json::json!({ "org_id": org_id }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Switches to `org` and asserts the answer is `status`; returns it for its headers and body.
+    pub async fn put_expecting(&self, token: &str, org: &str, status: u16) -> Response {
+        let res = self.put_connection(token, org).await;
+        assert_eq!(res.status().as_u16(), status, "switch to {org}");
+        res
+    }
+
+    /// Switches to `org` with `If-Match: <tag>`.
+    pub async fn switch(&self, token: &str, org: &str, if_match: &str) -> Response {
+        self.request(Method::PUT, &Self::connection_path(TENANT), Some(token))
+            .header("If-Match", if_match)
+            .json(&serde_json::json!({ "org_id": org }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Disconnects with `If-Match: <tag>`.
+    pub async fn disconnect(&self, token: &str, if_match: &str) -> Response {
+        self.request(Method::DELETE, &Self::connection_path(TENANT), Some(token))
+            .header("If-Match", if_match)
             .send()
             .await
             .unwrap()
@@ -237,6 +295,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The history's entries, newest first, read with the admin token.
+    pub async fn history_entries(&self) -> Vec<Value> {
+        self.history_json().await["entries"].as_array().unwrap().clone()
+    }
+
     /// This app's `/metrics` text.
     pub async fn metrics(&self) -> String {
         metrics_at(&self.client, &self.address)
@@ -250,6 +313,32 @@ impl TestApp {
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()
     }
+}
+
+/// Switches the demo tenant on the app at `base` to `org`; asserts it did (200 or 201) and returns
+/// the connection it answered.
+pub async fn switch_at(client: &reqwest::Client, base: &str, token: &str, org: &str) -> Value {
+    let res = client
+        .put(format!("{base}{}", TestApp::connection_path(TENANT)))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "org_id": org }))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert!(matches!(status, 200 | 201), "switch answered {status}: {body}");
+    body
+}
+
+/// Sends `req`; its answer, whatever the status.
+pub async fn send(req: RequestBuilder) -> Response {
+    req.send().await.unwrap()
+}
+
+/// Sends `req` and reads its answer as JSON.
+pub async fn send_json(req: RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
 }
 
 /// `base/metrics`, the Prometheus text (`None` if it could not be read).

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, world};
 
+use crate::common::db::{self, Backend, TestDb};
 use crate::helpers::{wait_for, wait_ready};
 
 /// A running `serve` process; killed when dropped.
@@ -48,6 +49,30 @@ pub fn serve_command(ims: &DevIms, database_url: &str) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// One `serve` per URL in `database_urls`, all started at once (their migrations race), returned
+/// when every one is ready.
+pub async fn serve_replicas<'a>(
+    ims: &DevIms,
+    database_urls: impl IntoIterator<Item = &'a str>,
+    client: &reqwest::Client,
+) -> Vec<ServeProcess> {
+    let replicas: Vec<ServeProcess> = database_urls
+        .into_iter()
+        .map(|url| ServeProcess::spawn(ims, url))
+        .collect();
+    for replica in &replicas {
+        replica.wait_ready(client).await;
+    }
+    replicas
+}
+
+/// A development IMS and a fresh PostgreSQL database, for a test that needs PostgreSQL.
+pub async fn ims_and_postgres() -> (DevIms, TestDb) {
+    db::require_postgres();
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    (ims, db::fresh(Backend::Postgres).await)
 }
 
 /// The port in `serve`'s startup line (`"message":"cc-connection serving"`), if `line` is it.

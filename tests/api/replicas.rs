@@ -12,12 +12,12 @@ use cc_connection::store::{DbOptions, Store};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::Value;
 
-use crate::common::db::{self, Backend};
+use crate::common::db;
 use crate::helpers::{
     TENANT, TestApp, add_demo_tenant, add_demo_tenant_at, admin_token, assert_history_holds, full_history,
-    integration_token, wait_for,
+    integration_token, send, send_json, switch_at, wait_for,
 };
-use crate::process::ServeProcess;
+use crate::process::{ServeProcess, ims_and_postgres, serve_replicas};
 
 const WRITERS: usize = 12;
 const SWITCHES_PER_WRITER: usize = 25;
@@ -28,14 +28,10 @@ const READS_PER_READER: usize = 100;
 #[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_acknowledged_switch() {
     db::require_postgres();
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let db = db::fresh(Backend::Postgres).await;
-    // All three start at once on an empty database: their migrations race (under the advisory lock).
-    let replicas: Vec<ServeProcess> = (0..3).map(|_| ServeProcess::spawn(&ims, &db.url)).collect();
+    let (ims, db) = ims_and_postgres().await;
     let client = reqwest::Client::new();
-    for replica in &replicas {
-        replica.wait_ready(&client).await;
-    }
+    // All three start at once on an empty database: their migrations race (under the advisory lock).
+    let replicas = serve_replicas(&ims, [db.url.as_str(); 3], &client).await;
     let store = Store::connect(&db.url, &DbOptions::default()).await.unwrap();
     add_demo_tenant(&store).await;
 
@@ -66,22 +62,13 @@ async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_ack
     let admin = admin_token(&ims);
     let orgs = [world::ACME_CREATIVE_ORG, world::ACME_DESIGN_ORG];
     let writers = (0..WRITERS).map(|w| {
-        let (client, bases, path, admin) = (client.clone(), bases.clone(), path.clone(), admin.clone());
+        let (client, bases, admin) = (client.clone(), bases.clone(), admin.clone());
         tokio::spawn(async move {
             // (revision, org) of each switch this writer had acknowledged, in the order it was.
             let mut acknowledged: Vec<(i64, String)> = Vec::new();
             for i in 0..SWITCHES_PER_WRITER {
                 let org = orgs[(w + i) % 2];
-                let res = client
-                    .put(format!("{}{path}", bases[(w + i) % 3]))
-                    .bearer_auth(&admin)
-                    .json(&serde_json::json!({ "org_id": org }))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = res.status().as_u16();
-                let body: Value = res.json().await.unwrap();
-                assert!(matches!(status, 200 | 201), "switch answered {status}: {body}");
+                let body = switch_at(&client, &bases[(w + i) % 3], &admin, org).await;
                 assert_eq!(body["org_id"], org);
                 acknowledged.push((body["revision"].as_i64().unwrap(), org.to_owned()));
             }
@@ -96,12 +83,12 @@ async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_ack
         tokio::spawn(async move {
             let mut answered = 0;
             for i in 0..READS_PER_READER {
-                let res = client
-                    .get(format!("{}{path}", bases[(r + i) % 3]))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
+                let res = send(
+                    client
+                        .get(format!("{}{path}", bases[(r + i) % 3]))
+                        .bearer_auth(&token),
+                )
+                .await;
                 let status = res.status().as_u16();
                 // 404 only until the first switch lands.
                 assert!(matches!(status, 200 | 404), "read answered {status}");
@@ -144,15 +131,7 @@ async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_ack
     // Every replica now reads the newest acknowledged switch.
     let newest = acknowledged.iter().max_by_key(|(r, _)| *r).unwrap();
     for base in &bases {
-        let body: Value = client
-            .get(format!("{base}{path}"))
-            .bearer_auth(&reader_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = send_json(client.get(format!("{base}{path}")).bearer_auth(&reader_token)).await;
         assert_eq!(body["revision"], newest.0);
         assert_eq!(body["org_id"], newest.1.as_str());
     }

@@ -11,9 +11,9 @@ use crate::common::db::{self, Backend};
 use crate::each_backend;
 use crate::helpers::{
     TENANT, TestApp, add_demo_tenant_at, admin_token, assert_problem, integration_token, metric, metrics_at,
-    spawn_app_with, wait_for,
+    send, spawn_app_with, switch_at, wait_for,
 };
-use crate::process::ServeProcess;
+use crate::process::{ServeProcess, ims_and_postgres, serve_replicas};
 
 /// What a watcher got: status, ETag, body (JSON or null), and how long it was held.
 #[derive(Debug)]
@@ -70,6 +70,13 @@ async fn until_watchers(app: &TestApp, what: &str, holds: impl Fn(usize) -> bool
     .await;
 }
 
+/// Starts a 30 s watch of the demo tenant on `app` and waits until it is its one watcher.
+async fn watch_registered(app: &TestApp, token: &str, etag: i64) -> tokio::task::JoinHandle<Answer> {
+    let watcher = spawn_watch(&app.client, &app.address, token, etag, 30);
+    until_watching(app, 1).await;
+    watcher
+}
+
 /// Generous: the wake must come well before a 30 s wait would have run out.
 const PROMPT: Duration = Duration::from_secs(10);
 
@@ -124,8 +131,7 @@ async fn a_switch_wakes_the_watcher_at_once_with_the_new_state() {
 async fn a_disconnect_wakes_the_watcher_with_404_no_connection_and_an_etag_to_watch_on() {
     each_backend!(|app| {
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
-        let watcher = spawn_watch(&app.client, &app.address, &app.integration_token(), revision, 30);
-        until_watching(&app, 1).await;
+        let watcher = watch_registered(&app, &app.integration_token(), revision).await;
         let res = app.delete_connection(&app.admin_token()).await;
         assert_eq!(res.status(), 204);
         let got = watcher.await.unwrap();
@@ -155,16 +161,14 @@ async fn the_first_connection_wakes_a_watcher_of_a_tenant_without_one() {
         let revision: i64 = etag.unwrap().trim_matches('"').parse().unwrap();
 
         // Without waiting, the same ETag answers 304 like any current one.
-        let res = app
-            .request(Method::GET, &TestApp::connection_path(TENANT), Some(&token))
-            .header("If-None-Match", "\"0\"")
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            app.request(Method::GET, &TestApp::connection_path(TENANT), Some(&token))
+                .header("If-None-Match", "\"0\""),
+        )
+        .await;
         assert_eq!(res.status(), 304);
 
-        let watcher = spawn_watch(&app.client, &app.address, &token, revision, 30);
-        until_watching(&app, 1).await;
+        let watcher = watch_registered(&app, &token, revision).await;
         let created = connect(&app, world::ACME_CREATIVE_ORG).await;
         let got = watcher.await.unwrap();
         assert_eq!(got.status, 200, "{got:?}");
@@ -245,33 +249,22 @@ async fn watching_takes_the_rights_of_a_read() {
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
         let path = format!("{}?wait=30", TestApp::connection_path(TENANT));
         let etag = format!("\"{revision}\"");
-        let res = app
-            .request(Method::GET, &path, None)
-            .header("If-None-Match", &etag)
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            app.request(Method::GET, &path, None)
+                .header("If-None-Match", &etag),
+        )
+        .await;
         assert_problem(res, 401, "invalid-token").await;
         // A bad wait does not tell an anonymous caller more than a 401.
-        let res = app
-            .request(Method::GET, &path.replace("30", "0"), None)
-            .send()
-            .await
-            .unwrap();
+        let res = app.call(Method::GET, &path.replace("30", "0"), None).await;
         assert_problem(res, 401, "invalid-token").await;
         let outsider = app.user_token(world::MALLORY_OTHER_ADMIN, false);
-        let res = app
-            .request(Method::GET, &path, Some(&outsider))
-            .header("If-None-Match", &etag)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get_connection_if_none_match(&outsider, &etag).await;
         assert_problem(res, 403, "forbidden").await;
 
         // A member of the home org may watch, and is woken like an integration.
         let member = app.user_token(world::BOB_MEMBER, false);
-        let watcher = spawn_watch(&app.client, &app.address, &member, revision, 30);
-        until_watching(&app, 1).await;
+        let watcher = watch_registered(&app, &member, revision).await;
         connect(&app, world::ACME_DESIGN_ORG).await;
         let got = watcher.await.unwrap();
         assert_eq!(got.status, 200, "{got:?}");
@@ -285,8 +278,7 @@ async fn beyond_ccc_max_watchers_a_watch_answers_at_once_and_a_gone_client_leave
         let app = spawn_app_with(backend, |c| c.max_watchers = 1).await;
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
         let token = app.integration_token();
-        let first = spawn_watch(&app.client, &app.address, &token, revision, 30);
-        until_watching(&app, 1).await;
+        let first = watch_registered(&app, &token, revision).await;
         let second = spawn_watch(&app.client, &app.address, &token, revision, 30)
             .await
             .unwrap();
@@ -305,8 +297,7 @@ async fn beyond_ccc_max_watchers_a_watch_answers_at_once_and_a_gone_client_leave
 async fn metrics_show_watchers_and_the_delay_from_commit_to_answer() {
     each_backend!(|app| {
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
-        let watcher = spawn_watch(&app.client, &app.address, &app.integration_token(), revision, 30);
-        until_watching(&app, 1).await;
+        let watcher = watch_registered(&app, &app.integration_token(), revision).await;
         // The delay is known only for a wake that carries its commit time, i.e. through the change
         // feed: on PostgreSQL wait for this app's listener (a re-check wake has no commit time); SQLite
         // has no change feed: there the switch wakes this process's watchers itself.
@@ -333,16 +324,7 @@ async fn metric_of(client: &reqwest::Client, base: &str, name: &str) -> Option<f
 }
 
 async fn switch_on(client: &reqwest::Client, base: &str, ims: &DevIms, org: &str) -> i64 {
-    let res = client
-        .put(format!("{base}{}", TestApp::connection_path(TENANT)))
-        .bearer_auth(admin_token(ims))
-        .json(&serde_json::json!({ "org_id": org }))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    let body: Value = res.json().await.unwrap();
-    assert!(status.is_success(), "switch answered {status}: {body}");
+    let body = switch_at(client, base, &admin_token(ims), org).await;
     body["revision"].as_i64().unwrap()
 }
 
@@ -384,6 +366,22 @@ async fn until_watching_on(client: &reqwest::Client, base: &str, n: usize) {
     .await;
 }
 
+/// Waits until every one of `replicas` holds `n` watchers.
+async fn until_each_watching(client: &reqwest::Client, replicas: &[ServeProcess], n: usize) {
+    for replica in replicas {
+        until_watching_on(client, replica.base(), n).await;
+    }
+}
+
+/// Asserts a watcher was answered 200 with `org` connected.
+fn assert_woken_with(got: &Answer, org: &str) {
+    assert_eq!(
+        (got.status, &got.body["org_id"]),
+        (200, &Value::from(org)),
+        "{got:?}"
+    );
+}
+
 /// The `LISTEN` connections of the cc-connection processes on `database`, killed; returns how many.
 async fn kill_listeners(database: &str) -> u64 {
     use sea_orm::{ConnectionTrait, Database, Statement};
@@ -409,13 +407,9 @@ async fn kill_listeners(database: &str) -> u64 {
 #[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_their_listeners_down() {
     db::require_postgres();
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let db = db::fresh(Backend::Postgres).await;
-    let replicas: Vec<ServeProcess> = (0..3).map(|_| ServeProcess::spawn(&ims, &db.url)).collect();
+    let (ims, db) = ims_and_postgres().await;
     let client = reqwest::Client::new();
-    for replica in &replicas {
-        replica.wait_ready(&client).await;
-    }
+    let replicas = serve_replicas(&ims, [db.url.as_str(); 3], &client).await;
     add_demo_tenant_at(&db.url).await;
     let (watched, writer) = (&replicas[..2], &replicas[2]);
     for replica in watched {
@@ -435,18 +429,12 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
             .collect::<Vec<_>>()
     };
     let watchers = watch_round(revision);
-    for replica in watched {
-        until_watching_on(&client, replica.base(), 2).await;
-    }
+    until_each_watching(&client, watched, 2).await;
     let org = orgs[0];
     revision = switch_on(&client, writer.base(), &ims, org).await;
     for watcher in watchers {
         let got = watcher.await.unwrap();
-        assert_eq!(
-            (got.status, &got.body["org_id"]),
-            (200, &Value::from(org)),
-            "{got:?}"
-        );
+        assert_woken_with(&got, org);
         assert_eq!(got.body["revision"], revision);
         assert!(
             got.took < Duration::from_secs(2),
@@ -458,9 +446,7 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
     // connections; the pools keep theirs): a switch made meanwhile still reaches every watcher,
     // by the re-checks while the listener is down.
     let watchers = watch_round(revision);
-    for replica in watched {
-        until_watching_on(&client, replica.base(), 2).await;
-    }
+    until_each_watching(&client, watched, 2).await;
     let database = db.url.rsplit('/').next().unwrap().to_owned();
     allow_connections(&database, false).await;
     let killed = kill_listeners(&database).await;
@@ -472,11 +458,7 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
     revision = switch_on(&client, writer.base(), &ims, org).await;
     for watcher in watchers {
         let got = watcher.await.unwrap();
-        assert_eq!(
-            (got.status, &got.body["org_id"]),
-            (200, &Value::from(org)),
-            "{got:?}"
-        );
+        assert_woken_with(&got, org);
         assert!(
             got.took < Duration::from_secs(3),
             "reached within about a second: {got:?}"
@@ -495,11 +477,8 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
         assert!(reconnects >= Some(1.0), "{}: {reconnects:?}", replica.base());
     }
     let watchers = watch_round(revision);
-    for replica in watched {
-        until_watching_on(&client, replica.base(), 2).await;
-    }
-    let org = orgs[0];
-    revision = switch_on(&client, writer.base(), &ims, org).await;
+    until_each_watching(&client, watched, 2).await;
+    revision = switch_on(&client, writer.base(), &ims, orgs[0]).await;
     for watcher in watchers {
         let got = watcher.await.unwrap();
         assert_eq!(got.body["revision"], revision, "{got:?}");
