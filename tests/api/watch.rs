@@ -297,7 +297,21 @@ async fn beyond_ccc_max_watchers_a_watch_answers_at_once_and_a_gone_client_leave
 async fn metrics_show_watchers_and_the_delay_from_commit_to_answer() {
     each_backend!(|app| {
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
+        // Once registered, a watcher reads the tenant again; a switch committed before that read
+        // answers it at once, without a wake and so without a delay to observe. Its reads are
+        // those of a plain GET plus that one.
+        let reads = || app.state.store.read_stats().1;
+        let before_get = reads();
+        assert_eq!(app.get_connection(&app.integration_token()).await.status(), 200);
+        let reads_of_a_get = reads() - before_get;
+        let before_watch = reads();
         let watcher = watch_registered(&app, &app.integration_token(), revision).await;
+        wait_for(
+            "the watcher to read again once registered",
+            Duration::from_secs(5),
+            || std::future::ready(reads() > before_watch + reads_of_a_get),
+        )
+        .await;
         // The delay is known only for a wake that carries its commit time, i.e. through the change
         // feed: on PostgreSQL wait for this app's listener (a re-check wake has no commit time); SQLite
         // has no change feed: there the switch wakes this process's watchers itself.
