@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark (see examples/bench.rs): release builds, wrk, then one table on stdout.
+# The benchmark (see bench/driver.rs): release builds, wrk, then one table on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The watch benchmark (see examples/bench_watch.rs): 10,000 idle watchers held while the hot GET is
+# The watch benchmark (see bench/watch.rs): 10,000 idle watchers held while the hot GET is
 # loaded by wrk, and the commit-to-answer delay of 1,000 watchers woken by one switch.
 set -euo pipefail
 cd "$(dirname "$0")/.."

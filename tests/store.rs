@@ -47,6 +47,12 @@ async fn with_tenant(backend: Backend) -> (TestDb, Store) {
     (db, store)
 }
 
+/// Whether the registered test tenant has an active connection.
+async fn is_connected(store: &Store) -> bool {
+    let view = store.tenant_view(&tenant()).await.unwrap();
+    view.expect("the tenant is registered").active.is_some()
+}
+
 fn switch_to(org: &str, if_match: Option<Precondition>) -> SwitchRequest {
     SwitchRequest {
         tenant_id: tenant(),
@@ -167,15 +173,7 @@ async fn disconnect_ends_the_connection_and_revisions_never_repeat() {
             .await
             .unwrap();
         assert!(!ended.active);
-        assert!(
-            store
-                .tenant_view(&tenant())
-                .await
-                .unwrap()
-                .unwrap()
-                .active
-                .is_none()
-        );
+        assert!(!is_connected(&store).await);
         let SwitchOutcome::Created(again) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
             panic!("{backend:?}: reconnecting creates")
         };
@@ -357,15 +355,7 @@ async fn the_removal_mark_migrates_up_and_down() {
         Migrator::up(conn, None).await.unwrap();
         assert!(has_mark().await, "{backend:?}: up adds it again");
         assert_eq!(store.list_tenants().await.unwrap().len(), 1);
-        assert!(
-            store
-                .tenant_view(&tenant())
-                .await
-                .unwrap()
-                .unwrap()
-                .active
-                .is_some()
-        );
+        assert!(is_connected(&store).await);
     }
 }
 
@@ -405,15 +395,7 @@ async fn a_removed_tenant_is_unknown_until_added_again_and_its_revisions_go_on()
             .unwrap();
         assert_eq!(again.admin_groups, ["9"]);
         assert!(again.revision > ended.revision, "{backend:?}");
-        assert!(
-            store
-                .tenant_view(&tenant())
-                .await
-                .unwrap()
-                .unwrap()
-                .active
-                .is_none()
-        );
+        assert!(!is_connected(&store).await);
         let history = store.history(&tenant(), 10, None).await.unwrap();
         assert_eq!(
             history[0].end_reason,
@@ -506,6 +488,15 @@ async fn concurrent_reads_of_many_and_equal_tenants_each_get_their_own_answer_in
 }
 
 /// A store with a pool of two, giving up on a connection after one second.
+/// A fresh, migrated database on `backend` with `n` tenants, behind a pool of two connections.
+async fn small_pool_with_many_tenants(backend: Backend, n: usize) -> (TestDb, Store) {
+    let db = db::fresh(backend).await;
+    let store = small_pool(&db).await;
+    store.migrate().await.unwrap();
+    many_tenants(&store, n).await;
+    (db, store)
+}
+
 async fn small_pool(db: &TestDb) -> Store {
     Store::connect(
         &db.url,
@@ -523,10 +514,7 @@ async fn small_pool(db: &TestDb) -> Store {
 async fn a_failed_read_query_answers_every_read_in_it_unavailable_and_the_next_reads_succeed() {
     const N: usize = 6;
     for backend in db::backends() {
-        let db = db::fresh(backend).await;
-        let store = small_pool(&db).await;
-        store.migrate().await.unwrap();
-        many_tenants(&store, N).await;
+        let (_db, store) = small_pool_with_many_tenants(backend, N).await;
         // Something else holds both connections of the pool: the read query cannot get one.
         let held = [
             sea_orm::TransactionTrait::begin(store.connection())
@@ -562,10 +550,7 @@ async fn a_failed_read_query_answers_every_read_in_it_unavailable_and_the_next_r
 async fn reads_given_up_by_their_callers_do_not_break_the_query_for_the_others() {
     const N: usize = 6;
     for backend in db::backends() {
-        let db = db::fresh(backend).await;
-        let store = small_pool(&db).await;
-        store.migrate().await.unwrap();
-        many_tenants(&store, N).await;
+        let (_db, store) = small_pool_with_many_tenants(backend, N).await;
         // Reads queue up while the pool is held, then half of their callers go away.
         let held = sea_orm::TransactionTrait::begin(store.connection())
             .await

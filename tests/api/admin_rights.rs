@@ -2,10 +2,9 @@
 //! per write, none at all when `If-Match` is already stale.
 
 use cc_connection::dev_ims::world;
-use reqwest::Method;
 
 use crate::common::db::Backend;
-use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app};
+use crate::helpers::{TestApp, assert_problem, spawn_app};
 
 const ORGS: &str = "/ims/organizations/v6";
 const PROFILE: &str = "/ims/profile/v1";
@@ -20,12 +19,7 @@ async fn an_administrator_removed_from_the_group_cannot_write_even_with_a_cached
     for backend in crate::common::db::backends() {
         let app = spawn_app(backend).await;
         let admin = app.admin_token();
-        assert_eq!(
-            app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-                .await
-                .status(),
-            201
-        );
+        app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
         // The history is judged by the cached org list: this caches it for the token.
         assert_eq!(app.history(&admin, "").await.status(), 200);
         // Alice leaves "AEM Administrators" (she stays a member of the home org).
@@ -51,10 +45,7 @@ async fn an_administrator_removed_from_the_group_cannot_write_even_with_a_cached
             world::ACME_HOME_ORG,
             &[world::ACME_ADMIN_GROUP],
         );
-        assert_eq!(
-            app.put_connection(&admin, world::ACME_DESIGN_ORG).await.status(),
-            200
-        );
+        app.put_expecting(&admin, world::ACME_DESIGN_ORG, 200).await;
     }
 }
 
@@ -76,51 +67,22 @@ async fn a_switch_lists_the_callers_orgs_once_and_a_disconnect_once() {
 async fn a_stale_if_match_is_412_without_asking_ims() {
     let app = spawn_app(Backend::Sqlite).await;
     let admin = app.admin_token();
-    let path = TestApp::connection_path(TENANT);
     // No connection yet: `*` and any revision are stale.
     let before = ims_calls(&app);
     for tag in ["*", "\"1\""] {
-        let res = app
-            .request(Method::PUT, &path, Some(&admin))
-            .header("If-Match", tag)
-            .json(&serde_json::json!({"org_id": world::ACME_CREATIVE_ORG}))
-            .send()
-            .await
-            .unwrap();
+        let res = app.switch(&admin, world::ACME_CREATIVE_ORG, tag).await;
         assert_problem(res, 412, "precondition-failed").await;
     }
     assert_eq!(ims_calls(&app), before, "no IMS call for a stale If-Match");
-    assert_eq!(
-        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
+    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
     let before = ims_calls(&app);
-    let res = app
-        .request(Method::PUT, &path, Some(&admin))
-        .header("If-Match", "\"7\"")
-        .json(&serde_json::json!({"org_id": world::ACME_DESIGN_ORG}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.switch(&admin, world::ACME_DESIGN_ORG, "\"7\"").await;
     assert_problem(res, 412, "precondition-failed").await;
-    let res = app
-        .request(Method::DELETE, &path, Some(&admin))
-        .header("If-Match", "\"7\"")
-        .send()
-        .await
-        .unwrap();
+    let res = app.disconnect(&admin, "\"7\"").await;
     assert_problem(res, 412, "precondition-failed").await;
     assert_eq!(ims_calls(&app), before, "no IMS call for a stale If-Match");
     // The current one goes through.
-    let res = app
-        .request(Method::PUT, &path, Some(&admin))
-        .header("If-Match", "\"1\"")
-        .json(&serde_json::json!({"org_id": world::ACME_DESIGN_ORG}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.switch(&admin, world::ACME_DESIGN_ORG, "\"1\"").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["etag"], "\"2\"");
 }

@@ -56,19 +56,30 @@ fn json(database_url: &str, args: &[&str]) -> Value {
     serde_json::from_str(&ok(database_url, args)).unwrap()
 }
 
+/// `tenant add` of the demo tenant, administered by `group`.
+fn add_demo_tenant_args(group: &str) -> [&str; 7] {
+    [
+        "tenant",
+        "add",
+        TENANT,
+        "--ims-org",
+        world::ACME_HOME_ORG,
+        "--admin-group",
+        group,
+    ]
+}
+
 fn add_demo_tenant(url: &str, group: &str) {
-    ok(
-        url,
-        &[
-            "tenant",
-            "add",
-            TENANT,
-            "--ims-org",
-            world::ACME_HOME_ORG,
-            "--admin-group",
-            group,
-        ],
-    );
+    ok(url, &add_demo_tenant_args(group));
+}
+
+/// `tenant set-admin-groups` of the demo tenant to `groups`.
+fn set_admin_groups(url: &str, groups: &[&str]) {
+    let mut args = vec!["tenant", "set-admin-groups", TENANT];
+    for group in groups {
+        args.extend(["--admin-group", group]);
+    }
+    ok(url, &args);
 }
 
 async fn put(client: &reqwest::Client, base: &str, token: &str, org: &str) -> reqwest::Response {
@@ -104,7 +115,7 @@ async fn tenant_commands_change_what_a_running_serve_answers() {
         let serve = ServeProcess::spawn(&ims, &db.url);
         let client = reqwest::Client::new();
         serve.wait_ready(&client).await;
-        let (url, base) = (db.url.as_str(), serve.base.as_str());
+        let (url, base) = (db.url.as_str(), serve.base());
         let path = TestApp::connection_path(TENANT);
         let history_path = format!("{path}/history?limit=100");
         let (alice, integration) = (admin_token(&ims), integration_token(&ims));
@@ -138,16 +149,7 @@ async fn tenant_commands_change_what_a_running_serve_answers() {
         );
 
         // set-admin-groups: the running replica judges the next PUT by the new list.
-        ok(
-            url,
-            &[
-                "tenant",
-                "set-admin-groups",
-                TENANT,
-                "--admin-group",
-                world::ACME_USERS_GROUP,
-            ],
-        );
+        set_admin_groups(url, &[world::ACME_USERS_GROUP]);
         let res = put(&client, base, &alice, world::ACME_CREATIVE_ORG).await;
         assert_problem(res, 403, "forbidden").await;
         let bob = admin_scoped(&ims, world::BOB_MEMBER);
@@ -157,18 +159,7 @@ async fn tenant_commands_change_what_a_running_serve_answers() {
             200,
             "{backend:?}: bob's group administers the tenant now"
         );
-        ok(
-            url,
-            &[
-                "tenant",
-                "set-admin-groups",
-                TENANT,
-                "--admin-group",
-                world::ACME_ADMIN_GROUP,
-                "--admin-group",
-                world::ACME_USERS_GROUP,
-            ],
-        );
+        set_admin_groups(url, &[world::ACME_ADMIN_GROUP, world::ACME_USERS_GROUP]);
         let res = put(&client, base, &alice, world::ACME_DESIGN_ORG).await;
         assert_eq!(res.status(), 200, "{backend:?}");
         let before_removal: Value = res.json().await.unwrap();
@@ -307,15 +298,7 @@ async fn tenant_commands_never_migrate_and_refuse_an_older_schema() {
         // A schema one step older than the binary: reads and writes are refused, nothing changes.
         migration::Migrator::up(&conn, Some(2)).await.unwrap();
         refuse(&["tenant", "list"]);
-        refuse(&[
-            "tenant",
-            "add",
-            TENANT,
-            "--ims-org",
-            world::ACME_HOME_ORG,
-            "--admin-group",
-            "1",
-        ]);
+        refuse(&add_demo_tenant_args("1"));
         refuse(&["tenant", "set-admin-groups", TENANT, "--admin-group", "1"]);
         refuse(&["tenant", "remove", TENANT]);
         let pending = migration::Migrator::get_pending_migrations(&conn).await.unwrap();
@@ -340,10 +323,9 @@ async fn tenant_commands_never_migrate_and_refuse_an_older_schema() {
 /// connected, a burst of switches runs while the operator removes it; whichever order the database
 /// chose, it never holds two active rows, and after the removal none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
-    if !db::postgres_or_skip() {
-        return;
-    }
+    db::require_postgres();
     const ROUNDS: usize = 12;
     const SWITCHERS: usize = 4;
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
@@ -378,11 +360,11 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
     let (mut acknowledged, mut refused) = (0, 0);
     for round in 0..ROUNDS {
         add_demo_tenant(&db.url, world::ACME_ADMIN_GROUP);
-        let res = put(&client, &serve.base, &admin, world::ACME_CREATIVE_ORG).await;
+        let res = put(&client, serve.base(), &admin, world::ACME_CREATIVE_ORG).await;
         assert_eq!(res.status(), 201, "round {round}");
         let switchers: Vec<_> = (0..SWITCHERS)
             .map(|s| {
-                let (client, base, admin) = (client.clone(), serve.base.clone(), admin.clone());
+                let (client, base, admin) = (client.clone(), serve.base().to_owned(), admin.clone());
                 tokio::spawn(async move {
                     let mut outcomes = Vec::new();
                     for i in 0..6 {
@@ -436,7 +418,7 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
             "round {round}: no active row after remove"
         );
         let path = TestApp::connection_path(TENANT);
-        let res = get(&client, &serve.base, &path, &integration_token(&ims)).await;
+        let res = get(&client, serve.base(), &path, &integration_token(&ims)).await;
         assert_problem(res, 404, "unknown-tenant").await;
     }
     done.store(true, Ordering::Relaxed);

@@ -50,12 +50,7 @@ async fn concurrent_switches_from_three_replicas_leave_one_active_connection() {
         // Every replica reads the same active org.
         let mut seen = Vec::new();
         for app in apps {
-            let body: Value = app
-                .get_connection(&app.integration_token())
-                .await
-                .json()
-                .await
-                .unwrap();
+            let body = app.connection_json().await;
             seen.push(body["org_id"].clone());
         }
         assert!(seen.windows(2).all(|w| w[0] == w[1]));

@@ -49,22 +49,11 @@ async fn if_none_match_with_the_current_etag_returns_304() {
     each_backend!(|app| {
         app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
             .await;
-        let path = TestApp::connection_path(TENANT);
         let token = app.integration_token();
-        let res = app
-            .request(Method::GET, &path, Some(&token))
-            .header("If-None-Match", "\"1\"")
-            .send()
-            .await
-            .unwrap();
+        let res = app.get_connection_if_none_match(&token, "\"1\"").await;
         assert_eq!(res.status(), 304);
         assert_eq!(res.headers()["etag"], "\"1\"");
-        let res = app
-            .request(Method::GET, &path, Some(&token))
-            .header("If-None-Match", "\"0\"")
-            .send()
-            .await
-            .unwrap();
+        let res = app.get_connection_if_none_match(&token, "\"0\"").await;
         assert_eq!(res.status(), 200);
     });
 }
@@ -72,12 +61,7 @@ async fn if_none_match_with_the_current_etag_returns_304() {
 #[tokio::test]
 async fn reading_a_tenant_without_connection_returns_404_no_connection() {
     each_backend!(|app| {
-        assert_problem(
-            app.get_connection(&app.integration_token()).await,
-            404,
-            "no-connection",
-        )
-        .await;
+        app.assert_no_connection().await;
     });
 }
 
@@ -85,11 +69,7 @@ async fn reading_a_tenant_without_connection_returns_404_no_connection() {
 async fn reading_an_unregistered_tenant_returns_404_unknown_tenant() {
     each_backend!(|app| {
         let path = TestApp::connection_path("no-such-tenant");
-        let res = app
-            .request(Method::GET, &path, Some(&app.integration_token()))
-            .send()
-            .await
-            .unwrap();
+        let res = app.call(Method::GET, &path, Some(&app.integration_token())).await;
         assert_problem(res, 404, "unknown-tenant").await;
     });
 }
@@ -135,12 +115,8 @@ async fn a_non_integration_service_token_cannot_read() {
 #[tokio::test]
 async fn a_user_token_of_an_integration_client_is_judged_as_a_user() {
     each_backend!(|app| {
-        assert_eq!(
-            app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-                .await
-                .status(),
-            201
-        );
+        app.put_expecting(&app.admin_token(), world::ACME_CREATIVE_ORG, 201)
+            .await;
         // Signed in to Express with their own id: no integration rights, not a member of Acme.
         let mallory = app.integration_user_token(world::MALLORY_OTHER_ADMIN);
         assert_problem(app.get_connection(&mallory).await, 403, "forbidden").await;
@@ -161,12 +137,7 @@ async fn a_user_token_of_an_integration_client_is_judged_as_a_user() {
 async fn switching_replaces_the_active_org_and_keeps_the_old_one_in_history() {
     each_backend!(|app| {
         let admin = app.admin_token();
-        assert_eq!(
-            app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-                .await
-                .status(),
-            201
-        );
+        app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
         let res = app.put_connection(&admin, world::ACME_DESIGN_ORG).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["etag"], "\"2\"");
@@ -194,7 +165,7 @@ async fn switching_to_the_active_org_again_changes_nothing() {
         let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["etag"], "\"1\"");
-        assert_eq!(app.history_json().await["entries"].as_array().unwrap().len(), 1);
+        assert_eq!(app.history_entries().await.len(), 1);
     });
 }
 
@@ -205,19 +176,10 @@ async fn personal_adobe_id_with_the_same_email_is_not_entitled_422() {
         let personal = app.user_token(world::ALICE_PERSONAL, true);
         let res = app.put_connection(&personal, world::ACME_CREATIVE_ORG).await;
         assert_problem(res, 422, "no-creative-cloud-entitlement").await;
-        assert_problem(
-            app.get_connection(&app.integration_token()).await,
-            404,
-            "no-connection",
-        )
-        .await;
+        app.assert_no_connection().await;
         // The federated ID with that email may.
-        assert_eq!(
-            app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-                .await
-                .status(),
-            201
-        );
+        app.put_expecting(&app.admin_token(), world::ACME_CREATIVE_ORG, 201)
+            .await;
     });
 }
 
@@ -251,12 +213,7 @@ async fn entitlements_must_be_active_creative_cloud_in_that_org() {
             )
             .await;
         assert_problem(res, 422, "no-creative-cloud-entitlement").await;
-        assert_problem(
-            app.get_connection(&app.integration_token()).await,
-            404,
-            "no-connection",
-        )
-        .await;
+        app.assert_no_connection().await;
     });
 }
 
@@ -341,27 +298,13 @@ async fn if_match_with_a_stale_etag_returns_412_and_changes_nothing() {
         let admin = app.admin_token();
         app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
         app.put_connection(&admin, world::ACME_DESIGN_ORG).await;
-        let path = TestApp::connection_path(TENANT);
-        let body = serde_json::json!({"org_id": world::ACME_CREATIVE_ORG});
-        let res = app
-            .request(Method::PUT, &path, Some(&admin))
-            .header("If-Match", "\"1\"")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = app.switch(&admin, world::ACME_CREATIVE_ORG, "\"1\"").await;
         assert_problem(res, 412, "precondition-failed").await;
         let current: Value = app.get_connection(&admin).await.json().await.unwrap();
         assert_eq!(current["org_id"], world::ACME_DESIGN_ORG);
         assert_eq!(current["revision"], 2);
 
-        let res = app
-            .request(Method::PUT, &path, Some(&admin))
-            .header("If-Match", "\"2\"")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = app.switch(&admin, world::ACME_CREATIVE_ORG, "\"2\"").await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["etag"], "\"3\"");
     });
@@ -371,15 +314,7 @@ async fn if_match_with_a_stale_etag_returns_412_and_changes_nothing() {
 async fn if_match_star_requires_an_existing_connection() {
     each_backend!(|app| {
         let admin = app.admin_token();
-        let path = TestApp::connection_path(TENANT);
-        let body = serde_json::json!({"org_id": world::ACME_CREATIVE_ORG});
-        let res = app
-            .request(Method::PUT, &path, Some(&admin))
-            .header("If-Match", "*")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = app.switch(&admin, world::ACME_CREATIVE_ORG, "*").await;
         assert_problem(res, 412, "precondition-failed").await;
         assert_problem(app.get_connection(&admin).await, 404, "no-connection").await;
     });
@@ -392,12 +327,7 @@ async fn disconnecting_returns_204_and_keeps_the_history() {
         assert_problem(app.delete_connection(&admin).await, 404, "no-connection").await;
         app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
         assert_eq!(app.delete_connection(&admin).await.status(), 204);
-        assert_problem(
-            app.get_connection(&app.integration_token()).await,
-            404,
-            "no-connection",
-        )
-        .await;
+        app.assert_no_connection().await;
         assert_problem(app.delete_connection(&admin).await, 404, "no-connection").await;
         let history = app.history_json().await;
         let entries = history["entries"].as_array().unwrap();
@@ -462,23 +392,13 @@ async fn ims_down_during_a_switch_returns_503_and_changes_nothing() {
     let app = spawn_app(crate::common::db::Backend::Sqlite).await;
     let admin = app.admin_token();
     // Prime the admin check so the failure lands on the switch's own IMS calls.
-    assert_eq!(
-        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
+    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
     app.ims.faults().set_status(Some(503));
     let res = app.put_connection(&admin, world::ACME_DESIGN_ORG).await;
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, 503, "ims-unavailable").await;
     app.ims.faults().set_status(None);
-    let current: Value = app
-        .get_connection(&app.integration_token())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let current = app.connection_json().await;
     assert_eq!(current["org_id"], world::ACME_CREATIVE_ORG);
     assert_eq!(current["revision"], 1);
 }
@@ -487,12 +407,7 @@ async fn ims_down_during_a_switch_returns_503_and_changes_nothing() {
 async fn ims_garbage_during_a_switch_returns_502_ims_error() {
     let app = spawn_app(crate::common::db::Backend::Sqlite).await;
     let admin = app.admin_token();
-    assert_eq!(
-        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
+    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
     app.ims.faults().set_garbage(true);
     assert_problem(
         app.put_connection(&admin, world::ACME_DESIGN_ORG).await,
@@ -505,12 +420,8 @@ async fn ims_garbage_during_a_switch_returns_502_ims_error() {
 #[tokio::test]
 async fn integration_reads_keep_working_while_ims_is_down() {
     let app = spawn_app(crate::common::db::Backend::Sqlite).await;
-    assert_eq!(
-        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
+    app.put_expecting(&app.admin_token(), world::ACME_CREATIVE_ORG, 201)
+        .await;
     app.ims.faults().set_status(Some(503));
     let res = app.get_connection(&app.integration_token()).await;
     assert_eq!(res.status(), 200);
@@ -520,12 +431,7 @@ async fn integration_reads_keep_working_while_ims_is_down() {
 async fn a_profile_that_does_not_say_whose_it_is_is_502_ims_error_and_changes_nothing() {
     each_backend!(|app| {
         let admin = app.admin_token();
-        assert_eq!(
-            app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-                .await
-                .status(),
-            201
-        );
+        app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
         // IMS answers 200 with a body that names no user: not a verdict on the entitlement.
         app.ims
             .faults()
@@ -537,14 +443,9 @@ async fn a_profile_that_does_not_say_whose_it_is_is_502_ims_error_and_changes_no
         )
         .await;
         app.ims.faults().set_profile_body(None);
-        let current: Value = app
-            .get_connection(&app.integration_token())
-            .await
-            .json()
-            .await
-            .unwrap();
+        let current = app.connection_json().await;
         assert_eq!(current["org_id"], world::ACME_CREATIVE_ORG);
         assert_eq!(current["revision"], 1);
-        assert_eq!(app.history_json().await["entries"].as_array().unwrap().len(), 1);
+        assert_eq!(app.history_entries().await.len(), 1);
     });
 }

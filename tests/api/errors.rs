@@ -4,7 +4,7 @@ use cc_connection::dev_ims::world;
 use reqwest::Method;
 
 use crate::common::db::Backend;
-use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app};
+use crate::helpers::{TENANT, TestApp, assert_problem, metric, send, spawn_app};
 
 async fn put_raw(app: &TestApp, body: impl Into<reqwest::Body>, content_type: &str) -> reqwest::Response {
     app.request(
@@ -75,12 +75,7 @@ async fn bad_bodies_get_400_413_415_and_nothing_is_written() {
         "payload-too-large",
     )
     .await;
-    assert_problem(
-        app.get_connection(&app.integration_token()).await,
-        404,
-        "no-connection",
-    )
-    .await;
+    app.assert_no_connection().await;
 }
 
 #[tokio::test]
@@ -89,10 +84,8 @@ async fn invalid_tenant_ids_get_400() {
     let token = app.integration_token();
     for tenant in ["-starts-with-dash", "a%20b", "%C3%A9", &"a".repeat(129)] {
         let res = app
-            .request(Method::GET, &TestApp::connection_path(tenant), Some(&token))
-            .send()
-            .await
-            .unwrap();
+            .call(Method::GET, &TestApp::connection_path(tenant), Some(&token))
+            .await;
         assert_problem(res, 400, "invalid-request").await;
     }
 }
@@ -100,41 +93,33 @@ async fn invalid_tenant_ids_get_400() {
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
     let app = spawn_app(Backend::Sqlite).await;
-    let res = app.request(Method::GET, "/nope", None).send().await.unwrap();
+    let res = app.call(Method::GET, "/nope", None).await;
     assert_problem(res, 404, "not-found").await;
     let res = app
-        .request(Method::POST, &TestApp::connection_path(TENANT), None)
-        .send()
-        .await
-        .unwrap();
+        .call(Method::POST, &TestApp::connection_path(TENANT), None)
+        .await;
     assert_eq!(res.headers()["allow"], "GET, HEAD, PUT, DELETE");
     assert_problem(res, 405, "method-not-allowed").await;
-    let res = app
-        .request(Method::DELETE, "/healthz", None)
-        .send()
-        .await
-        .unwrap();
+    let res = app.call(Method::DELETE, "/healthz", None).await;
     assert_problem(res, 405, "method-not-allowed").await;
 }
 
 #[tokio::test]
 async fn a_sane_request_id_is_kept_and_an_insane_one_replaced() {
     let app = spawn_app(Backend::Sqlite).await;
-    let res = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "trace-123")
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        app.client
+            .get(app.url("/healthz"))
+            .header("x-request-id", "trace-123"),
+    )
+    .await;
     assert_eq!(res.headers()["x-request-id"], "trace-123");
-    let res = app
-        .client
-        .get(app.url("/nope"))
-        .header("x-request-id", "bad id <script>")
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        app.client
+            .get(app.url("/nope"))
+            .header("x-request-id", "bad id <script>"),
+    )
+    .await;
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_ne!(id, "bad id <script>");
     let body = assert_problem(res, 404, "not-found").await;
@@ -152,32 +137,17 @@ async fn probes_answer_without_a_token() {
     assert_eq!(body["status"], "ready");
 }
 
+/// A counter's value; 0 before anything counted it.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric(text, series).unwrap_or(0.0)
 }
 
 #[tokio::test]
 async fn metrics_move_with_requests_switches_and_token_cache() {
     let app = spawn_app(Backend::Sqlite).await;
-    let before = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(
-        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
+    let before = app.metrics().await;
+    app.put_expecting(&app.admin_token(), world::ACME_CREATIVE_ORG, 201)
+        .await;
     let token = app.integration_token();
     app.get_connection(&token).await;
     app.get_connection(&token).await;
@@ -207,12 +177,7 @@ async fn refused_requests_leave_the_database_as_it_was() {
     for backend in crate::common::db::backends() {
         let app = spawn_app(backend).await;
         let admin = app.admin_token();
-        assert_eq!(
-            app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-                .await
-                .status(),
-            201
-        );
+        app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
         let tenant = cc_connection::domain::TenantId::parse(TENANT).unwrap();
         let snapshot = || async {
             let view = app.state.store.tenant_view(&tenant).await.unwrap().unwrap();
@@ -284,27 +249,18 @@ async fn refused_requests_leave_the_database_as_it_was() {
 #[tokio::test]
 async fn made_up_methods_do_not_grow_the_metrics() {
     let app = spawn_app(Backend::Sqlite).await;
-    let scrape = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    // The 405s are counted under one label value, whatever the method.
+    // The 405s are counted under one label value, whatever the method; no other test sends a
+    // made-up method to /healthz, so the series grows by exactly these.
     let other = r#"ccc_http_requests_total{method="other",route="/healthz",status="405"}"#;
-    let before = scrape().await;
+    let before = app.metrics().await;
     for i in 0..200 {
         let method = Method::from_bytes(format!("ZQX{i:03}").as_bytes()).unwrap();
         let res = app.request(method, "/healthz", None).send().await.unwrap();
         assert_problem(res, 405, "method-not-allowed").await;
     }
-    let after = scrape().await;
+    let after = app.metrics().await;
     assert!(!after.contains("ZQX"), "a made-up method became a label value");
-    assert!(sample(&after, other) >= sample(&before, other) + 200.0, "{after}");
+    assert_eq!(sample(&after, other), sample(&before, other) + 200.0, "{after}");
     // Whatever else ran in this process: the method label holds a fixed set of values.
     let methods: std::collections::BTreeSet<&str> = after
         .split("method=\"")
@@ -340,14 +296,13 @@ async fn compressed_bodies_are_refused_with_415_before_anything_else() {
             (Some(app.admin_token()), "identity, deflate"),
             (Some(app.admin_token()), "br"),
         ] {
-            let res = app
-                .request(Method::PUT, &path, token.as_deref())
-                .header("Content-Type", "application/json")
-                .header("Content-Encoding", encoding)
-                .body(bomb.clone())
-                .send()
-                .await
-                .unwrap();
+            let res = send(
+                app.request(Method::PUT, &path, token.as_deref())
+                    .header("Content-Type", "application/json")
+                    .header("Content-Encoding", encoding)
+                    .body(bomb.clone()),
+            )
+            .await;
             assert_eq!(res.headers()["accept-encoding"], "identity");
             assert_problem(res, 415, "unsupported-media-type").await;
         }
@@ -359,34 +314,27 @@ async fn compressed_bodies_are_refused_with_415_before_anything_else() {
             e.write_all(body.as_bytes()).unwrap();
             e.finish().unwrap()
         };
-        let res = app
-            .request(Method::PUT, &path, Some(&app.admin_token()))
-            .header("Content-Type", "application/json")
-            .header("Content-Encoding", "gzip")
-            .body(small)
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            app.request(Method::PUT, &path, Some(&app.admin_token()))
+                .header("Content-Type", "application/json")
+                .header("Content-Encoding", "gzip")
+                .body(small),
+        )
+        .await;
         assert_problem(res, 415, "unsupported-media-type").await;
         assert_eq!(
             app.ims.faults().requests("/ims/organizations/v6"),
             ims_before,
             "{backend:?}: refused before IMS was asked"
         );
-        assert_problem(
-            app.get_connection(&app.integration_token()).await,
-            404,
-            "no-connection",
+        app.assert_no_connection().await;
+        // `identity` is no coding at all: accepted.
+        let res = send(
+            app.request(Method::PUT, &path, Some(&app.admin_token()))
+                .header("Content-Encoding", "identity")
+                .json(&serde_json::json!({"org_id": world::ACME_CREATIVE_ORG})),
         )
         .await;
-        // `identity` is no coding at all: accepted.
-        let res = app
-            .request(Method::PUT, &path, Some(&app.admin_token()))
-            .header("Content-Encoding", "identity")
-            .json(&serde_json::json!({"org_id": world::ACME_CREATIVE_ORG}))
-            .send()
-            .await
-            .unwrap();
         assert_eq!(res.status(), 201, "{backend:?}");
     }
 }

@@ -5,7 +5,7 @@ use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::db::Backend;
-use crate::helpers::{TENANT, TestApp, spawn_app};
+use crate::helpers::{TENANT, TestApp, send, spawn_app};
 
 /// Sends `HEAD path` over a bare connection and returns the response head and whatever followed
 /// it on the wire (reqwest never reads a HEAD body, so it could not tell).
@@ -41,21 +41,13 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn head_of_the_connection_is_get_without_a_body() {
     let app = spawn_app(Backend::Sqlite).await;
-    assert_eq!(
-        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
+    app.put_expecting(&app.admin_token(), world::ACME_CREATIVE_ORG, 201)
+        .await;
     let token = app.integration_token();
     let get = app.get_connection(&token).await;
     let get_length = get.headers()["content-length"].to_str().unwrap().to_owned();
     let path = TestApp::connection_path(TENANT);
-    let res = app
-        .request(Method::HEAD, &path, Some(&token))
-        .send()
-        .await
-        .unwrap();
+    let res = app.call(Method::HEAD, &path, Some(&token)).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["etag"], "\"1\"");
     assert_eq!(res.headers()["content-type"], "application/json");
@@ -70,12 +62,11 @@ async fn head_of_the_connection_is_get_without_a_body() {
         String::from_utf8_lossy(&body)
     );
     // The current ETag: 304, as for GET.
-    let res = app
-        .request(Method::HEAD, &path, Some(&token))
-        .header("If-None-Match", "\"1\"")
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        app.request(Method::HEAD, &path, Some(&token))
+            .header("If-None-Match", "\"1\""),
+    )
+    .await;
     assert_eq!(res.status(), 304);
     assert_eq!(res.headers()["etag"], "\"1\"");
 }
@@ -84,7 +75,7 @@ async fn head_of_the_connection_is_get_without_a_body() {
 async fn head_without_a_token_is_401_with_the_problem_headers_and_no_body() {
     let app = spawn_app(Backend::Sqlite).await;
     let path = TestApp::connection_path(TENANT);
-    let res = app.request(Method::HEAD, &path, None).send().await.unwrap();
+    let res = app.call(Method::HEAD, &path, None).await;
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     assert_eq!(
@@ -112,8 +103,8 @@ async fn every_get_route_answers_head_like_get() {
         (&history, Some(&admin)),
     ];
     for (path, token) in routes {
-        let get = app.request(Method::GET, path, token).send().await.unwrap();
-        let res = app.request(Method::HEAD, path, token).send().await.unwrap();
+        let get = app.call(Method::GET, path, token).await;
+        let res = app.call(Method::HEAD, path, token).await;
         assert_eq!(res.status(), get.status(), "HEAD {path}");
         assert_eq!(
             res.headers().get("content-type"),
@@ -127,11 +118,7 @@ async fn every_get_route_answers_head_like_get() {
         assert!(body.is_empty(), "HEAD {path} sent a body");
     }
     // Methods the route does not have are still 405, and Allow names HEAD.
-    let res = app
-        .request(Method::DELETE, "/healthz", None)
-        .send()
-        .await
-        .unwrap();
+    let res = app.call(Method::DELETE, "/healthz", None).await;
     assert_eq!(res.status(), 405);
     assert_eq!(res.headers()["allow"], "GET, HEAD");
 }

@@ -2,12 +2,14 @@
 //! database, reached over HTTP with reqwest.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cc_connection::config::Config;
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use cc_connection::domain::{OrgId, TenantId};
 use cc_connection::startup::{Application, open_store};
 use cc_connection::state::AppState;
+use cc_connection::store::{DbOptions, Store};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
@@ -60,14 +62,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     let mut config = test_config(&ims, &db.url);
     tweak(&mut config);
     let store = open_store(&config).await.expect("store opens");
-    store
-        .add_tenant(
-            &TenantId::parse(TENANT).unwrap(),
-            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
-            &[world::ACME_ADMIN_GROUP.to_owned()],
-        )
-        .await
-        .expect("demo tenant added");
+    add_demo_tenant(&store).await;
     let app = Application::build_with_store(config.clone(), store)
         .await
         .expect("app builds");
@@ -114,6 +109,50 @@ pub async fn spawn_replica(of: &TestApp) -> TestApp {
     replica
 }
 
+/// Registers the demo tenant `TENANT`: home org Acme, administered by the Acme admin group.
+pub async fn add_demo_tenant(store: &Store) {
+    store
+        .add_tenant(
+            &TenantId::parse(TENANT).unwrap(),
+            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
+            &[world::ACME_ADMIN_GROUP.to_owned()],
+        )
+        .await
+        .expect("demo tenant added");
+}
+
+/// Registers the demo tenant in the database at `url` (migrated by a `serve` already).
+pub async fn add_demo_tenant_at(url: &str) {
+    let store = Store::connect(url, &DbOptions::default()).await.unwrap();
+    add_demo_tenant(&store).await;
+    store.close().await;
+}
+
+/// Polls `condition` until it holds; fails the test, naming `what`, once `within` has passed.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `base/readyz` answers 200. Up to 10 s: the first keys load after the development
+/// IMS made its RSA keys, which takes seconds on a loaded machine.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let url = format!("{base}/readyz");
+    wait_for(
+        &format!("{base} to become ready"),
+        Duration::from_secs(10),
+        || async { client.get(&url).send().await.is_ok_and(|r| r.status() == 200) },
+    )
+    .await;
+}
+
 fn init_test_log() {
     if std::env::var("TEST_LOG").is_ok() {
         cc_connection::telemetry::init(cc_connection::config::LogFormat::Pretty);
@@ -122,16 +161,7 @@ fn init_test_log() {
 
 impl TestApp {
     async fn wait_ready(&self) {
-        // Up to 10 s: the first keys load after the development IMS made its RSA keys, which takes
-        // seconds on a loaded machine.
-        for _ in 0..500 {
-            let res = self.client.get(format!("{}/readyz", self.address)).send().await;
-            if res.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("app did not become ready");
+        wait_ready(&self.client, &self.address).await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -177,6 +207,38 @@ impl TestApp {
         integration_token(&self.ims)
     }
 
+    /// Sends `method` to `path`, with `token` as the bearer when given.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>) -> Response {
+        self.request(method, path, token).send().await.unwrap()
+    }
+
+    /// `GET /users/me/orgs`.
+    pub async fn list_orgs(&self, token: &str) -> Response {
+        self.call(Method::GET, "/users/me/orgs", Some(token)).await
+    }
+
+    /// `GET` the demo tenant's connection with `If-None-Match: <tag>`.
+    pub async fn get_connection_if_none_match(&self, token: &str, tag: &str) -> Response {
+        self.request(Method::GET, &Self::connection_path(TENANT), Some(token))
+            .header("If-None-Match", tag)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The demo tenant's connection as the integration reads it (asserted 200).
+    pub async fn connection_json(&self) -> Value {
+        let res = self.get_connection(&self.integration_token()).await;
+        assert_eq!(res.status(), 200, "the connection reads");
+        res.json().await.unwrap()
+    }
+
+    /// Asserts the integration reads no connection of the demo tenant (404 `no-connection`).
+    pub async fn assert_no_connection(&self) {
+        let res = self.get_connection(&self.integration_token()).await;
+        assert_problem(res, 404, "no-connection").await;
+    }
+
     pub async fn get_connection(&self, token: &str) -> Response {
         self.request(Method::GET, &Self::connection_path(TENANT), Some(token))
             .send()
@@ -187,6 +249,32 @@ impl TestApp {
     pub async fn put_connection(&self, token: &str, org_id: &str) -> Response {
         self.request(Method::PUT, &Self::connection_path(TENANT), Some(token))
             .json(&serde_json::json!({ "org_id": org_id }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Switches to `org` and asserts the answer is `status`; returns it for its headers and body.
+    pub async fn put_expecting(&self, token: &str, org: &str, status: u16) -> Response {
+        let res = self.put_connection(token, org).await;
+        assert_eq!(res.status().as_u16(), status, "switch to {org}");
+        res
+    }
+
+    /// Switches to `org` with `If-Match: <tag>`.
+    pub async fn switch(&self, token: &str, org: &str, if_match: &str) -> Response {
+        self.request(Method::PUT, &Self::connection_path(TENANT), Some(token))
+            .header("If-Match", if_match)
+            .json(&serde_json::json!({ "org_id": org }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Disconnects with `If-Match: <tag>`.
+    pub async fn disconnect(&self, token: &str, if_match: &str) -> Response {
+        self.request(Method::DELETE, &Self::connection_path(TENANT), Some(token))
+            .header("If-Match", if_match)
             .send()
             .await
             .unwrap()
@@ -207,12 +295,69 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The history's entries, newest first, read with the admin token.
+    pub async fn history_entries(&self) -> Vec<Value> {
+        self.history_json().await["entries"].as_array().unwrap().clone()
+    }
+
+    /// This app's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        metrics_at(&self.client, &self.address)
+            .await
+            .expect("/metrics answers")
+    }
+
     /// The history as JSON, read with the admin token.
     pub async fn history_json(&self) -> Value {
         let res = self.history(&self.admin_token(), "?limit=100").await;
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()
     }
+}
+
+/// Switches the demo tenant on the app at `base` to `org`; asserts it did (200 or 201) and returns
+/// the connection it answered.
+pub async fn switch_at(client: &reqwest::Client, base: &str, token: &str, org: &str) -> Value {
+    let res = client
+        .put(format!("{base}{}", TestApp::connection_path(TENANT)))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "org_id": org }))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert!(matches!(status, 200 | 201), "switch answered {status}: {body}");
+    body
+}
+
+/// Sends `req`; its answer, whatever the status.
+pub async fn send(req: RequestBuilder) -> Response {
+    req.send().await.unwrap()
+}
+
+/// Sends `req` and reads its answer as JSON.
+pub async fn send_json(req: RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// `base/metrics`, the Prometheus text (`None` if it could not be read).
+pub async fn metrics_at(client: &reqwest::Client, base: &str) -> Option<String> {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// The value of one series (a name, with its labels as exposed) in a Prometheus text. Metrics are
+/// process-wide and the tests share the process: compare values before and after what a test did.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A fresh token of the demo tenant's administrator (federated Alice, UI client, admin scope).

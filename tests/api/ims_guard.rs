@@ -4,23 +4,15 @@
 use std::time::Duration;
 
 use cc_connection::dev_ims::{TokenSpec, world};
-use reqwest::{Method, Response};
-use serde_json::Value;
+use reqwest::Response;
 
 use crate::common::db::Backend;
-use crate::helpers::{TestApp, assert_problem, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem, metric, spawn_app_with};
 
 /// IMS calls made with users' tokens so far.
 fn user_calls(app: &TestApp) -> u64 {
     let f = app.ims.faults();
     f.requests("/ims/organizations/v6") + f.requests("/ims/profile/v1")
-}
-
-async fn list_orgs(app: &TestApp, token: &str) -> Response {
-    app.request(Method::GET, "/users/me/orgs", Some(token))
-        .send()
-        .await
-        .unwrap()
 }
 
 fn retry_after(res: &Response) -> u64 {
@@ -35,17 +27,9 @@ async fn a_user_over_the_ims_rate_limit_gets_429_with_retry_after_and_nothing_ch
     })
     .await;
     let admin = app.admin_token();
-    assert_eq!(
-        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
-    assert_eq!(
-        app.put_connection(&admin, world::ACME_DESIGN_ORG).await.status(),
-        200
-    );
-    assert_eq!(list_orgs(&app, &admin).await.status(), 200);
+    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+    app.put_expecting(&admin, world::ACME_DESIGN_ORG, 200).await;
+    assert_eq!(app.list_orgs(&admin).await.status(), 200);
 
     // The burst is spent: a switch, a disconnect and a listing are refused before IMS is asked.
     let before = user_calls(&app);
@@ -56,34 +40,24 @@ async fn a_user_over_the_ims_rate_limit_gets_429_with_retry_after_and_nothing_ch
     let res = app.delete_connection(&app.admin_token()).await;
     assert!(retry_after(&res) >= 1);
     assert_problem(res, 429, "rate-limited").await;
-    let res = list_orgs(&app, &admin).await;
+    let res = app.list_orgs(&admin).await;
     assert!(retry_after(&res) >= 1);
     assert_problem(res, 429, "rate-limited").await;
     assert_eq!(user_calls(&app), before, "a refused request asks IMS nothing");
 
     // Nothing changed; reads and the history are not limited.
-    let current: Value = app
-        .get_connection(&app.integration_token())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let current = app.connection_json().await;
     assert_eq!(current["org_id"], world::ACME_DESIGN_ORG);
     assert_eq!(current["revision"], 2);
-    assert_eq!(app.history_json().await["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(app.history_entries().await.len(), 2);
 
     // Another user has a bucket of their own.
     let bob = app.user_token(world::BOB_MEMBER, false);
-    assert_eq!(list_orgs(&app, &bob).await.status(), 200);
+    assert_eq!(app.list_orgs(&bob).await.status(), 200);
 
     // After Retry-After the user may switch again.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(
-        app.put_connection(&admin, world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        200
-    );
+    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 200).await;
 }
 
 #[tokio::test]
@@ -105,7 +79,7 @@ async fn the_default_limit_lets_a_person_work() {
                 .status()
                 .is_success()
         );
-        assert_eq!(list_orgs(&app, &admin).await.status(), 200);
+        assert_eq!(app.list_orgs(&admin).await.status(), 200);
     }
 }
 
@@ -122,14 +96,14 @@ async fn a_slow_ims_opens_the_circuit_then_503_comes_at_once_and_it_closes_when_
     let opened_before = transitions_to(&app, "open").await;
     app.ims.faults().set_delay(Duration::from_secs(5));
     // Orgs and profile both time out (each after one retry): two failures open the circuit.
-    let res = list_orgs(&app, &app.admin_token()).await;
+    let res = app.list_orgs(&app.admin_token()).await;
     assert_problem(res, 503, "ims-unavailable").await;
     let calls = user_calls(&app);
     assert_eq!(calls, 4, "two calls, each tried twice");
 
     // Open: every further request is refused without asking IMS, with the time left to wait.
     for _ in 0..10 {
-        let res = list_orgs(&app, &app.admin_token()).await;
+        let res = app.list_orgs(&app.admin_token()).await;
         assert!((1..=3).contains(&retry_after(&res)));
         assert_problem(res, 503, "ims-unavailable").await;
         let res = app
@@ -143,14 +117,10 @@ async fn a_slow_ims_opens_the_circuit_then_503_comes_at_once_and_it_closes_when_
     // IMS answers again: after the cool-down the next request goes through and closes the circuit.
     app.ims.faults().set_delay(Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(3_100)).await;
-    assert_eq!(list_orgs(&app, &app.admin_token()).await.status(), 200);
+    assert_eq!(app.list_orgs(&app.admin_token()).await.status(), 200);
     assert!(app.state.ims.breaker().is_closed());
-    assert_eq!(
-        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
+    app.put_expecting(&app.admin_token(), world::ACME_CREATIVE_ORG, 201)
+        .await;
 }
 
 #[tokio::test]
@@ -161,17 +131,17 @@ async fn a_failed_trial_opens_the_circuit_again_after_one_call() {
     })
     .await;
     app.ims.faults().set_status(Some(500));
-    assert_problem(list_orgs(&app, &app.admin_token()).await, 503, "ims-unavailable").await;
+    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await;
     let calls = user_calls(&app);
-    assert_problem(list_orgs(&app, &app.admin_token()).await, 503, "ims-unavailable").await;
+    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await;
     assert_eq!(user_calls(&app), calls, "open");
 
     // After the cool-down one trial call goes to IMS (tried twice); it fails and the circuit opens
     // again: the other call of that request, waiting on the trial, never reaches IMS.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_problem(list_orgs(&app, &app.admin_token()).await, 503, "ims-unavailable").await;
+    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await;
     assert_eq!(user_calls(&app), calls + 2, "one trial call, tried twice");
-    assert_problem(list_orgs(&app, &app.admin_token()).await, 503, "ims-unavailable").await;
+    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await;
     assert_eq!(user_calls(&app), calls + 2, "open again");
 }
 
@@ -185,7 +155,7 @@ async fn tokens_ims_rejects_do_not_open_the_circuit() {
     // IMS answers 401 (as for a token it revoked): a bad token, not a failing IMS.
     app.ims.faults().set_status(Some(401));
     for _ in 0..5 {
-        assert_problem(list_orgs(&app, &app.admin_token()).await, 401, "invalid-token").await;
+        assert_problem(app.list_orgs(&app.admin_token()).await, 401, "invalid-token").await;
     }
     app.ims.faults().set_status(None);
     let token = app.ims.mint(&TokenSpec::user(
@@ -194,7 +164,7 @@ async fn tokens_ims_rejects_do_not_open_the_circuit() {
         world::USER_SCOPES,
     ));
     assert_eq!(
-        list_orgs(&app, &token).await.status(),
+        app.list_orgs(&token).await.status(),
         200,
         "the circuit stayed closed"
     );
@@ -202,17 +172,7 @@ async fn tokens_ims_rejects_do_not_open_the_circuit() {
 
 /// `ccc_ims_breaker_transitions_total{to=...}` as `/metrics` shows it (process-wide: other tests'
 /// breakers count too, so only increases are meaningful).
-async fn transitions_to(app: &TestApp, to: &str) -> u64 {
-    let text = app
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("ccc_ims_breaker_transitions_total{{to=\"{to}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.trim().parse().unwrap())
+async fn transitions_to(app: &TestApp, to: &str) -> f64 {
+    let series = format!("ccc_ims_breaker_transitions_total{{to=\"{to}\"}}");
+    metric(&app.metrics().await, &series).unwrap_or(0.0)
 }

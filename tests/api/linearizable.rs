@@ -11,15 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cc_connection::dev_ims::{DevIms, world};
-use cc_connection::domain::{OrgId, TenantId};
-use cc_connection::store::{DbOptions, Store};
+use cc_connection::dev_ims::world;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::db::{self, Backend};
-use crate::helpers::{TENANT, TestApp, admin_token, integration_token};
-use crate::process::ServeProcess;
+use crate::common::db;
+use crate::helpers::{TENANT, TestApp, add_demo_tenant_at, admin_token, integration_token, switch_at};
+use crate::process::{ims_and_postgres, serve_replicas};
 
 const REPLICAS: usize = 3;
 const WRITERS: usize = 3;
@@ -112,12 +110,10 @@ async fn read(client: &reqwest::Client, base: &str, replica: usize, token: &str)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn no_read_on_any_replica_answers_older_than_a_switch_acknowledged_before_it_was_sent() {
-    if !db::postgres_or_skip() {
-        return;
-    }
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let db = db::fresh(Backend::Postgres).await;
+    db::require_postgres();
+    let (ims, db) = ims_and_postgres().await;
     // Replica 0 over the slow link, the others near the database.
     let url = url::Url::parse(&db.url).unwrap();
     let server = format!(
@@ -128,27 +124,15 @@ async fn no_read_on_any_replica_answers_older_than_a_switch_acknowledged_before_
     let mut far = url.clone();
     far.set_host(Some("127.0.0.1")).unwrap();
     far.set_port(Some(slow_link(server, SLOW_LINK).await)).unwrap();
-    let replicas: Vec<ServeProcess> = (0..REPLICAS)
-        .map(|r| ServeProcess::spawn(&ims, if r == 0 { far.as_str() } else { &db.url }))
-        .collect();
     // Idle connections are dropped before the server's 5 s keep-alive would close them.
     let client = reqwest::Client::builder()
         .pool_idle_timeout(std::time::Duration::from_secs(2))
         .build()
         .unwrap();
-    for replica in &replicas {
-        replica.wait_ready(&client).await;
-    }
-    let store = Store::connect(&db.url, &DbOptions::default()).await.unwrap();
-    store
-        .add_tenant(
-            &TenantId::parse(TENANT).unwrap(),
-            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
-            &[world::ACME_ADMIN_GROUP.to_owned()],
-        )
-        .await
-        .unwrap();
-    let bases: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.base.clone()).collect());
+    let urls = (0..REPLICAS).map(|r| if r == 0 { far.as_str() } else { &db.url });
+    let replicas = serve_replicas(&ims, urls, &client).await;
+    add_demo_tenant_at(&db.url).await;
+    let bases: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.base().to_owned()).collect());
     let admin = admin_token(&ims);
     let reader = integration_token(&ims);
     let done = Arc::new(AtomicBool::new(false));
@@ -178,20 +162,8 @@ async fn no_read_on_any_replica_answers_older_than_a_switch_acknowledged_before_
                 let orgs = [world::ACME_CREATIVE_ORG, world::ACME_DESIGN_ORG];
                 let (mut acks, mut reads) = (Vec::new(), Vec::new());
                 for i in 0..SWITCHES_PER_WRITER {
-                    let res = client
-                        .put(format!(
-                            "{}{}",
-                            bases[(w + i) % REPLICAS],
-                            TestApp::connection_path(TENANT)
-                        ))
-                        .bearer_auth(&admin)
-                        .json(&serde_json::json!({ "org_id": orgs[(w + i) % 2] }))
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = res.status().as_u16();
-                    let body: Value = res.json().await.unwrap();
-                    assert!(matches!(status, 200 | 201), "switch answered {status}: {body}");
+                    let org = orgs[(w + i) % 2];
+                    let body = switch_at(&client, &bases[(w + i) % REPLICAS], &admin, org).await;
                     acks.push(Ack {
                         acknowledged: Instant::now(),
                         revision: body["revision"].as_i64().unwrap(),

@@ -1,43 +1,23 @@
 //! What `serve` writes to its log: one JSON line per request with the request's facts, and never a
 //! token or an email.
 
-use std::io::Read;
-use std::time::Duration;
-
 use cc_connection::dev_ims::{DevIms, world};
 
 use crate::helpers::{admin_token, integration_token};
-use crate::process::{free_port, serve_command};
+use crate::process::{ServeProcess, serve_command};
 
 #[tokio::test]
 async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = serve_command(
+    let mut cmd = serve_command(
         &ims,
         &format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
-        port,
-    )
-    .env("RUST_LOG", "debug")
-    .spawn()
-    .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    );
+    let serve = ServeProcess::start(cmd.env("RUST_LOG", "debug"));
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ready, "serve became ready");
+    serve.wait_ready(&client).await;
+    let base = serve.base().to_owned();
     let token = integration_token(&ims);
     let admin = admin_token(&ims);
     let path = "/tenants/acme-prod/creative-cloud-connection";
@@ -60,10 +40,7 @@ async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
         .send()
         .await
         .unwrap();
-    let _ = child.kill();
-    let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-    let _ = child.wait();
+    let log = serve.kill_and_log();
 
     let lines: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::common::db::Backend;
-use crate::helpers::spawn_app;
+use crate::helpers::{send_json, spawn_app};
 
 fn committed() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
@@ -25,15 +25,7 @@ fn committed_openapi_matches_the_code() {
 #[tokio::test]
 async fn the_service_serves_the_committed_document_and_swagger_ui() {
     let app = spawn_app(Backend::Sqlite).await;
-    let served: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = send_json(app.client.get(app.url("/openapi.json"))).await;
     assert_eq!(served, committed());
     let res = app.client.get(app.url("/swagger-ui/")).send().await.unwrap();
     assert_eq!(res.status(), 200);

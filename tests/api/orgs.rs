@@ -14,11 +14,7 @@ fn entitled(body: &Value, org: &str) -> Option<bool> {
 #[tokio::test]
 async fn me_lists_every_org_with_its_creative_cloud_flag() {
     let app = spawn_app(Backend::Sqlite).await;
-    let res = app
-        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
-        .send()
-        .await
-        .unwrap();
+    let res = app.list_orgs(&app.admin_token()).await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["user_id"], world::ALICE_FEDERATED);
@@ -33,14 +29,7 @@ async fn me_lists_every_org_with_its_creative_cloud_flag() {
 async fn the_personal_id_with_the_same_email_sees_its_own_entitlements() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.user_token(world::ALICE_PERSONAL, false);
-    let body: Value = app
-        .request(Method::GET, "/users/me/orgs", Some(&token))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.list_orgs(&token).await.json().await.unwrap();
     assert_eq!(body["user_id"], world::ALICE_PERSONAL);
     // Access to the org, but no Creative Cloud there, whatever serviceAccounts says.
     assert_eq!(entitled(&body, world::ACME_CREATIVE_ORG), Some(false));
@@ -51,29 +40,17 @@ async fn own_id_works_and_another_users_id_is_403() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.admin_token();
     let own = format!("/users/{}/orgs", world::ALICE_FEDERATED);
-    assert_eq!(
-        app.request(Method::GET, &own, Some(&token))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.call(Method::GET, &own, Some(&token)).await.status(), 200);
     let other = format!("/users/{}/orgs", world::ALICE_PERSONAL);
     assert_problem(
-        app.request(Method::GET, &other, Some(&token))
-            .send()
-            .await
-            .unwrap(),
+        app.call(Method::GET, &other, Some(&token)).await,
         403,
         "forbidden",
     )
     .await;
     assert_problem(
-        app.request(Method::GET, "/users/not%20an%20id/orgs", Some(&token))
-            .send()
-            .await
-            .unwrap(),
+        app.call(Method::GET, "/users/not%20an%20id/orgs", Some(&token))
+            .await,
         400,
         "invalid-request",
     )
@@ -87,15 +64,7 @@ async fn service_tokens_have_no_orgs_to_list() {
         world::INTEGRATION_CLIENT,
         &[world::READ_SCOPE],
     ));
-    assert_problem(
-        app.request(Method::GET, "/users/me/orgs", Some(&token))
-            .send()
-            .await
-            .unwrap(),
-        403,
-        "forbidden",
-    )
-    .await;
+    assert_problem(app.list_orgs(&token).await, 403, "forbidden").await;
 }
 
 #[tokio::test]
@@ -114,11 +83,7 @@ async fn repeated_listings_are_served_from_one_ims_lookup() {
 async fn ims_unavailable_for_a_listing_is_503_with_retry_after() {
     let app = spawn_app(Backend::Sqlite).await;
     app.ims.faults().set_status(Some(429));
-    let res = app
-        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
-        .send()
-        .await
-        .unwrap();
+    let res = app.list_orgs(&app.admin_token()).await;
     assert_eq!(res.headers()["retry-after"], "1");
     assert_problem(res, 503, "ims-unavailable").await;
 }
@@ -128,11 +93,7 @@ async fn a_failing_ims_call_is_retried_once_then_503() {
     let app = spawn_app(Backend::Sqlite).await;
     app.ims.faults().set_status(Some(500));
     let before = app.ims.faults().requests("/ims/organizations/v6");
-    let res = app
-        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
-        .send()
-        .await
-        .unwrap();
+    let res = app.list_orgs(&app.admin_token()).await;
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, 503, "ims-unavailable").await;
     assert_eq!(
@@ -142,11 +103,7 @@ async fn a_failing_ims_call_is_retried_once_then_503() {
     );
     // IMS answers again: so does the listing.
     app.ims.faults().set_status(None);
-    let res = app
-        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
-        .send()
-        .await
-        .unwrap();
+    let res = app.list_orgs(&app.admin_token()).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -155,11 +112,7 @@ async fn a_slow_ims_is_503_after_the_configured_timeout() {
     let app = spawn_app_with(Backend::Sqlite, |c| c.ims_timeout_ms = 300).await;
     app.ims.faults().set_delay(std::time::Duration::from_secs(5));
     let started = std::time::Instant::now();
-    let res = app
-        .request(Method::GET, "/users/me/orgs", Some(&app.admin_token()))
-        .send()
-        .await
-        .unwrap();
+    let res = app.list_orgs(&app.admin_token()).await;
     let waited = started.elapsed();
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, 503, "ims-unavailable").await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 
 use crate::common::db::backends;
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, send, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_flood_of_readiness_probes_asks_the_database_about_once_a_second() {
@@ -52,18 +52,8 @@ async fn with_an_ops_listener_metrics_are_served_there_and_404_on_the_public_por
             .starts_with("text/plain")
     );
     assert!(res.text().await.unwrap().contains("ccc_http_requests_total"));
-    assert_problem(
-        app.request(Method::GET, "/metrics", None).send().await.unwrap(),
-        404,
-        "not-found",
-    )
-    .await;
-    assert_problem(
-        app.request(Method::POST, "/metrics", None).send().await.unwrap(),
-        404,
-        "not-found",
-    )
-    .await;
+    assert_problem(app.call(Method::GET, "/metrics", None).await, 404, "not-found").await;
+    assert_problem(app.call(Method::POST, "/metrics", None).await, 404, "not-found").await;
 
     // The probes answer on both: the kubelet asks the ops port, a load balancer may ask this one.
     for path in ["/healthz", "/readyz"] {
@@ -85,12 +75,7 @@ async fn with_an_ops_listener_metrics_are_served_there_and_404_on_the_public_por
     assert_problem(res, 404, "not-found").await;
     let res = app.client.post(format!("{ops}/metrics")).send().await.unwrap();
     assert_problem(res, 405, "method-not-allowed").await;
-    let res = app
-        .client
-        .get(format!("{ops}/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let res = send(app.client.get(format!("{ops}/openapi.json"))).await;
     assert_problem(res, 404, "not-found").await;
 }
 
@@ -98,7 +83,7 @@ async fn with_an_ops_listener_metrics_are_served_there_and_404_on_the_public_por
 async fn without_an_ops_listener_metrics_stay_on_the_public_port() {
     let app = spawn_app(crate::common::db::Backend::Sqlite).await;
     assert!(app.ops_address.is_none());
-    let res = app.request(Method::GET, "/metrics", None).send().await.unwrap();
+    let res = app.call(Method::GET, "/metrics", None).await;
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("ccc_http_requests_total"));
 }

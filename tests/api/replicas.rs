@@ -6,15 +6,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, world};
-use cc_connection::domain::{OrgId, TenantId};
+use cc_connection::domain::TenantId;
 use cc_connection::entity::connection;
 use cc_connection::store::{DbOptions, Store};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::Value;
 
-use crate::common::db::{self, Backend};
-use crate::helpers::{TENANT, TestApp, admin_token, assert_history_holds, full_history, integration_token};
-use crate::process::ServeProcess;
+use crate::common::db;
+use crate::helpers::{
+    TENANT, TestApp, add_demo_tenant, add_demo_tenant_at, admin_token, assert_history_holds, full_history,
+    integration_token, send, send_json, switch_at, wait_for,
+};
+use crate::process::{ServeProcess, ims_and_postgres, serve_replicas};
 
 const WRITERS: usize = 12;
 const SWITCHES_PER_WRITER: usize = 25;
@@ -22,27 +25,15 @@ const READERS: usize = 6;
 const READS_PER_READER: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_acknowledged_switch() {
-    if !db::postgres_or_skip() {
-        return;
-    }
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let db = db::fresh(Backend::Postgres).await;
-    // All three start at once on an empty database: their migrations race (under the advisory lock).
-    let replicas: Vec<ServeProcess> = (0..3).map(|_| ServeProcess::spawn(&ims, &db.url)).collect();
+    db::require_postgres();
+    let (ims, db) = ims_and_postgres().await;
     let client = reqwest::Client::new();
-    for replica in &replicas {
-        replica.wait_ready(&client).await;
-    }
+    // All three start at once on an empty database: their migrations race (under the advisory lock).
+    let replicas = serve_replicas(&ims, [db.url.as_str(); 3], &client).await;
     let store = Store::connect(&db.url, &DbOptions::default()).await.unwrap();
-    store
-        .add_tenant(
-            &TenantId::parse(TENANT).unwrap(),
-            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
-            &[world::ACME_ADMIN_GROUP.to_owned()],
-        )
-        .await
-        .unwrap();
+    add_demo_tenant(&store).await;
 
     // Samples the database directly, all through the load.
     let done = Arc::new(AtomicBool::new(false));
@@ -66,27 +57,18 @@ async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_ack
         })
     };
 
-    let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
+    let bases: Vec<String> = replicas.iter().map(|r| r.base().to_owned()).collect();
     let path = TestApp::connection_path(TENANT);
     let admin = admin_token(&ims);
     let orgs = [world::ACME_CREATIVE_ORG, world::ACME_DESIGN_ORG];
     let writers = (0..WRITERS).map(|w| {
-        let (client, bases, path, admin) = (client.clone(), bases.clone(), path.clone(), admin.clone());
+        let (client, bases, admin) = (client.clone(), bases.clone(), admin.clone());
         tokio::spawn(async move {
             // (revision, org) of each switch this writer had acknowledged, in the order it was.
             let mut acknowledged: Vec<(i64, String)> = Vec::new();
             for i in 0..SWITCHES_PER_WRITER {
                 let org = orgs[(w + i) % 2];
-                let res = client
-                    .put(format!("{}{path}", bases[(w + i) % 3]))
-                    .bearer_auth(&admin)
-                    .json(&serde_json::json!({ "org_id": org }))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = res.status().as_u16();
-                let body: Value = res.json().await.unwrap();
-                assert!(matches!(status, 200 | 201), "switch answered {status}: {body}");
+                let body = switch_at(&client, &bases[(w + i) % 3], &admin, org).await;
                 assert_eq!(body["org_id"], org);
                 acknowledged.push((body["revision"].as_i64().unwrap(), org.to_owned()));
             }
@@ -101,12 +83,12 @@ async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_ack
         tokio::spawn(async move {
             let mut answered = 0;
             for i in 0..READS_PER_READER {
-                let res = client
-                    .get(format!("{}{path}", bases[(r + i) % 3]))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
+                let res = send(
+                    client
+                        .get(format!("{}{path}", bases[(r + i) % 3]))
+                        .bearer_auth(&token),
+                )
+                .await;
                 let status = res.status().as_u16();
                 // 404 only until the first switch lands.
                 assert!(matches!(status, 200 | 404), "read answered {status}");
@@ -149,15 +131,7 @@ async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_ack
     // Every replica now reads the newest acknowledged switch.
     let newest = acknowledged.iter().max_by_key(|(r, _)| *r).unwrap();
     for base in &bases {
-        let body: Value = client
-            .get(format!("{base}{path}"))
-            .bearer_auth(&reader_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = send_json(client.get(format!("{base}{path}")).bearer_auth(&reader_token)).await;
         assert_eq!(body["revision"], newest.0);
         assert_eq!(body["org_id"], newest.1.as_str());
     }
@@ -171,21 +145,13 @@ async fn sigterm_finishes_the_request_in_flight_and_refuses_new_ones() {
     let replica = ServeProcess::spawn(&ims, &url);
     let client = reqwest::Client::new();
     replica.wait_ready(&client).await;
-    let store = Store::connect(&url, &DbOptions::default()).await.unwrap();
-    store
-        .add_tenant(
-            &TenantId::parse(TENANT).unwrap(),
-            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
-            &[world::ACME_ADMIN_GROUP.to_owned()],
-        )
-        .await
-        .unwrap();
-    drop(store);
+    add_demo_tenant_at(&url).await;
 
     // A switch that spends a second waiting on IMS is in flight when SIGTERM arrives.
     ims.faults().set_delay(Duration::from_millis(1_000));
+    let ims_before = ims.faults().requests_under("/ims/");
     let in_flight = tokio::spawn({
-        let url = format!("{}{}", replica.base, TestApp::connection_path(TENANT));
+        let url = format!("{}{}", replica.base(), TestApp::connection_path(TENANT));
         let (client, admin) = (client.clone(), admin_token(&ims));
         async move {
             client
@@ -196,18 +162,25 @@ async fn sigterm_finishes_the_request_in_flight_and_refuses_new_ones() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the switch to reach IMS", Duration::from_secs(5), || async {
+        ims.faults().requests_under("/ims/") > ims_before
+    })
+    .await;
     let terminated = Instant::now();
     replica.terminate();
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // New connections are refused while the old request drains.
-    let fresh = reqwest::Client::new();
-    let refused = fresh.get(format!("{}/healthz", replica.base)).send().await;
-    assert!(
-        refused.as_ref().is_err_and(|e| e.is_connect()),
-        "a new connection after SIGTERM is refused: {refused:?}"
-    );
+    let healthz = format!("{}/healthz", replica.base());
+    wait_for(
+        "a new connection after SIGTERM to be refused",
+        Duration::from_secs(5),
+        || async {
+            // A fresh client each time: no kept-alive connection from before.
+            let refused = reqwest::Client::new().get(&healthz).send().await;
+            refused.is_err_and(|e| e.is_connect())
+        },
+    )
+    .await;
 
     let res = in_flight
         .await
@@ -219,16 +192,13 @@ async fn sigterm_finishes_the_request_in_flight_and_refuses_new_ones() {
 
     // The process exits by itself, cleanly, well within the shutdown bound.
     let mut replica = replica;
-    let status = loop {
-        if let Some(status) = replica.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            terminated.elapsed() < Duration::from_secs(10),
-            "serve did not exit within its 10 s shutdown bound"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = replica
+        .exit_within(
+            terminated,
+            Duration::from_secs(10),
+            "serve did not exit within its 10 s shutdown bound",
+        )
+        .await;
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
 
     // And the acknowledged switch is in the database.

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::db::Backend;
-use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{TENANT, TestApp, assert_problem, metric, send, spawn_app, spawn_app_with};
 
 fn header(kid: &str) -> Value {
     json!({"alg": "RS256", "typ": "JWT", "kid": kid, "x5u": format!("{kid}.cer"), "itt": "at"})
@@ -35,12 +35,8 @@ async fn expect_invalid(app: &TestApp, token: &str) {
 
 async fn connected_app() -> TestApp {
     let app = spawn_app(Backend::Sqlite).await;
-    assert_eq!(
-        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-            .await
-            .status(),
-        201
-    );
+    app.put_expecting(&app.admin_token(), world::ACME_CREATIVE_ORG, 201)
+        .await;
     app
 }
 
@@ -58,7 +54,7 @@ async fn a_minted_integration_token_is_accepted() {
 async fn missing_or_malformed_authorization_is_401() {
     let app = connected_app().await;
     let path = TestApp::connection_path(TENANT);
-    let res = app.request(Method::GET, &path, None).send().await.unwrap();
+    let res = app.call(Method::GET, &path, None).await;
     assert_problem(res, 401, "invalid-token").await;
     let good = app.integration_token();
     for value in [
@@ -68,23 +64,16 @@ async fn missing_or_malformed_authorization_is_401() {
         &format!("Token {good}"),
         &format!("Bearer {good} extra"),
     ] {
-        let res = app
-            .client
-            .get(app.url(&path))
-            .header("Authorization", value)
-            .send()
-            .await
-            .unwrap();
+        let res = send(app.client.get(app.url(&path)).header("Authorization", value)).await;
         assert_problem(res, 401, "invalid-token").await;
     }
-    let res = app
-        .client
-        .get(app.url(&path))
-        .header("Authorization", format!("Bearer {good}"))
-        .header("Authorization", format!("Bearer {good}"))
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        app.client
+            .get(app.url(&path))
+            .header("Authorization", format!("Bearer {good}"))
+            .header("Authorization", format!("Bearer {good}")),
+    )
+    .await;
     assert_problem(res, 401, "invalid-token").await;
 }
 
@@ -281,13 +270,7 @@ async fn oversized_authorization_and_headers_are_refused_cleanly() {
     let app = connected_app().await;
     let path = TestApp::connection_path(TENANT);
     let huge = format!("Bearer {}", "a".repeat(100_000));
-    let res = app
-        .client
-        .get(app.url(&path))
-        .header("Authorization", huge)
-        .send()
-        .await
-        .unwrap();
+    let res = send(app.client.get(app.url(&path)).header("Authorization", huge)).await;
     assert_problem(res, 401, "invalid-token").await;
     // Many large unrelated headers: answered (served or refused), never a 5xx or a dropped worker.
     let mut req = app
@@ -306,35 +289,17 @@ async fn oversized_authorization_and_headers_are_refused_cleanly() {
     );
 }
 
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn metrics_text(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_jwks_with_no_usable_key_keeps_the_keys_in_hand_and_is_counted() {
     let app = connected_app().await;
     let counter = r#"ccc_jwks_refreshes_total{outcome="no_usable_key"}"#;
-    let before = metric(&metrics_text(&app).await, counter);
+    // No other test makes a JWKS without a usable key: this series is this test's alone.
+    let before = metric(&app.metrics().await, counter).unwrap_or(0.0);
     app.ims.faults().set_jwks(JwksAnswer::NoUsableKey);
     app.state.verifier.keys().refresh().await.unwrap();
     // A token never seen before (so not from the verified-token cache) still verifies.
     assert_eq!(app.get_connection(&app.integration_token()).await.status(), 200);
-    assert!(metric(&metrics_text(&app).await, counter) > before);
+    assert!(metric(&app.metrics().await, counter).unwrap_or(0.0) > before);
 }
 
 #[tokio::test]

@@ -4,15 +4,16 @@
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, world};
-use cc_connection::domain::{OrgId, TenantId};
-use cc_connection::store::{DbOptions, Store};
 use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::db::{self, Backend};
 use crate::each_backend;
-use crate::helpers::{TENANT, TestApp, admin_token, assert_problem, integration_token, spawn_app_with};
-use crate::process::ServeProcess;
+use crate::helpers::{
+    TENANT, TestApp, add_demo_tenant_at, admin_token, assert_problem, integration_token, metric, metrics_at,
+    send, spawn_app_with, switch_at, wait_for,
+};
+use crate::process::{ServeProcess, ims_and_postgres, serve_replicas};
 
 /// What a watcher got: status, ETag, body (JSON or null), and how long it was held.
 #[derive(Debug)]
@@ -57,13 +58,23 @@ fn spawn_watch(
 
 /// Waits until `app` holds `n` watchers (so a change made next must wake them).
 async fn until_watching(app: &TestApp, n: usize) {
-    for _ in 0..500 {
-        if app.state.store.watchers().count() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{n} watchers never registered");
+    until_watchers(app, &format!("{n} watchers to register"), |count| count >= n).await;
+}
+
+/// Waits until `app`'s count of watchers satisfies `holds`.
+async fn until_watchers(app: &TestApp, what: &str, holds: impl Fn(usize) -> bool) {
+    wait_for(what, Duration::from_secs(5), || {
+        let count = app.state.store.watchers().count();
+        std::future::ready(holds(count))
+    })
+    .await;
+}
+
+/// Starts a 30 s watch of the demo tenant on `app` and waits until it is its one watcher.
+async fn watch_registered(app: &TestApp, token: &str, etag: i64) -> tokio::task::JoinHandle<Answer> {
+    let watcher = spawn_watch(&app.client, &app.address, token, etag, 30);
+    until_watching(app, 1).await;
+    watcher
 }
 
 /// Generous: the wake must come well before a 30 s wait would have run out.
@@ -120,8 +131,7 @@ async fn a_switch_wakes_the_watcher_at_once_with_the_new_state() {
 async fn a_disconnect_wakes_the_watcher_with_404_no_connection_and_an_etag_to_watch_on() {
     each_backend!(|app| {
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
-        let watcher = spawn_watch(&app.client, &app.address, &app.integration_token(), revision, 30);
-        until_watching(&app, 1).await;
+        let watcher = watch_registered(&app, &app.integration_token(), revision).await;
         let res = app.delete_connection(&app.admin_token()).await;
         assert_eq!(res.status(), 204);
         let got = watcher.await.unwrap();
@@ -151,16 +161,14 @@ async fn the_first_connection_wakes_a_watcher_of_a_tenant_without_one() {
         let revision: i64 = etag.unwrap().trim_matches('"').parse().unwrap();
 
         // Without waiting, the same ETag answers 304 like any current one.
-        let res = app
-            .request(Method::GET, &TestApp::connection_path(TENANT), Some(&token))
-            .header("If-None-Match", "\"0\"")
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            app.request(Method::GET, &TestApp::connection_path(TENANT), Some(&token))
+                .header("If-None-Match", "\"0\""),
+        )
+        .await;
         assert_eq!(res.status(), 304);
 
-        let watcher = spawn_watch(&app.client, &app.address, &token, revision, 30);
-        until_watching(&app, 1).await;
+        let watcher = watch_registered(&app, &token, revision).await;
         let created = connect(&app, world::ACME_CREATIVE_ORG).await;
         let got = watcher.await.unwrap();
         assert_eq!(got.status, 200, "{got:?}");
@@ -241,33 +249,22 @@ async fn watching_takes_the_rights_of_a_read() {
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
         let path = format!("{}?wait=30", TestApp::connection_path(TENANT));
         let etag = format!("\"{revision}\"");
-        let res = app
-            .request(Method::GET, &path, None)
-            .header("If-None-Match", &etag)
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            app.request(Method::GET, &path, None)
+                .header("If-None-Match", &etag),
+        )
+        .await;
         assert_problem(res, 401, "invalid-token").await;
         // A bad wait does not tell an anonymous caller more than a 401.
-        let res = app
-            .request(Method::GET, &path.replace("30", "0"), None)
-            .send()
-            .await
-            .unwrap();
+        let res = app.call(Method::GET, &path.replace("30", "0"), None).await;
         assert_problem(res, 401, "invalid-token").await;
         let outsider = app.user_token(world::MALLORY_OTHER_ADMIN, false);
-        let res = app
-            .request(Method::GET, &path, Some(&outsider))
-            .header("If-None-Match", &etag)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get_connection_if_none_match(&outsider, &etag).await;
         assert_problem(res, 403, "forbidden").await;
 
         // A member of the home org may watch, and is woken like an integration.
         let member = app.user_token(world::BOB_MEMBER, false);
-        let watcher = spawn_watch(&app.client, &app.address, &member, revision, 30);
-        until_watching(&app, 1).await;
+        let watcher = watch_registered(&app, &member, revision).await;
         connect(&app, world::ACME_DESIGN_ORG).await;
         let got = watcher.await.unwrap();
         assert_eq!(got.status, 200, "{got:?}");
@@ -281,8 +278,7 @@ async fn beyond_ccc_max_watchers_a_watch_answers_at_once_and_a_gone_client_leave
         let app = spawn_app_with(backend, |c| c.max_watchers = 1).await;
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
         let token = app.integration_token();
-        let first = spawn_watch(&app.client, &app.address, &token, revision, 30);
-        until_watching(&app, 1).await;
+        let first = watch_registered(&app, &token, revision).await;
         let second = spawn_watch(&app.client, &app.address, &token, revision, 30)
             .await
             .unwrap();
@@ -291,12 +287,7 @@ async fn beyond_ccc_max_watchers_a_watch_answers_at_once_and_a_gone_client_leave
 
         // The client of the first one goes away: its place is free again.
         first.abort();
-        for _ in 0..500 {
-            if app.state.store.watchers().count() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_watchers(&app, "a gone client to leave", |count| count == 0).await;
         assert_eq!(app.state.store.watchers().count(), 0, "a gone client leaves");
         assert_eq!(app.state.store.watchers().tenants(), 0);
     }
@@ -306,98 +297,59 @@ async fn beyond_ccc_max_watchers_a_watch_answers_at_once_and_a_gone_client_leave
 async fn metrics_show_watchers_and_the_delay_from_commit_to_answer() {
     each_backend!(|app| {
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
-        let watcher = spawn_watch(&app.client, &app.address, &app.integration_token(), revision, 30);
-        until_watching(&app, 1).await;
+        // Once registered, a watcher reads the tenant again; a switch committed before that read
+        // answers it at once, without a wake and so without a delay to observe. Its reads are
+        // those of a plain GET plus that one.
+        let reads = || app.state.store.read_stats().1;
+        let before_get = reads();
+        assert_eq!(app.get_connection(&app.integration_token()).await.status(), 200);
+        let reads_of_a_get = reads() - before_get;
+        let before_watch = reads();
+        let watcher = watch_registered(&app, &app.integration_token(), revision).await;
+        wait_for(
+            "the watcher to read again once registered",
+            Duration::from_secs(5),
+            || std::future::ready(reads() > before_watch + reads_of_a_get),
+        )
+        .await;
         // The delay is known only for a wake that carries its commit time, i.e. through the change
-        // feed: on PostgreSQL wait for this app's listener (a re-check wake has no commit time).
-        for _ in 0..500 {
-            if app.state.store.watchers().is_live() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // feed: on PostgreSQL wait for this app's listener (a re-check wake has no commit time); SQLite
+        // has no change feed: there the switch wakes this process's watchers itself.
+        if app.backend == Backend::Postgres {
+            wait_for("the change feed to be live", Duration::from_secs(5), || {
+                std::future::ready(app.state.store.watchers().is_live())
+            })
+            .await;
         }
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         let watching = metric(&metrics, "ccc_watchers").unwrap();
         assert!(watching >= 1.0, "{metrics}");
         let answered_before = metric(&metrics, "ccc_watch_delay_seconds_count").unwrap_or(0.0);
         connect(&app, world::ACME_DESIGN_ORG).await;
         assert_eq!(watcher.await.unwrap().status, 200);
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         let answered = metric(&metrics, "ccc_watch_delay_seconds_count").unwrap();
         assert!(answered > answered_before, "{metrics}");
     });
 }
 
-/// The value of an unlabelled metric in a Prometheus text exposition.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 async fn metric_of(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    metric(&text, name)
-}
-
-async fn register_demo_tenant(url: &str) {
-    let store = Store::connect(url, &DbOptions::default()).await.unwrap();
-    store
-        .add_tenant(
-            &TenantId::parse(TENANT).unwrap(),
-            &OrgId::parse(world::ACME_HOME_ORG).unwrap(),
-            &[world::ACME_ADMIN_GROUP.to_owned()],
-        )
-        .await
-        .unwrap();
-    store.close().await;
+    metric(&metrics_at(client, base).await?, name)
 }
 
 async fn switch_on(client: &reqwest::Client, base: &str, ims: &DevIms, org: &str) -> i64 {
-    let res = client
-        .put(format!("{base}{}", TestApp::connection_path(TENANT)))
-        .bearer_auth(admin_token(ims))
-        .json(&serde_json::json!({ "org_id": org }))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    let body: Value = res.json().await.unwrap();
-    assert!(status.is_success(), "switch answered {status}: {body}");
+    let body = switch_at(client, base, &admin_token(ims), org).await;
     body["revision"].as_i64().unwrap()
 }
 
 /// Waits until `base`'s metric `name` is `value`.
 async fn until_metric(client: &reqwest::Client, base: &str, name: &str, value: f64) {
-    for _ in 0..600 {
-        if metric_of(client, base, name).await == Some(value) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{base}: {name} never became {value}");
+    wait_for(
+        &format!("{base}: {name} to become {value}"),
+        Duration::from_secs(15),
+        || async { metric_of(client, base, name).await == Some(value) },
+    )
+    .await;
 }
 
 /// Waits until `base`'s change feed is up (`ccc_watch_feed_up 1`).
@@ -420,13 +372,28 @@ async fn allow_connections(database: &str, allow: bool) {
 
 /// Waits until `base` holds `n` watchers (from its metrics).
 async fn until_watching_on(client: &reqwest::Client, base: &str, n: usize) {
-    for _ in 0..400 {
-        if metric_of(client, base, "ccc_watchers").await >= Some(n as f64) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    wait_for(
+        &format!("{base}: {n} watchers to register"),
+        Duration::from_secs(10),
+        || async { metric_of(client, base, "ccc_watchers").await >= Some(n as f64) },
+    )
+    .await;
+}
+
+/// Waits until every one of `replicas` holds `n` watchers.
+async fn until_each_watching(client: &reqwest::Client, replicas: &[ServeProcess], n: usize) {
+    for replica in replicas {
+        until_watching_on(client, replica.base(), n).await;
     }
-    panic!("{base}: {n} watchers never registered");
+}
+
+/// Asserts a watcher was answered 200 with `org` connected.
+fn assert_woken_with(got: &Answer, org: &str) {
+    assert_eq!(
+        (got.status, &got.body["org_id"]),
+        (200, &Value::from(org)),
+        "{got:?}"
+    );
 }
 
 /// The `LISTEN` connections of the cc-connection processes on `database`, killed; returns how many.
@@ -451,48 +418,37 @@ async fn kill_listeners(database: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_their_listeners_down() {
-    if !db::postgres_or_skip() {
-        return;
-    }
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let db = db::fresh(Backend::Postgres).await;
-    let replicas: Vec<ServeProcess> = (0..3).map(|_| ServeProcess::spawn(&ims, &db.url)).collect();
+    db::require_postgres();
+    let (ims, db) = ims_and_postgres().await;
     let client = reqwest::Client::new();
-    for replica in &replicas {
-        replica.wait_ready(&client).await;
-    }
-    register_demo_tenant(&db.url).await;
+    let replicas = serve_replicas(&ims, [db.url.as_str(); 3], &client).await;
+    add_demo_tenant_at(&db.url).await;
     let (watched, writer) = (&replicas[..2], &replicas[2]);
     for replica in watched {
-        until_feed_up(&client, &replica.base).await;
+        until_feed_up(&client, replica.base()).await;
     }
     let token = integration_token(&ims);
 
     // 1. Notifications: a switch on the third replica wakes watchers on the other two.
-    let mut revision = switch_on(&client, &writer.base, &ims, world::ACME_CREATIVE_ORG).await;
+    let mut revision = switch_on(&client, writer.base(), &ims, world::ACME_CREATIVE_ORG).await;
     let orgs = [world::ACME_DESIGN_ORG, world::ACME_CREATIVE_ORG];
     let mut round = 0;
     let mut watch_round = |revision: i64| {
         round += 1;
         watched
             .iter()
-            .flat_map(|r| (0..2).map(|_| spawn_watch(&client, &r.base, &token, revision, 30)))
+            .flat_map(|r| (0..2).map(|_| spawn_watch(&client, r.base(), &token, revision, 30)))
             .collect::<Vec<_>>()
     };
     let watchers = watch_round(revision);
-    for replica in watched {
-        until_watching_on(&client, &replica.base, 2).await;
-    }
+    until_each_watching(&client, watched, 2).await;
     let org = orgs[0];
-    revision = switch_on(&client, &writer.base, &ims, org).await;
+    revision = switch_on(&client, writer.base(), &ims, org).await;
     for watcher in watchers {
         let got = watcher.await.unwrap();
-        assert_eq!(
-            (got.status, &got.body["org_id"]),
-            (200, &Value::from(org)),
-            "{got:?}"
-        );
+        assert_woken_with(&got, org);
         assert_eq!(got.body["revision"], revision);
         assert!(
             got.took < Duration::from_secs(2),
@@ -504,48 +460,39 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
     // connections; the pools keep theirs): a switch made meanwhile still reaches every watcher,
     // by the re-checks while the listener is down.
     let watchers = watch_round(revision);
-    for replica in watched {
-        until_watching_on(&client, &replica.base, 2).await;
-    }
+    until_each_watching(&client, watched, 2).await;
     let database = db.url.rsplit('/').next().unwrap().to_owned();
     allow_connections(&database, false).await;
     let killed = kill_listeners(&database).await;
     assert_eq!(killed, 3, "one LISTEN connection per replica");
     for replica in watched {
-        until_metric(&client, &replica.base, "ccc_watch_feed_up", 0.0).await;
+        until_metric(&client, replica.base(), "ccc_watch_feed_up", 0.0).await;
     }
     let org = orgs[1];
-    revision = switch_on(&client, &writer.base, &ims, org).await;
+    revision = switch_on(&client, writer.base(), &ims, org).await;
     for watcher in watchers {
         let got = watcher.await.unwrap();
-        assert_eq!(
-            (got.status, &got.body["org_id"]),
-            (200, &Value::from(org)),
-            "{got:?}"
-        );
+        assert_woken_with(&got, org);
         assert!(
             got.took < Duration::from_secs(3),
             "reached within about a second: {got:?}"
         );
     }
     for replica in watched {
-        let up = metric_of(&client, &replica.base, "ccc_watch_feed_up").await;
-        assert_eq!(up, Some(0.0), "{}: the listener was still down", replica.base);
+        let up = metric_of(&client, replica.base(), "ccc_watch_feed_up").await;
+        assert_eq!(up, Some(0.0), "{}: the listener was still down", replica.base());
     }
     allow_connections(&database, true).await;
 
     // 3. The listeners come back, and notifications wake watchers promptly again.
     for replica in watched {
-        until_feed_up(&client, &replica.base).await;
-        let reconnects = metric_of(&client, &replica.base, "ccc_watch_feed_reconnects_total").await;
-        assert!(reconnects >= Some(1.0), "{}: {reconnects:?}", replica.base);
+        until_feed_up(&client, replica.base()).await;
+        let reconnects = metric_of(&client, replica.base(), "ccc_watch_feed_reconnects_total").await;
+        assert!(reconnects >= Some(1.0), "{}: {reconnects:?}", replica.base());
     }
     let watchers = watch_round(revision);
-    for replica in watched {
-        until_watching_on(&client, &replica.base, 2).await;
-    }
-    let org = orgs[0];
-    revision = switch_on(&client, &writer.base, &ims, org).await;
+    until_each_watching(&client, watched, 2).await;
+    revision = switch_on(&client, writer.base(), &ims, orgs[0]).await;
     for watcher in watchers {
         let got = watcher.await.unwrap();
         assert_eq!(got.body["revision"], revision, "{got:?}");
@@ -562,13 +509,13 @@ async fn sigterm_answers_every_watcher_304_at_once_and_the_drain_is_not_held_up(
     let replica = ServeProcess::spawn(&ims, &url);
     let client = reqwest::Client::new();
     replica.wait_ready(&client).await;
-    register_demo_tenant(&url).await;
-    let revision = switch_on(&client, &replica.base, &ims, world::ACME_CREATIVE_ORG).await;
+    add_demo_tenant_at(&url).await;
+    let revision = switch_on(&client, replica.base(), &ims, world::ACME_CREATIVE_ORG).await;
     let token = integration_token(&ims);
     let watchers: Vec<_> = (0..5)
-        .map(|_| spawn_watch(&client, &replica.base, &token, revision, 60))
+        .map(|_| spawn_watch(&client, replica.base(), &token, revision, 60))
         .collect();
-    until_watching_on(&client, &replica.base, 5).await;
+    until_watching_on(&client, replica.base(), 5).await;
 
     let terminated = Instant::now();
     replica.terminate();
@@ -583,15 +530,12 @@ async fn sigterm_answers_every_watcher_304_at_once_and_the_drain_is_not_held_up(
         terminated.elapsed()
     );
     let mut replica = replica;
-    let status = loop {
-        if let Some(status) = replica.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            terminated.elapsed() < Duration::from_secs(5),
-            "serve exits promptly: watchers do not hold up the drain"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = replica
+        .exit_within(
+            terminated,
+            Duration::from_secs(5),
+            "serve exits promptly: watchers do not hold up the drain",
+        )
+        .await;
     assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
 }
