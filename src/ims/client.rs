@@ -106,6 +106,23 @@ impl ImsClient {
         self.profiles.get(token, remaining, freshness, fetch).await
     }
 
+    /// The caller's orgs and profile, asked for at once (the org picker and a switch need both);
+    /// each answer on its own, so the caller decides which failure counts first.
+    pub async fn orgs_and_profile(
+        &self,
+        token: &BearerToken,
+        remaining: Duration,
+        freshness: Freshness,
+    ) -> (
+        Result<Arc<Vec<ImsOrg>>, ImsError>,
+        Result<Arc<ImsProfile>, ImsError>,
+    ) {
+        tokio::join!(
+            self.organizations(token, remaining, freshness),
+            self.profile(token, remaining, freshness),
+        )
+    }
+
     /// A GET with the caller's token, through the circuit breaker: refused at once while it is open.
     async fn user_call(&self, url: &str, token: &BearerToken) -> Result<Vec<u8>, ImsError> {
         let permit = self.breaker.admit().await.map_err(|wait| ImsError::Unavailable {

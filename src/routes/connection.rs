@@ -331,14 +331,10 @@ pub async fn put_connection(
     let token = candidate.caller.token.clone();
     // As IMS says now: both lookups bypass the cache, and run at once. The fresh org list is the
     // one both the administrator check and the target org are judged by.
-    let (orgs, profile) = tokio::join!(
-        state
-            .ims
-            .organizations(&token.bearer, token.remaining(), Freshness::Fresh),
-        state
-            .ims
-            .profile(&token.bearer, token.remaining(), Freshness::Fresh),
-    );
+    let (orgs, profile) = state
+        .ims
+        .orgs_and_profile(&token.bearer, token.remaining(), Freshness::Fresh)
+        .await;
     let orgs = orgs?;
     let admin = candidate.confirm(&orgs)?;
     let org = orgs

@@ -51,14 +51,10 @@ pub struct UserOrgs {
 #[route("/users/{user_id}/orgs", method = "GET", method = "HEAD")]
 pub async fn get_user_orgs(user: UserCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let token = &user.caller.token;
-    let (orgs, profile) = tokio::join!(
-        state
-            .ims
-            .organizations(&token.bearer, token.remaining(), Freshness::Cached),
-        state
-            .ims
-            .profile(&token.bearer, token.remaining(), Freshness::Cached),
-    );
+    let (orgs, profile) = state
+        .ims
+        .orgs_and_profile(&token.bearer, token.remaining(), Freshness::Cached)
+        .await;
     let (orgs, profile) = (orgs?, profile?);
     let codes = &state.config.cc_service_codes;
     let orgs = orgs

@@ -271,45 +271,27 @@ fn sqlx_err(e: sqlx::Error) -> StoreError {
 
 /// Runs the batch query; raw sqlx, as this one query is the hot path.
 async fn fetch(inner: &Inner, ids: &[&str]) -> Result<HashMap<String, TenantView>, StoreError> {
-    let mut views = HashMap::with_capacity(ids.len());
     match inner.db.get_database_backend() {
         DbBackend::Postgres => {
             let pool = inner.db.get_postgres_connection_pool();
-            let rows = sqlx::query(VIEW_SQL_POSTGRES)
-                .bind(ids)
-                .fetch_all(pool)
-                .await
-                .map_err(sqlx_err)?;
-            for row in &rows {
-                let (id, view) = view_from_row(row)?;
-                views.insert(id, view);
-            }
+            let query = sqlx::query(VIEW_SQL_POSTGRES).bind(ids);
+            views_of(&query.fetch_all(pool).await.map_err(sqlx_err)?)
         }
         DbBackend::Sqlite => {
             let pool = inner.db.get_sqlite_connection_pool();
             let json =
                 serde_json::to_string(ids).map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?;
-            let rows = sqlx::query(VIEW_SQL_SQLITE)
-                .bind(json)
-                .fetch_all(pool)
-                .await
-                .map_err(sqlx_err)?;
-            for row in &rows {
-                let (id, view) = view_from_row(row)?;
-                views.insert(id, view);
-            }
+            let query = sqlx::query(VIEW_SQL_SQLITE).bind(json);
+            views_of(&query.fetch_all(pool).await.map_err(sqlx_err)?)
         }
-        other => {
-            return Err(StoreError::Database(DbErr::Custom(format!(
-                "unsupported backend {other:?}"
-            ))));
-        }
+        other => Err(StoreError::Database(DbErr::Custom(format!(
+            "unsupported backend {other:?}"
+        )))),
     }
-    Ok(views)
 }
 
-/// One row of the view query (`view_sql!`), by column position.
-fn view_from_row<R>(row: &R) -> Result<(String, TenantView), StoreError>
+/// The views in the rows of one batch query (`view_sql!`, columns by position), by tenant id.
+fn views_of<R>(rows: &[R]) -> Result<HashMap<String, TenantView>, StoreError>
 where
     R: Row,
     usize: ColumnIndex<R>,
@@ -317,35 +299,38 @@ where
     i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
     DateTime<Utc>: for<'r> Decode<'r, R::Database> + Type<R::Database>,
 {
-    let tenant_id: String = row.try_get(0).map_err(sqlx_err)?;
-    let home_org: String = row.try_get(1).map_err(sqlx_err)?;
-    let admin_groups: String = row.try_get(2).map_err(sqlx_err)?;
-    let revision: i64 = row.try_get(3).map_err(sqlx_err)?;
-    let org_id: Option<String> = row.try_get(4).map_err(sqlx_err)?;
-    let tid = TenantId::parse(&tenant_id).map_err(|_| corrupt("tenant id"))?;
-    let active = match org_id {
-        None => None,
-        Some(org_id) => Some(ConnectionRecord {
-            tenant_id: tid.clone(),
-            org_id: OrgId::parse(&org_id).map_err(|_| corrupt("org id"))?,
-            org_name: row.try_get(5).map_err(sqlx_err)?,
-            connected_by: UserId::parse(&row.try_get::<String, _>(6).map_err(sqlx_err)?)
-                .map_err(|_| corrupt("user id"))?,
-            connected_at: row.try_get(7).map_err(sqlx_err)?,
-            revision: row.try_get(8).map_err(sqlx_err)?,
-            active: true,
-            ended_by: None,
-            ended_at: None,
-            end_reason: None,
-        }),
+    let view_from_row = |row: &R| -> Result<(String, TenantView), StoreError> {
+        let tenant_id: String = row.try_get(0).map_err(sqlx_err)?;
+        let home_org: String = row.try_get(1).map_err(sqlx_err)?;
+        let admin_groups: String = row.try_get(2).map_err(sqlx_err)?;
+        let revision: i64 = row.try_get(3).map_err(sqlx_err)?;
+        let org_id: Option<String> = row.try_get(4).map_err(sqlx_err)?;
+        let tid = TenantId::parse(&tenant_id).map_err(|_| corrupt("tenant id"))?;
+        let active = match org_id {
+            None => None,
+            Some(org_id) => Some(ConnectionRecord {
+                tenant_id: tid.clone(),
+                org_id: OrgId::parse(&org_id).map_err(|_| corrupt("org id"))?,
+                org_name: row.try_get(5).map_err(sqlx_err)?,
+                connected_by: UserId::parse(&row.try_get::<String, _>(6).map_err(sqlx_err)?)
+                    .map_err(|_| corrupt("user id"))?,
+                connected_at: row.try_get(7).map_err(sqlx_err)?,
+                revision: row.try_get(8).map_err(sqlx_err)?,
+                active: true,
+                ended_by: None,
+                ended_at: None,
+                end_reason: None,
+            }),
+        };
+        let tenant = TenantRecord {
+            tenant_id: tid,
+            home_org: OrgId::parse(&home_org).map_err(|_| corrupt("home org"))?,
+            admin_groups: serde_json::from_str(&admin_groups).map_err(|_| corrupt("admin groups"))?,
+            revision,
+        };
+        Ok((tenant_id, TenantView { tenant, active }))
     };
-    let tenant = TenantRecord {
-        tenant_id: tid,
-        home_org: OrgId::parse(&home_org).map_err(|_| corrupt("home org"))?,
-        admin_groups: serde_json::from_str(&admin_groups).map_err(|_| corrupt("admin groups"))?,
-        revision,
-    };
-    Ok((tenant_id, TenantView { tenant, active }))
+    rows.iter().map(view_from_row).collect()
 }
 
 #[cfg(test)]
