@@ -8,12 +8,6 @@ use cc_connection::config::{Config, Mode};
 use cc_connection::domain::{OrgId, TenantId};
 use cc_connection::{cli, telemetry};
 
-/// mimalloc instead of the system allocator: the hot path allocates a few dozen small blocks per
-/// request, and glibc's malloc (with its consolidation passes) was a tenth of the service's CPU
-/// under load; it also returns freed memory to the OS sooner (`docs/design.md`, "The hot path").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// cc-connection: which Creative Cloud org each AEM Assets tenant is connected to.
 #[derive(Parser)]
 #[command(version, about)]
