@@ -12,6 +12,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use support::{env_or, free_port, parse_duration_ms};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -148,18 +150,6 @@ struct Row {
     rss_mib: Option<f64>,
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_ready(url: &str, within: Duration) -> Duration {
     let started = Instant::now();
     let client = reqwest::Client::new();
@@ -175,18 +165,6 @@ async fn wait_ready(url: &str, within: Duration) -> Duration {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("{url} not ready within {within:?}");
-}
-
-fn parse_duration_ms(s: &str) -> f64 {
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let v: f64 = num.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => v / 1000.0,
-        "ms" => v,
-        "s" => v * 1000.0,
-        "m" => v * 60_000.0,
-        _ => f64::NAN,
-    }
 }
 
 /// Runs wrk and parses requests/s, p50, p99 and non-2xx/3xx responses.

@@ -13,6 +13,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use support::{env_or, free_port, parse_duration_ms};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,29 +22,6 @@ use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use sea_orm::{ConnectionTrait, Database};
 
 const THREADS: usize = 2;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn parse_duration_ms(s: &str) -> f64 {
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let v: f64 = num.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => v / 1000.0,
-        "ms" => v,
-        "s" => v * 1000.0,
-        _ => f64::NAN,
-    }
-}
 
 /// wrk on the hot GET of one tenant: requests/s, p50 ms, p99 ms, errors.
 fn wrk_get_one(

@@ -1,4 +1,5 @@
-//! What the benchmark examples share: the seeded database they load.
+//! What the benchmark drivers share: the seeded database they load, the `serve` command, and small
+//! helpers (environment knobs, a free port, wrk's durations).
 
 use std::process::Command;
 
@@ -66,4 +67,31 @@ pub fn serve_command<'a>(cmd: &'a mut Command, db_url: &str, port: u16, ims: &De
             format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
         )
         .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
+}
+
+/// The environment variable `name`, or `default`.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A port free now, for a child `serve` (it logs the port it bound, but its log is not read here).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A duration as wrk prints it (`812.00us`, `1.20ms`, `2.00s`, `1.00m`), in milliseconds.
+pub fn parse_duration_ms(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let v: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => f64::NAN,
+    }
 }
