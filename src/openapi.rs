@@ -72,11 +72,11 @@ impl Modify for ProblemResponses {
                     continue;
                 };
                 // The probes answer no problems; a name there that is no operation fails a test.
-                let Some((_, kinds)) = routes::OPERATION_ERRORS.iter().find(|(name, _)| *name == id) else {
+                let Some((_, groups)) = routes::OPERATION_ERRORS.iter().find(|(name, _)| *name == id) else {
                     continue;
                 };
                 let mut by_status: BTreeMap<u16, Vec<ProblemKind>> = BTreeMap::new();
-                for kind in *kinds {
+                for kind in groups.iter().flat_map(|kinds| kinds.iter()) {
                     by_status.entry(kind.status().as_u16()).or_default().push(*kind);
                 }
                 for (status, kinds) in by_status {

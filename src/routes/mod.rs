@@ -106,93 +106,68 @@ impl RouteTable {
     }
 }
 
-/// The problem types each operation can answer with (415 everywhere: a request with a
-/// `Content-Encoding` is refused whatever its route). The OpenAPI document's error responses and
-/// their examples are generated from this list, grouped by each type's status (see `openapi.rs`).
-pub const OPERATION_ERRORS: &[(&str, &[ProblemKind])] = &[
+/// What any request can be answered with: a bad path, header or body, a bad token, a compressed
+/// body (415 whatever the route), a bug.
+const ANY_REQUEST: &[ProblemKind] = &[
+    P::InvalidRequest,
+    P::InvalidToken,
+    P::UnsupportedMediaType,
+    P::Internal,
+];
+/// What a request naming a tenant can also be answered with: the caller's rights, the tenant.
+const TENANT_ROUTE: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden, P::UnknownTenant];
+/// What a request that may ask IMS can also be answered with.
+const ASKS_IMS: &[ProblemKind] = &[P::ImsError, P::ImsUnavailable];
+/// What a write (a switch or a disconnect) can also be answered with.
+const WRITE: &[ProblemKind] = &[P::ConcurrentSwitch, P::PreconditionFailed, P::RateLimited];
+
+/// The problem types each operation can answer with, as groups. The OpenAPI document's error
+/// responses and their examples are generated from this list, grouped by each type's status (see
+/// `openapi.rs`).
+pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
     (
         "get_connection",
         &[
-            P::InvalidRequest,
-            P::InvalidToken,
-            P::InsufficientScope,
-            P::Forbidden,
-            P::UnknownTenant,
-            P::NoConnection,
-            P::UnsupportedMediaType,
-            P::Internal,
-            P::ImsError,
-            P::ImsUnavailable,
-            P::DatabaseUnavailable,
+            ANY_REQUEST,
+            TENANT_ROUTE,
+            &[P::NoConnection],
+            ASKS_IMS,
+            &[P::DatabaseUnavailable],
         ],
     ),
     (
         "put_connection",
         &[
-            P::InvalidRequest,
-            P::InvalidToken,
-            P::InsufficientScope,
-            P::Forbidden,
-            P::UnknownTenant,
-            P::ConcurrentSwitch,
-            P::PreconditionFailed,
-            P::PayloadTooLarge,
-            P::UnsupportedMediaType,
-            P::OrgNotAccessible,
-            P::NoCreativeCloudEntitlement,
-            P::RateLimited,
-            P::Internal,
-            P::ImsError,
-            P::ImsUnavailable,
-            P::DatabaseUnavailable,
+            ANY_REQUEST,
+            TENANT_ROUTE,
+            WRITE,
+            &[
+                P::PayloadTooLarge,
+                P::OrgNotAccessible,
+                P::NoCreativeCloudEntitlement,
+            ],
+            ASKS_IMS,
+            &[P::DatabaseUnavailable],
         ],
     ),
     (
         "delete_connection",
         &[
-            P::InvalidRequest,
-            P::InvalidToken,
-            P::InsufficientScope,
-            P::Forbidden,
-            P::UnknownTenant,
-            P::NoConnection,
-            P::ConcurrentSwitch,
-            P::PreconditionFailed,
-            P::UnsupportedMediaType,
-            P::RateLimited,
-            P::Internal,
-            P::ImsError,
-            P::ImsUnavailable,
-            P::DatabaseUnavailable,
+            ANY_REQUEST,
+            TENANT_ROUTE,
+            &[P::NoConnection],
+            WRITE,
+            ASKS_IMS,
+            &[P::DatabaseUnavailable],
         ],
     ),
     (
         "get_history",
-        &[
-            P::InvalidRequest,
-            P::InvalidToken,
-            P::InsufficientScope,
-            P::Forbidden,
-            P::UnknownTenant,
-            P::UnsupportedMediaType,
-            P::Internal,
-            P::ImsError,
-            P::ImsUnavailable,
-            P::DatabaseUnavailable,
-        ],
+        &[ANY_REQUEST, TENANT_ROUTE, ASKS_IMS, &[P::DatabaseUnavailable]],
     ),
     (
         "get_user_orgs",
-        &[
-            P::InvalidRequest,
-            P::InvalidToken,
-            P::Forbidden,
-            P::UnsupportedMediaType,
-            P::RateLimited,
-            P::Internal,
-            P::ImsError,
-            P::ImsUnavailable,
-        ],
+        &[ANY_REQUEST, &[P::Forbidden, P::RateLimited], ASKS_IMS],
     ),
 ];
 
