@@ -136,8 +136,7 @@ async fn a_user_token_of_an_integration_client_is_judged_as_a_user() {
 #[tokio::test]
 async fn switching_replaces_the_active_org_and_keeps_the_old_one_in_history() {
     each_backend!(|app| {
-        let admin = app.admin_token();
-        app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+        let admin = app.connected_by_admin().await;
         let res = app.put_connection(&admin, world::ACME_DESIGN_ORG).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["etag"], "\"2\"");
@@ -221,12 +220,8 @@ async fn entitlements_must_be_active_creative_cloud_in_that_org() {
 async fn a_member_who_is_not_an_administrator_cannot_switch_403() {
     each_backend!(|app| {
         let bob = app.user_token(world::BOB_MEMBER, true);
-        assert_problem(
-            app.put_connection(&bob, world::ACME_CREATIVE_ORG).await,
-            403,
-            "forbidden",
-        )
-        .await;
+        app.put_refused(&bob, world::ACME_CREATIVE_ORG, 403, "forbidden")
+            .await;
         assert_problem(app.delete_connection(&bob).await, 403, "forbidden").await;
     });
 }
@@ -235,12 +230,8 @@ async fn a_member_who_is_not_an_administrator_cannot_switch_403() {
 async fn an_administrator_of_another_org_is_refused_whatever_the_scope() {
     each_backend!(|app| {
         let mallory = app.user_token(world::MALLORY_OTHER_ADMIN, true);
-        assert_problem(
-            app.put_connection(&mallory, world::OTHER_ORG).await,
-            403,
-            "forbidden",
-        )
-        .await;
+        app.put_refused(&mallory, world::OTHER_ORG, 403, "forbidden")
+            .await;
         assert_problem(app.history(&mallory, "").await, 403, "forbidden").await;
     });
 }
@@ -266,12 +257,8 @@ async fn integrations_cannot_switch() {
             world::INTEGRATION_CLIENT,
             &[world::READ_SCOPE, world::ADMIN_SCOPE],
         ));
-        assert_problem(
-            app.put_connection(&token, world::ACME_CREATIVE_ORG).await,
-            403,
-            "forbidden",
-        )
-        .await;
+        app.put_refused(&token, world::ACME_CREATIVE_ORG, 403, "forbidden")
+            .await;
     });
 }
 
@@ -406,15 +393,10 @@ async fn ims_down_during_a_switch_returns_503_and_changes_nothing() {
 #[tokio::test]
 async fn ims_garbage_during_a_switch_returns_502_ims_error() {
     let app = spawn_app(crate::common::db::Backend::Sqlite).await;
-    let admin = app.admin_token();
-    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+    let admin = app.connected_by_admin().await;
     app.ims.faults().set_garbage(true);
-    assert_problem(
-        app.put_connection(&admin, world::ACME_DESIGN_ORG).await,
-        502,
-        "ims-error",
-    )
-    .await;
+    app.put_refused(&admin, world::ACME_DESIGN_ORG, 502, "ims-error")
+        .await;
 }
 
 #[tokio::test]
@@ -430,18 +412,13 @@ async fn integration_reads_keep_working_while_ims_is_down() {
 #[tokio::test]
 async fn a_profile_that_does_not_say_whose_it_is_is_502_ims_error_and_changes_nothing() {
     each_backend!(|app| {
-        let admin = app.admin_token();
-        app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+        let admin = app.connected_by_admin().await;
         // IMS answers 200 with a body that names no user: not a verdict on the entitlement.
         app.ims
             .faults()
             .set_profile_body(Some(serde_json::json!({"unexpected": "shape"})));
-        assert_problem(
-            app.put_connection(&admin, world::ACME_DESIGN_ORG).await,
-            502,
-            "ims-error",
-        )
-        .await;
+        app.put_refused(&admin, world::ACME_DESIGN_ORG, 502, "ims-error")
+            .await;
         app.ims.faults().set_profile_body(None);
         let current = app.connection_json().await;
         assert_eq!(current["org_id"], world::ACME_CREATIVE_ORG);

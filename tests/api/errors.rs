@@ -176,8 +176,7 @@ async fn metrics_move_with_requests_switches_and_token_cache() {
 async fn refused_requests_leave_the_database_as_it_was() {
     for backend in crate::common::db::backends() {
         let app = spawn_app(backend).await;
-        let admin = app.admin_token();
-        app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+        let admin = app.connected_by_admin().await;
         let tenant = cc_connection::domain::TenantId::parse(TENANT).unwrap();
         let snapshot = || async {
             let view = app.state.store.tenant_view(&tenant).await.unwrap().unwrap();

@@ -130,8 +130,7 @@ async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart
         c.db_connect_timeout_ms = 1_000;
     })
     .await;
-    let admin = app.admin_token();
-    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+    let admin = app.connected_by_admin().await;
     let reader = app.integration_token();
     assert_eq!(app.get_connection(&reader).await.status(), 200);
 

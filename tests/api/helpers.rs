@@ -261,6 +261,18 @@ impl TestApp {
         res
     }
 
+    /// The demo administrator's token, once it has connected the tenant to Acme Creative (201).
+    pub async fn connected_by_admin(&self) -> String {
+        let admin = self.admin_token();
+        self.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+        admin
+    }
+
+    /// Switches to `org` and asserts the answer is the problem `slug` with `status`; returns its body.
+    pub async fn put_refused(&self, token: &str, org: &str, status: u16, slug: &str) -> Value {
+        assert_problem(self.put_connection(token, org).await, status, slug).await
+    }
+
     /// Switches to `org` with `If-Match: <tag>`.
     pub async fn switch(&self, token: &str, org: &str, if_match: &str) -> Response {
         self.request(Method::PUT, &Self::connection_path(TENANT), Some(token))

@@ -26,8 +26,7 @@ async fn a_user_over_the_ims_rate_limit_gets_429_with_retry_after_and_nothing_ch
         c.ims_rate_burst = 3;
     })
     .await;
-    let admin = app.admin_token();
-    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+    let admin = app.connected_by_admin().await;
     app.put_expecting(&admin, world::ACME_DESIGN_ORG, 200).await;
     assert_eq!(app.list_orgs(&admin).await.status(), 200);
 

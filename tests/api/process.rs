@@ -13,6 +13,39 @@ use cc_connection::dev_ims::{DevIms, world};
 use crate::common::db::{self, Backend, TestDb};
 use crate::helpers::{wait_for, wait_ready};
 
+/// One `serve` process, ready, on a fresh SQLite database holding the demo tenant, with a
+/// development IMS of its own: what the SIGTERM tests stop.
+pub struct LoneReplica {
+    /// Its IMS.
+    pub ims: DevIms,
+    /// The process.
+    pub replica: ServeProcess,
+    /// A client for it.
+    pub client: reqwest::Client,
+    /// Its database.
+    pub url: String,
+    /// The database's folder (removed when dropped: keep it as long as the process).
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a [`LoneReplica`] on `<name>.db`.
+pub async fn lone_replica(name: &str) -> LoneReplica {
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/{name}.db?mode=rwc", dir.path().display());
+    let replica = ServeProcess::spawn(&ims, &url);
+    let client = reqwest::Client::new();
+    replica.wait_ready(&client).await;
+    crate::helpers::add_demo_tenant_at(&url).await;
+    LoneReplica {
+        ims,
+        replica,
+        client,
+        url,
+        dir,
+    }
+}
+
 /// A running `serve` process; killed when dropped.
 pub struct ServeProcess {
     /// The child (its stderr, the JSON log, is read by `log_reader`).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cc_connection::dev_ims::{DevIms, world};
+use cc_connection::dev_ims::world;
 use cc_connection::domain::TenantId;
 use cc_connection::entity::connection;
 use cc_connection::store::{DbOptions, Store};
@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use crate::common::db;
 use crate::helpers::{
-    TENANT, TestApp, add_demo_tenant, add_demo_tenant_at, admin_token, assert_history_holds, full_history,
-    integration_token, send, send_json, switch_at, wait_for,
+    TENANT, TestApp, add_demo_tenant, admin_token, assert_history_holds, full_history, integration_token,
+    send, send_json, switch_at, wait_for,
 };
-use crate::process::{ServeProcess, ims_and_postgres, serve_replicas};
+use crate::process::{LoneReplica, ims_and_postgres, lone_replica, serve_replicas};
 
 const WRITERS: usize = 12;
 const SWITCHES_PER_WRITER: usize = 25;
@@ -139,13 +139,13 @@ async fn three_serve_processes_on_one_postgres_keep_one_active_row_and_every_ack
 
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_and_refuses_new_ones() {
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/drain.db?mode=rwc", dir.path().display());
-    let replica = ServeProcess::spawn(&ims, &url);
-    let client = reqwest::Client::new();
-    replica.wait_ready(&client).await;
-    add_demo_tenant_at(&url).await;
+    let LoneReplica {
+        ims,
+        replica,
+        client,
+        url,
+        dir: _dir,
+    } = lone_replica("drain").await;
 
     // A switch that spends a second waiting on IMS is in flight when SIGTERM arrives.
     ims.faults().set_delay(Duration::from_millis(1_000));

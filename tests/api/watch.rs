@@ -13,7 +13,7 @@ use crate::helpers::{
     TENANT, TestApp, add_demo_tenant_at, admin_token, assert_problem, integration_token, metric, metrics_at,
     send, spawn_app_with, switch_at, wait_for,
 };
-use crate::process::{ServeProcess, ims_and_postgres, serve_replicas};
+use crate::process::{LoneReplica, ServeProcess, ims_and_postgres, lone_replica, serve_replicas};
 
 /// What a watcher got: status, ETag, body (JSON or null), and how long it was held.
 #[derive(Debug)]
@@ -503,13 +503,13 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
 
 #[tokio::test]
 async fn sigterm_answers_every_watcher_304_at_once_and_the_drain_is_not_held_up() {
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/watch.db?mode=rwc", dir.path().display());
-    let replica = ServeProcess::spawn(&ims, &url);
-    let client = reqwest::Client::new();
-    replica.wait_ready(&client).await;
-    add_demo_tenant_at(&url).await;
+    let LoneReplica {
+        ims,
+        replica,
+        client,
+        dir: _dir,
+        ..
+    } = lone_replica("watch").await;
     let revision = switch_on(&client, replica.base(), &ims, world::ACME_CREATIVE_ORG).await;
     let token = integration_token(&ims);
     let watchers: Vec<_> = (0..5)
