@@ -6,14 +6,14 @@ pub mod health;
 pub mod metrics;
 pub mod orgs;
 
+use std::sync::Arc;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::Method;
 use actix_web::http::header::CONTENT_ENCODING;
 use actix_web::middleware::Next;
-use std::sync::Arc;
-
 use actix_web::{HttpRequest, web};
 use utoipa::openapi::OpenApi;
 use utoipa_actix_web::service_config::ServiceConfig;
