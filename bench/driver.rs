@@ -273,17 +273,7 @@ async fn main() {
     };
 
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let integration = ims.mint(&TokenSpec::service(
-        world::INTEGRATION_CLIENT,
-        &[world::READ_SCOPE],
-    ));
-    let mut user_scopes = world::USER_SCOPES.to_vec();
-    user_scopes.push(world::ADMIN_SCOPE);
-    let admin = ims.mint(&TokenSpec::user(
-        world::ALICE_FEDERATED,
-        world::UI_CLIENT,
-        &user_scopes,
-    ));
+    let support::Tokens { integration, admin } = support::tokens(&ims);
 
     // The baseline, in this same run.
     let port = free_port();

@@ -18,7 +18,7 @@ use support::{env_or, free_port, parse_duration_ms};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection::dev_ims::{DevIms, world};
 use sea_orm::{ConnectionTrait, Database};
 
 const THREADS: usize = 2;
@@ -187,17 +187,7 @@ async fn main() {
     let woken: usize = env_or("BENCH_WOKEN_WATCHERS", "1000").parse().unwrap();
 
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let integration = ims.mint(&TokenSpec::service(
-        world::INTEGRATION_CLIENT,
-        &[world::READ_SCOPE],
-    ));
-    let mut admin_scopes = world::USER_SCOPES.to_vec();
-    admin_scopes.push(world::ADMIN_SCOPE);
-    let admin = ims.mint(&TokenSpec::user(
-        world::ALICE_FEDERATED,
-        world::UI_CLIENT,
-        &admin_scopes,
-    ));
+    let support::Tokens { integration, admin } = support::tokens(&ims);
     let mut lines = Vec::new();
     for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         let (db_url, _dir, pg) = match backend {

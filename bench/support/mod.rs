@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use cc_connection::dev_ims::{DevIms, world};
+use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use cc_connection::entity::{connection, tenant};
 use cc_connection::store::{DbOptions, Store};
 use sea_orm::{EntityTrait, Set};
@@ -93,5 +93,31 @@ pub fn parse_duration_ms(s: &str) -> f64 {
         "s" => v * 1000.0,
         "m" => v * 60_000.0,
         _ => f64::NAN,
+    }
+}
+
+/// The two tokens the load uses: the integration's service token (read scope) and the demo
+/// administrator's user token (admin scope), minted by `ims`.
+pub struct Tokens {
+    /// The integration's service token.
+    pub integration: String,
+    /// Alice's administrator token.
+    pub admin: String,
+}
+
+/// Mints the [`Tokens`].
+pub fn tokens(ims: &DevIms) -> Tokens {
+    let mut admin_scopes = world::USER_SCOPES.to_vec();
+    admin_scopes.push(world::ADMIN_SCOPE);
+    Tokens {
+        integration: ims.mint(&TokenSpec::service(
+            world::INTEGRATION_CLIENT,
+            &[world::READ_SCOPE],
+        )),
+        admin: ims.mint(&TokenSpec::user(
+            world::ALICE_FEDERATED,
+            world::UI_CLIENT,
+            &admin_scopes,
+        )),
     }
 }
