@@ -227,6 +227,42 @@ fn peak_rss_mib(child: &Child) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The service's batched-read counters (`ccc_db_read_queries_total`, `ccc_db_reads_total`).
+struct ReadBatches {
+    queries: f64,
+    reads: f64,
+}
+
+impl ReadBatches {
+    async fn scrape(base: &str) -> Self {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Self {
+            queries: value("ccc_db_read_queries_total "),
+            reads: value("ccc_db_reads_total "),
+        }
+    }
+
+    /// A line saying how many reads each query answered since `self`.
+    async fn note(self, base: &str, row: &str) -> String {
+        let now = Self::scrape(base).await;
+        let (queries, reads) = (now.queries - self.queries, now.reads - self.reads);
+        format!(
+            "{row}: {reads:.0} reads in {queries:.0} queries, {:.1} reads a query",
+            reads / queries.max(1.0)
+        )
+    }
+}
+
 struct Service {
     child: Child,
     base: String,
@@ -361,6 +397,7 @@ async fn main() {
                 .spawn()
                 .expect("perf runs")
         });
+        let batches = ReadBatches::scrape(&service.base).await;
         let one = wrk(
             place,
             &format!("{backend}: GET connection, 1 tenant"),
@@ -370,6 +407,11 @@ async fn main() {
             &token_env,
             seconds,
             connections,
+        );
+        notes.push(
+            batches
+                .note(&service.base, &format!("{backend}: GET, 1 tenant"))
+                .await,
         );
         if let Some(perf) = perf {
             let _ = Command::new("kill")
@@ -408,6 +450,7 @@ async fn main() {
             ("BENCH_TOKEN", integration.clone()),
             ("BENCH_TENANTS", TENANTS.to_string()),
         ];
+        let batches = ReadBatches::scrape(&service.base).await;
         let spread = wrk(
             place,
             &format!("{backend}: GET connection, {TENANTS} tenants"),
@@ -417,6 +460,12 @@ async fn main() {
             &get_many_env,
             seconds,
             connections,
+        );
+
+        notes.push(
+            batches
+                .note(&service.base, &format!("{backend}: GET, {TENANTS} tenants"))
+                .await,
         );
 
         // Org listing with IMS answering after 50 ms: cold (every token new) and warm (one token).

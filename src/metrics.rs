@@ -29,6 +29,11 @@ pub struct Metrics {
     pub switches: IntCounterVec,
     /// Database pool connections by state (`in_use`, `idle`), sampled at scrape time.
     pub db_pool: IntGaugeVec,
+    /// Batched read queries run (each answers every tenant-view read queued when it started).
+    pub db_read_queries: IntCounter,
+    /// Tenant-view reads answered by batched read queries: this over `db_read_queries` is the
+    /// mean batch.
+    pub db_reads: IntCounter,
     /// The IMS circuit breaker's state: 1 for the current one of `closed`, `open`, `half_open`.
     pub ims_breaker_state: IntGaugeVec,
     /// Circuit breaker transitions by the state entered.
@@ -82,6 +87,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new("db_pool_connections", "Database pool connections"),
         &["state"],
     )?;
+    let db_read_queries = IntCounter::new(
+        "db_read_queries_total",
+        "Batched read queries run (each answers the reads queued when it started)",
+    )?;
+    let db_reads = IntCounter::new(
+        "db_reads_total",
+        "Tenant-view reads answered by the batched read queries",
+    )?;
     let ims_breaker_state = IntGaugeVec::new(
         Opts::new("ims_breaker_state", "IMS circuit breaker state (1 = current)"),
         &["state"],
@@ -130,6 +143,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(jwks_refreshes.clone()))?;
     registry.register(Box::new(switches.clone()))?;
     registry.register(Box::new(db_pool.clone()))?;
+    registry.register(Box::new(db_read_queries.clone()))?;
+    registry.register(Box::new(db_reads.clone()))?;
     registry.register(Box::new(ims_breaker_state.clone()))?;
     registry.register(Box::new(ims_breaker_transitions.clone()))?;
     registry.register(Box::new(ims_breaker_rejected.clone()))?;
@@ -143,6 +158,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         jwks_refreshes,
         switches,
         db_pool,
+        db_read_queries,
+        db_reads,
         ims_breaker_state,
         ims_breaker_transitions,
         ims_breaker_rejected,

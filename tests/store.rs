@@ -487,7 +487,6 @@ async fn concurrent_reads_of_many_and_equal_tenants_each_get_their_own_answer_in
     }
 }
 
-/// A store with a pool of two, giving up on a connection after one second.
 /// A fresh, migrated database on `backend` with `n` tenants, behind a pool of two connections.
 async fn small_pool_with_many_tenants(backend: Backend, n: usize) -> (TestDb, Store) {
     let db = db::fresh(backend).await;
@@ -497,6 +496,7 @@ async fn small_pool_with_many_tenants(backend: Backend, n: usize) -> (TestDb, St
     (db, store)
 }
 
+/// A store with a pool of two, giving up on a connection after one second.
 async fn small_pool(db: &TestDb) -> Store {
     Store::connect(
         &db.url,
@@ -600,5 +600,62 @@ async fn reads_given_up_by_their_callers_do_not_break_the_query_for_the_others()
                 .await
                 .unwrap(),
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_queued_behind_a_query_whose_worker_stopped_are_still_answered() {
+    const N: usize = 3;
+    for backend in db::backends() {
+        let db = db::fresh(backend).await;
+        let store = Store::connect(
+            &db.url,
+            &DbOptions {
+                max_connections: 2,
+                read_batches_in_flight: 1,
+                ..DbOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        many_tenants(&store, N).await;
+        // A worker's runtime takes a read: its query task is spawned there, and not yet run.
+        let first = store.clone();
+        let worker = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let id = TenantId::parse("t000").unwrap();
+                let read = first.tenant_view(&id);
+                tokio::select! {
+                    biased;
+                    _ = read => panic!("the query task has not run yet"),
+                    () = std::future::ready(()) => {}
+                }
+            });
+            rt
+        })
+        .join()
+        .unwrap();
+        // A read of another worker queues behind that query (one query at a time).
+        let second = store.clone();
+        let mut queued =
+            tokio::spawn(async move { second.tenant_view(&TenantId::parse("t001").unwrap()).await });
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), &mut queued)
+                .await
+                .is_err(),
+            "{backend:?}: the read waits for the query in flight"
+        );
+        // The worker stops, its query task unrun: the queued read is taken up elsewhere.
+        tokio::task::spawn_blocking(move || drop(worker)).await.unwrap();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), queued)
+            .await
+            .expect("the queued read is answered, not left hanging")
+            .unwrap();
+        assert_view_of(backend, 1, N, answer.unwrap());
     }
 }

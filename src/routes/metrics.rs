@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, route, web};
 use crate::state::AppState;
 
 /// Metrics in the Prometheus text format: requests by route and status, latency, IMS calls,
-/// token-cache hits and misses, database pool use, switches.
+/// token-cache hits and misses, database pool use, batched reads, switches.
 ///
 /// Served on `CCC_OPS_LISTEN` instead (and not here) when that is set.
 #[utoipa::path(

@@ -170,6 +170,11 @@ async fn metrics_move_with_requests_switches_and_token_cache() {
     );
     assert!(after.contains("ccc_db_pool_connections{state=\"idle\"}"));
     assert!(sample(&after, r#"ccc_key_cache_lookups_total{result="hit"}"#) >= 1.0);
+    // Both reads went through the batcher (queries count too, though reads may share one).
+    assert!(sample(&after, "ccc_db_reads_total") >= sample(&before, "ccc_db_reads_total") + 2.0);
+    assert!(
+        sample(&after, "ccc_db_read_queries_total") >= sample(&before, "ccc_db_read_queries_total") + 1.0
+    );
 }
 
 #[tokio::test]
