@@ -12,9 +12,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{env_or, free_port, parse_duration_ms};
+use support::{Service, env_or, free_port, memory_mib, parse_duration_ms};
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
@@ -214,19 +214,6 @@ fn wrk(
     }
 }
 
-fn peak_rss_mib(child: &Child) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 /// The service's batched-read counters (`ccc_db_read_queries_total`, `ccc_db_reads_total`).
 struct ReadBatches {
     queries: f64,
@@ -260,18 +247,6 @@ impl ReadBatches {
             "{row}: {reads:.0} reads in {queries:.0} queries, {:.1} reads a query",
             reads / queries.max(1.0)
         )
-    }
-}
-
-struct Service {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -339,7 +314,7 @@ async fn main() {
         seconds,
         connections,
     );
-    base_row.rss_mib = peak_rss_mib(&baseline.child);
+    base_row.rss_mib = memory_mib(&baseline.child, "VmHWM:");
     drop(baseline);
 
     let mut rows = vec![base_row];
@@ -511,7 +486,7 @@ async fn main() {
         );
         ims.faults().set_delay(Duration::ZERO);
 
-        let rss = peak_rss_mib(&service.child);
+        let rss = memory_mib(&service.child, "VmHWM:");
         for mut row in [put, one, not_modified, spread, cold, warm] {
             row.rss_mib = rss;
             rows.push(row);

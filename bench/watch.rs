@@ -13,9 +13,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{env_or, free_port, parse_duration_ms};
+use support::{Service, env_or, free_port, memory_mib, parse_duration_ms};
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, world};
@@ -62,27 +62,6 @@ fn wrk_get_one(
             .unwrap_or(0)
             + field("Socket errors:").map_or(0, |_| 1),
     )
-}
-
-fn rss_mib(child: &Child, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-struct Service {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn start_service(db_url: &str, ims: &DevIms) -> Service {
@@ -215,7 +194,7 @@ async fn main() {
         // The hot GET alone, then with `idle` watchers of other tenants held.
         let hot = "t00000";
         let (rps0, p50_0, p99_0, err0) = wrk_get_one(&service.base, &integration, hot, seconds, connections);
-        let rss_before = rss_mib(&service.child, "VmRSS:");
+        let rss_before = memory_mib(&service.child, "VmRSS:").unwrap_or(f64::NAN);
         let started = Instant::now();
         let held = hold_watchers(&service.base, &integration, idle, |i| {
             format!("t{:05}", 1 + i % (idle - 1))
@@ -223,10 +202,10 @@ async fn main() {
         .await;
         let holding = watchers_held(&probe, &service.base).await;
         let opened_in = started.elapsed();
-        let rss_held = rss_mib(&service.child, "VmRSS:");
+        let rss_held = memory_mib(&service.child, "VmRSS:").unwrap_or(f64::NAN);
         let (rps1, p50_1, p99_1, err1) = wrk_get_one(&service.base, &integration, hot, seconds, connections);
         let still = watchers_held(&probe, &service.base).await;
-        let rss_peak = rss_mib(&service.child, "VmHWM:");
+        let rss_peak = memory_mib(&service.child, "VmHWM:").unwrap_or(f64::NAN);
         for task in &held {
             task.abort();
         }

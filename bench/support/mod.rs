@@ -1,7 +1,8 @@
-//! What the benchmark drivers share: the seeded database they load, the `serve` command, and small
-//! helpers (environment knobs, a free port, wrk's durations).
+//! What the benchmark drivers share: the seeded database they load, the `serve` command, the
+//! running service and its memory, and small helpers (environment knobs, a free port, wrk's
+//! durations).
 
-use std::process::Command;
+use std::process::{Child, Command};
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use cc_connection::entity::{connection, tenant};
@@ -120,4 +121,32 @@ pub fn tokens(ims: &DevIms) -> Tokens {
             &admin_scopes,
         )),
     }
+}
+
+/// A process under measurement, killed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A memory figure of `child` from `/proc/<pid>/status` in MiB: `field` is `VmRSS:` (now) or
+/// `VmHWM:` (peak).
+pub fn memory_mib(child: &Child, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }
