@@ -12,13 +12,12 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{Service, env_or, free_port, memory_mib, parse_duration_ms};
+use support::{BenchDb, Service, env_or, free_port, memory_mib, parse_duration_ms};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
-use sea_orm::{ConnectionTrait, Database};
 
 const TENANTS: usize = 10_000;
 
@@ -320,28 +319,9 @@ async fn main() {
     let mut rows = vec![base_row];
     let mut notes = Vec::new();
     for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-        let (db_url, cleanup) = match backend {
-            "sqlite" => {
-                let dir = tempfile::tempdir().unwrap();
-                (
-                    format!("sqlite://{}/bench.db?mode=rwc", dir.path().display()),
-                    Cleanup::Dir(dir),
-                )
-            }
-            "postgres" => {
-                let name = format!("ccc_bench_{}", uuid::Uuid::new_v4().simple());
-                let admin_db = Database::connect(&pg_url).await.unwrap();
-                admin_db
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap();
-                let (server, _) = pg_url.rsplit_once('/').unwrap();
-                (format!("{server}/{name}"), Cleanup::Pg(admin_db, name))
-            }
-            other => panic!("unknown backend {other}"),
-        };
-        support::seed(&db_url, TENANTS).await;
-        let (service, ready_in) = start_service(place, &db_url, &ims).await;
+        let db = BenchDb::create(backend, &pg_url).await;
+        support::seed(&db.url, TENANTS).await;
+        let (service, ready_in) = start_service(place, &db.url, &ims).await;
         notes.push(format!("{backend}: start to ready {} ms", ready_in.as_millis()));
 
         let many = vec![
@@ -492,11 +472,7 @@ async fn main() {
             rows.push(row);
         }
         drop(service);
-        if let Cleanup::Pg(admin_db, name) = cleanup {
-            let _ = admin_db
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-        }
+        db.remove().await;
     }
 
     let base_rps = rows[0].rps.max(f64::MIN_POSITIVE);
@@ -527,9 +503,4 @@ async fn main() {
         println!("{n}");
     }
     drop(cluster);
-}
-
-enum Cleanup {
-    Dir(#[allow(dead_code)] tempfile::TempDir),
-    Pg(sea_orm::DatabaseConnection, String),
 }

@@ -13,13 +13,12 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{Service, env_or, free_port, memory_mib, parse_duration_ms};
+use support::{BenchDb, Service, env_or, free_port, memory_mib, parse_duration_ms};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, world};
-use sea_orm::{ConnectionTrait, Database};
 
 const THREADS: usize = 2;
 
@@ -169,26 +168,9 @@ async fn main() {
     let support::Tokens { integration, admin } = support::tokens(&ims);
     let mut lines = Vec::new();
     for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-        let (db_url, _dir, pg) = match backend {
-            "sqlite" => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
-                (url, Some(dir), None)
-            }
-            "postgres" => {
-                let name = format!("ccc_bench_{}", uuid::Uuid::new_v4().simple());
-                let admin_db = Database::connect(&pg_url).await.unwrap();
-                admin_db
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap();
-                let (server, _) = pg_url.rsplit_once('/').unwrap();
-                (format!("{server}/{name}"), None, Some((admin_db, name)))
-            }
-            other => panic!("unknown backend {other}"),
-        };
-        support::seed(&db_url, idle.max(2)).await;
-        let service = start_service(&db_url, &ims).await;
+        let db = BenchDb::create(backend, &pg_url).await;
+        support::seed(&db.url, idle.max(2)).await;
+        let service = start_service(&db.url, &ims).await;
         let probe = reqwest::Client::new();
 
         // The hot GET alone, then with `idle` watchers of other tenants held.
@@ -261,11 +243,7 @@ async fn main() {
             opened_in.as_secs_f64(),
         ));
         drop(service);
-        if let Some((admin_db, name)) = pg {
-            let _ = admin_db
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-        }
+        db.remove().await;
     }
     println!(
         "\nwrk -t{THREADS} -c{connections} -d{seconds}s over loopback; 2-core machine, wrk and the watchers' client included"

@@ -1,4 +1,4 @@
-//! What the benchmark drivers share: the seeded database they load, the `serve` command, the
+//! What the benchmark drivers share: the database of a run and its seed, the `serve` command, the
 //! running service and its memory, and small helpers (environment knobs, a free port, wrk's
 //! durations).
 
@@ -7,7 +7,7 @@ use std::process::{Child, Command};
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use cc_connection::entity::{connection, tenant};
 use cc_connection::store::{DbOptions, Store};
-use sea_orm::{EntityTrait, Set};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Set};
 
 /// Registers `tenants` tenants `t00000`.. in the database at `url` (migrated first), each connected
 /// to the development IMS's "Acme Creative" at revision 1: the state the read rows measure.
@@ -149,4 +149,51 @@ pub fn memory_mib(child: &Child, field: &str) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
+}
+
+/// The database of one backend's rows: a file in a temporary folder (`sqlite`), or a database of
+/// its own on the server of `pg_url` (`postgres`), dropped by [`BenchDb::remove`].
+pub struct BenchDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(DatabaseConnection, String)>,
+}
+
+impl BenchDb {
+    pub async fn create(backend: &str, pg_url: &str) -> Self {
+        match backend {
+            "sqlite" => {
+                let dir = tempfile::tempdir().unwrap();
+                Self {
+                    url: format!("sqlite://{}/bench.db?mode=rwc", dir.path().display()),
+                    _dir: Some(dir),
+                    postgres: None,
+                }
+            }
+            "postgres" => {
+                let name = format!("ccc_bench_{}", uuid::Uuid::new_v4().simple());
+                let admin_db = Database::connect(pg_url).await.unwrap();
+                admin_db
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
+                let (server, _) = pg_url.rsplit_once('/').unwrap();
+                Self {
+                    url: format!("{server}/{name}"),
+                    _dir: None,
+                    postgres: Some((admin_db, name)),
+                }
+            }
+            other => panic!("unknown backend {other}"),
+        }
+    }
+
+    /// Drops the PostgreSQL database (the SQLite folder goes with `self`).
+    pub async fn remove(self) {
+        if let Some((admin_db, name)) = &self.postgres {
+            let _ = admin_db
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
 }
