@@ -115,10 +115,14 @@ async fn member_of_home_org(
     tenant: &TenantRecord,
     admin: bool,
 ) -> Result<bool, ApiError> {
-    let orgs = state
-        .ims
-        .organizations(&token.bearer, token.remaining(), Freshness::Cached)
-        .await?;
+    // Boxed: an IMS call is kilobytes of future state, and integrations (the hot path) never
+    // make it; inline, every read's extractor would allocate it.
+    let orgs = Box::pin(
+        state
+            .ims
+            .organizations(&token.bearer, token.remaining(), Freshness::Cached),
+    )
+    .await?;
     Ok(in_home_org(&orgs, tenant, admin))
 }
 

@@ -200,7 +200,9 @@ impl TokenVerifier {
             self.verified.invalidate(&digest);
         }
         lookups.with_label_values(&["miss"]).inc();
-        let (token, key) = self.verify_uncached(raw).await?;
+        // Boxed: the miss path (key lookup, maybe an IMS download) is a few KiB of future state
+        // that every request's extractor would otherwise allocate, hit or not.
+        let (token, key) = Box::pin(self.verify_uncached(raw)).await?;
         let token = Arc::new(token);
         self.verified.insert(
             digest,
