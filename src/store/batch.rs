@@ -298,17 +298,38 @@ fn sqlx_err(e: sqlx::Error) -> StoreError {
 /// Runs the batch query; raw sqlx, as this one query is the hot path.
 async fn fetch(inner: &Inner, ids: &[&str]) -> Result<HashMap<String, TenantView>, StoreError> {
     match inner.db.get_database_backend() {
+        // The connection is back in the pool before the readers are answered: a reader that
+        // writes next (a switch reads first) then finds it idle, instead of racing the task that
+        // dropping it would spawn and opening a connection of its own.
         DbBackend::Postgres => {
-            let pool = inner.db.get_postgres_connection_pool();
-            let query = sqlx::query(VIEW_SQL_POSTGRES).bind(ids);
-            views_of(&query.fetch_all(pool).await.map_err(sqlx_err)?)
+            let mut conn = inner
+                .db
+                .get_postgres_connection_pool()
+                .acquire()
+                .await
+                .map_err(sqlx_err)?;
+            let rows = sqlx::query(VIEW_SQL_POSTGRES)
+                .bind(ids)
+                .fetch_all(&mut *conn)
+                .await;
+            conn.return_to_pool().await;
+            views_of(&rows.map_err(sqlx_err)?)
         }
         DbBackend::Sqlite => {
-            let pool = inner.db.get_sqlite_connection_pool();
             let json =
                 serde_json::to_string(ids).map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?;
-            let query = sqlx::query(VIEW_SQL_SQLITE).bind(json);
-            views_of(&query.fetch_all(pool).await.map_err(sqlx_err)?)
+            let mut conn = inner
+                .db
+                .get_sqlite_connection_pool()
+                .acquire()
+                .await
+                .map_err(sqlx_err)?;
+            let rows = sqlx::query(VIEW_SQL_SQLITE)
+                .bind(json)
+                .fetch_all(&mut *conn)
+                .await;
+            conn.return_to_pool().await;
+            views_of(&rows.map_err(sqlx_err)?)
         }
         other => Err(StoreError::Database(DbErr::Custom(format!(
             "unsupported backend {other:?}"
