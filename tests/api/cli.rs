@@ -366,13 +366,21 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
             .map(|s| {
                 let (client, base, admin) = (client.clone(), serve.base().to_owned(), admin.clone());
                 tokio::spawn(async move {
+                    // Switching until the removal has refused three (bounded): both orders
+                    // happen however fast switches are against the start of the removing
+                    // command, and switches after a refusal show none succeeds again.
                     let mut outcomes = Vec::new();
-                    for i in 0..6 {
+                    let mut refusals = 0;
+                    for i in 0..400 {
                         let org = [world::ACME_DESIGN_ORG, world::ACME_CREATIVE_ORG][(s + i) % 2];
                         let res = put(&client, &base, &admin, org).await;
                         let status = res.status().as_u16();
                         let body: Value = res.json().await.unwrap();
                         outcomes.push((status, body));
+                        refusals += usize::from(status == 404);
+                        if refusals == 3 {
+                            break;
+                        }
                     }
                     outcomes
                 })
