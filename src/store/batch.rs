@@ -85,6 +85,18 @@ struct Queue {
 }
 
 impl Queue {
+    /// Takes a new query slot and the batch it answers.
+    fn start(&mut self, max_batch: usize) -> Vec<Waiter> {
+        self.in_flight += 1;
+        self.next_batch(max_batch)
+    }
+
+    /// The batch of the next query of a slot (it starts now).
+    fn next_batch(&mut self, max_batch: usize) -> Vec<Waiter> {
+        self.newest_started = Some(Instant::now());
+        take_batch(&mut self.pending, max_batch)
+    }
+
     /// Whether an arriving read starts a query now (else a running query takes it when it ends).
     fn may_start(&self, max_in_flight: usize) -> bool {
         self.in_flight == 0
@@ -154,9 +166,7 @@ impl ReadBatcher {
                 reply,
             });
             if queue.may_start(self.inner.opts.max_in_flight) {
-                queue.in_flight += 1;
-                queue.newest_started = Some(Instant::now());
-                Some(take_batch(&mut queue.pending, self.inner.opts.max_batch))
+                Some(queue.start(self.inner.opts.max_batch))
             } else {
                 // A running query takes it when it ends.
                 None
@@ -230,9 +240,7 @@ impl Drop for Slot {
             let mut queue = self.inner.lock();
             queue.in_flight -= 1;
             if queue.in_flight == 0 && !queue.pending.is_empty() {
-                queue.in_flight += 1;
-                queue.newest_started = Some(Instant::now());
-                Some(take_batch(&mut queue.pending, self.inner.opts.max_batch))
+                Some(queue.start(self.inner.opts.max_batch))
             } else {
                 None
             }
@@ -262,8 +270,7 @@ async fn run_with(inner: Arc<Inner>, mut slot: Slot, mut batch: Vec<Waiter>) {
             slot.released = true;
             return;
         }
-        queue.newest_started = Some(Instant::now());
-        batch = take_batch(&mut queue.pending, inner.opts.max_batch);
+        batch = queue.next_batch(inner.opts.max_batch);
     }
 }
 
@@ -298,43 +305,38 @@ fn sqlx_err(e: sqlx::Error) -> StoreError {
 /// Runs the batch query; raw sqlx, as this one query is the hot path.
 async fn fetch(inner: &Inner, ids: &[&str]) -> Result<HashMap<String, TenantView>, StoreError> {
     match inner.db.get_database_backend() {
-        // The connection is back in the pool before the readers are answered: a reader that
-        // writes next (a switch reads first) then finds it idle, instead of racing the task that
-        // dropping it would spawn and opening a connection of its own.
         DbBackend::Postgres => {
-            let mut conn = inner
-                .db
-                .get_postgres_connection_pool()
-                .acquire()
-                .await
-                .map_err(sqlx_err)?;
-            let rows = sqlx::query(VIEW_SQL_POSTGRES)
-                .bind(ids)
-                .fetch_all(&mut *conn)
-                .await;
-            conn.return_to_pool().await;
-            views_of(&rows.map_err(sqlx_err)?)
+            let query = sqlx::query(VIEW_SQL_POSTGRES).bind(ids);
+            views_of(&rows_of(inner.db.get_postgres_connection_pool(), query).await?)
         }
         DbBackend::Sqlite => {
             let json =
                 serde_json::to_string(ids).map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?;
-            let mut conn = inner
-                .db
-                .get_sqlite_connection_pool()
-                .acquire()
-                .await
-                .map_err(sqlx_err)?;
-            let rows = sqlx::query(VIEW_SQL_SQLITE)
-                .bind(json)
-                .fetch_all(&mut *conn)
-                .await;
-            conn.return_to_pool().await;
-            views_of(&rows.map_err(sqlx_err)?)
+            let query = sqlx::query(VIEW_SQL_SQLITE).bind(json);
+            views_of(&rows_of(inner.db.get_sqlite_connection_pool(), query).await?)
         }
         other => Err(StoreError::Database(DbErr::Custom(format!(
             "unsupported backend {other:?}"
         )))),
     }
+}
+
+/// The rows of `query` on a connection of `pool`, which is back in the pool before this returns:
+/// a reader that writes next (a switch reads first) then finds it idle, instead of racing the task
+/// that dropping it would spawn and opening a connection of its own.
+async fn rows_of<'q, DB>(
+    pool: &sqlx::Pool<DB>,
+    query: sqlx::query::Query<'q, DB, DB::Arguments>,
+) -> Result<Vec<DB::Row>, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut conn = pool.acquire().await.map_err(sqlx_err)?;
+    let rows = query.fetch_all(&mut *conn).await;
+    conn.return_to_pool().await;
+    rows.map_err(sqlx_err)
 }
 
 /// The views in the rows of one batch query (`view_sql!`, columns by position), by tenant id.
