@@ -306,37 +306,21 @@ fn sqlx_err(e: sqlx::Error) -> StoreError {
 async fn fetch(inner: &Inner, ids: &[&str]) -> Result<HashMap<String, TenantView>, StoreError> {
     match inner.db.get_database_backend() {
         DbBackend::Postgres => {
+            let pool = inner.db.get_postgres_connection_pool();
             let query = sqlx::query(VIEW_SQL_POSTGRES).bind(ids);
-            views_of(&rows_of(inner.db.get_postgres_connection_pool(), query).await?)
+            views_of(&query.fetch_all(pool).await.map_err(sqlx_err)?)
         }
         DbBackend::Sqlite => {
             let json =
                 serde_json::to_string(ids).map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?;
+            let pool = inner.db.get_sqlite_connection_pool();
             let query = sqlx::query(VIEW_SQL_SQLITE).bind(json);
-            views_of(&rows_of(inner.db.get_sqlite_connection_pool(), query).await?)
+            views_of(&query.fetch_all(pool).await.map_err(sqlx_err)?)
         }
         other => Err(StoreError::Database(DbErr::Custom(format!(
             "unsupported backend {other:?}"
         )))),
     }
-}
-
-/// The rows of `query` on a connection of `pool`, which is back in the pool before this returns:
-/// a reader that writes next (a switch reads first) then finds it idle, instead of racing the task
-/// that dropping it would spawn and opening a connection of its own.
-async fn rows_of<'q, DB>(
-    pool: &sqlx::Pool<DB>,
-    query: sqlx::query::Query<'q, DB, DB::Arguments>,
-) -> Result<Vec<DB::Row>, StoreError>
-where
-    DB: sqlx::Database,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-{
-    let mut conn = pool.acquire().await.map_err(sqlx_err)?;
-    let rows = query.fetch_all(&mut *conn).await;
-    conn.return_to_pool().await;
-    rows.map_err(sqlx_err)
 }
 
 /// The views in the rows of one batch query (`view_sql!`, columns by position), by tenant id.
