@@ -330,6 +330,13 @@ impl TestApp {
 /// Switches the demo tenant on the app at `base` to `org`; asserts it did (200 or 201) and returns
 /// the connection it answered.
 pub async fn switch_at(client: &reqwest::Client, base: &str, token: &str, org: &str) -> Value {
+    let (status, body) = try_switch_at(client, base, token, org).await;
+    assert!(matches!(status, 200 | 201), "switch answered {status}: {body}");
+    body
+}
+
+/// Asks the app at `base` to switch the demo tenant to `org`: the status and the body.
+pub async fn try_switch_at(client: &reqwest::Client, base: &str, token: &str, org: &str) -> (u16, Value) {
     let res = client
         .put(format!("{base}{}", TestApp::connection_path(TENANT)))
         .bearer_auth(token)
@@ -338,9 +345,7 @@ pub async fn switch_at(client: &reqwest::Client, base: &str, token: &str, org: &
         .await
         .unwrap();
     let status = res.status().as_u16();
-    let body: Value = res.json().await.unwrap();
-    assert!(matches!(status, 200 | 201), "switch answered {status}: {body}");
-    body
+    (status, res.json().await.unwrap())
 }
 
 /// Sends `req`; its answer, whatever the status.

@@ -11,7 +11,7 @@ use crate::common::db::{self, Backend};
 use crate::each_backend;
 use crate::helpers::{
     TENANT, TestApp, add_demo_tenant_at, admin_token, assert_problem, integration_token, metric, metrics_at,
-    send, spawn_app_with, switch_at, wait_for,
+    send, spawn_app_with, switch_at, try_switch_at, wait_for,
 };
 use crate::process::{LoneReplica, ServeProcess, ims_and_postgres, lone_replica, serve_replicas};
 
@@ -342,6 +342,24 @@ async fn switch_on(client: &reqwest::Client, base: &str, ims: &DevIms, org: &str
     body["revision"].as_i64().unwrap()
 }
 
+/// `switch_on` while the database refuses new connections: the writer works with the
+/// connections its pool holds, and one may still be on its way back to the pool (sqlx pings a
+/// connection as it returns it) when the switch needs it, so a 503 `database-unavailable` is
+/// retried a few times at a short interval, as a client would after `Retry-After`.
+async fn switch_refusing_no_connection(client: &reqwest::Client, base: &str, ims: &DevIms, org: &str) -> i64 {
+    for _ in 0..5 {
+        let (status, body) = try_switch_at(client, base, &admin_token(ims), org).await;
+        match status {
+            200 | 201 => return body["revision"].as_i64().unwrap(),
+            503 if body["type"] == "/problems/database-unavailable" => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("switch answered {other}: {body}"),
+        }
+    }
+    panic!("the switch answered 503 five times: the writer's pool has no connection left")
+}
+
 /// Waits until `base`'s metric `name` is `value`.
 async fn until_metric(client: &reqwest::Client, base: &str, name: &str, value: f64) {
     wait_for(
@@ -469,7 +487,7 @@ async fn watchers_on_two_replicas_are_woken_by_a_switch_on_a_third_even_with_the
         until_metric(&client, replica.base(), "ccc_watch_feed_up", 0.0).await;
     }
     let org = orgs[1];
-    revision = switch_on(&client, writer.base(), &ims, org).await;
+    revision = switch_refusing_no_connection(&client, writer.base(), &ims, org).await;
     for watcher in watchers {
         let got = watcher.await.unwrap();
         assert_woken_with(&got, org);
