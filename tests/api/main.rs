@@ -23,6 +23,7 @@ mod process;
 mod replicas;
 mod tokens;
 mod watch;
+mod wire;
 
 /// Runs a test body once per configured backend.
 #[macro_export]
