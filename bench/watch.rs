@@ -92,7 +92,13 @@ async fn start_service(db_url: &str, ims: &DevIms) -> Service {
     panic!("{} not ready", service.base);
 }
 
-async fn watchers_held(client: &reqwest::Client, base: &str) -> usize {
+/// The values of the samples named in `prefixes` (name and labels, then a space) on `/metrics`,
+/// 0 for one not there.
+async fn metric_values<const N: usize>(
+    client: &reqwest::Client,
+    base: &str,
+    prefixes: [&str; N],
+) -> [f64; N] {
     let text = client
         .get(format!("{base}/metrics"))
         .send()
@@ -101,9 +107,16 @@ async fn watchers_held(client: &reqwest::Client, base: &str) -> usize {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("ccc_watchers ")?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as usize
+    prefixes.map(|prefix| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    })
+}
+
+async fn watchers_held(client: &reqwest::Client, base: &str) -> usize {
+    let [held] = metric_values(client, base, ["ccc_watchers "]).await;
+    held as usize
 }
 
 /// Starts `n` watches (one connection each), tenant of watch `i` given by `tenant(i)`, and waits
@@ -150,24 +163,16 @@ async fn hold_watchers(
 /// The service's own commit-to-answer histogram (`ccc_watch_delay_seconds`): answers counted, and
 /// of them within 25 ms and within 50 ms (the handler's answer, before it is written and read).
 async fn service_delays(client: &reqwest::Client, base: &str) -> [f64; 3] {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    [
-        value("ccc_watch_delay_seconds_count "),
-        value("ccc_watch_delay_seconds_bucket{le=\"0.025\"} "),
-        value("ccc_watch_delay_seconds_bucket{le=\"0.05\"} "),
-    ]
+    metric_values(
+        client,
+        base,
+        [
+            "ccc_watch_delay_seconds_count ",
+            "ccc_watch_delay_seconds_bucket{le=\"0.025\"} ",
+            "ccc_watch_delay_seconds_bucket{le=\"0.05\"} ",
+        ],
+    )
+    .await
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
