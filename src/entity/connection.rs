@@ -28,7 +28,7 @@ pub struct Model {
     pub ended_by: Option<String>,
     /// When.
     pub ended_at: Option<DateTimeUtc>,
-    /// `replaced` or `disconnected`.
+    /// `replaced`, `disconnected` or `tenant-removed` (`store::EndReason`).
     pub end_reason: Option<String>,
 }
 

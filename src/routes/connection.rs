@@ -273,7 +273,7 @@ async fn watch(
     let Some(mut guard) = state.store.watchers().watch(&tenant_id) else {
         return Ok(read_answer(&view, Some(&tags)));
     };
-    // Not kept while the watch waits: held watches are many (docs/design.md, "Watching").
+    // Not kept while the watch waits: held watches are many (docs/design.md, "What a held watch costs").
     drop(view);
     // Read again now that the watch is registered: a change committed between the first read and
     // the registration has woken nobody.

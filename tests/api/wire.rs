@@ -1,7 +1,6 @@
 //! HTTP/1.1 as clients really send it: pipelined, in pieces, with large heads, with bodies after a
-//! pause, idle between requests. The connection handling these go through is patched
-//! (vendor/PATCHED.md: buffers allocated only while they hold bytes), so they are checked on the
-//! wire here rather than trusted.
+//! pause, idle between requests: what any change to how connections are read and written (the
+//! framework's or ours) must keep doing, checked on the wire rather than trusted.
 
 use std::time::Duration;
 
