@@ -1,24 +1,23 @@
 //! Entity tags and conditional requests: the `ETag` of a revision, `If-Match` (the writes'
-//! precondition) and `If-None-Match` (reads and watches).
+//! precondition) and `If-None-Match` (reads and watches). Parsing and comparison are actix-web's
+//! (`EntityTag`, RFC 9110 8.8.3); what is ours is what a tag means here: a revision.
 
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, EntityTag, HeaderMap, HeaderName, HeaderValue, TryIntoHeaderValue};
 
 use crate::domain::Precondition;
 use crate::error::ApiError;
 
-/// The `ETag` of a revision: the number, quoted.
-pub fn of(revision: i64) -> HeaderValue {
-    // Digits and quotes only: always a valid header value.
-    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+/// The strong entity tag of a revision: the number.
+fn tag_of(revision: i64) -> EntityTag {
+    EntityTag::new_strong(revision.to_string())
 }
 
-/// One entity tag of a conditional header, as far as this service can compare it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntityTag {
-    /// One this service sends: a revision.
-    Revision(i64),
-    /// Any other tag, or a weak one where strong comparison applies: it matches nothing.
-    Foreign,
+/// The `ETag` of a revision: the number, quoted.
+pub fn of(revision: i64) -> HeaderValue {
+    // Digits only: always a valid header value.
+    header::ETag(tag_of(revision))
+        .try_into_value()
+        .unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 /// An entity-tag list as a conditional header holds it.
@@ -31,76 +30,56 @@ pub enum EntityTags {
 }
 
 impl EntityTags {
-    /// Whether the list names `revision` (`*` names none by itself: what it means is the
-    /// header's to say).
+    /// Whether the list names `revision`, compared weakly as `If-None-Match` compares (`W/"7"`
+    /// names 7; `*` names none by itself: what it means is the header's to say).
     pub fn names(&self, revision: i64) -> bool {
         match self {
             Self::Any => false,
-            Self::Tags(tags) => tags.contains(&EntityTag::Revision(revision)),
+            Self::Tags(tags) => {
+                let ours = tag_of(revision);
+                tags.iter().any(|t| t.weak_eq(&ours))
+            }
         }
     }
 }
 
-/// How tags are compared (RFC 9110 8.8.3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Comparison {
-    /// `If-Match`: a weak tag never matches.
-    Strong,
-    /// `If-None-Match`: `W/"7"` matches `"7"`.
-    Weak,
-}
-
-/// Parses an entity-tag list: `*`, or quoted tags; `None` when the header is absent.
-fn parse(
-    headers: &HeaderMap,
-    name: &HeaderName,
-    comparison: Comparison,
-) -> Result<Option<EntityTags>, ApiError> {
-    let mut list: Option<EntityTags> = None;
+/// Parses an entity-tag list (`*`, or quoted tags over one or more header lines); `None` when the
+/// header is absent or lists nothing.
+fn parse(headers: &HeaderMap, name: &HeaderName) -> Result<Option<EntityTags>, ApiError> {
+    let malformed = || ApiError::invalid(format!("{name} must hold quoted entity tags"));
+    let mut tags = Vec::new();
     for value in headers.get_all(name) {
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::invalid(format!("{name} must be ASCII")))?;
+        let text = value.to_str().map_err(|_| malformed())?;
+        // Item by item rather than `header::from_comma_delimited`, which drops what does not parse:
+        // a malformed tag is a 400 here, not a header that silently lists less.
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let entry = list.get_or_insert(EntityTags::Tags(Vec::new()));
             if item == "*" {
-                *entry = EntityTags::Any;
-                continue;
+                return Ok(Some(EntityTags::Any));
             }
-            let (is_weak, tag) = match item.strip_prefix("W/") {
-                Some(rest) => (true, rest),
-                None => (false, item),
-            };
-            let inner = tag
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .ok_or_else(|| ApiError::invalid(format!("{name} must hold quoted entity tags")))?;
-            if let EntityTags::Tags(tags) = entry {
-                let comparable = comparison == Comparison::Weak || !is_weak;
-                tags.push(match inner.parse::<i64>() {
-                    Ok(revision) if comparable => EntityTag::Revision(revision),
-                    _ => EntityTag::Foreign,
-                });
-            }
+            tags.push(item.parse::<EntityTag>().map_err(|_| malformed())?);
         }
     }
-    Ok(list)
+    Ok((!tags.is_empty()).then_some(EntityTags::Tags(tags)))
 }
 
 /// `If-None-Match`, compared weakly.
 pub fn if_none_match(headers: &HeaderMap) -> Result<Option<EntityTags>, ApiError> {
-    parse(headers, &header::IF_NONE_MATCH, Comparison::Weak)
+    parse(headers, &header::IF_NONE_MATCH)
 }
 
-/// `If-Match` as the store takes it: `*` or one tag. A tag that is not one of ours can never hold:
-/// it is refused (412) here.
+/// `If-Match` as the store takes it: `*` or one tag. A tag that is not one of ours can never hold
+/// (strong comparison: a weak tag never matches): it is refused (412) here.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
-    match parse(headers, &header::IF_MATCH, Comparison::Strong)? {
+    match parse(headers, &header::IF_MATCH)? {
         None => Ok(None),
         Some(EntityTags::Any) => Ok(Some(Precondition::Any)),
         Some(EntityTags::Tags(tags)) => match tags.as_slice() {
-            [EntityTag::Revision(revision)] => Ok(Some(Precondition::Revision(*revision))),
-            [EntityTag::Foreign] => Err(ApiError::PreconditionFailed),
+            [tag] => match tag.tag().parse::<i64>() {
+                Ok(revision) if tag.strong_eq(&tag_of(revision)) => {
+                    Ok(Some(Precondition::Revision(revision)))
+                }
+                _ => Err(ApiError::PreconditionFailed),
+            },
             _ => Err(ApiError::invalid("If-Match must hold one entity tag or *")),
         },
     }
@@ -120,37 +99,20 @@ mod tests {
     }
 
     #[test]
-    fn entity_tags_parse_strong_weak_and_star() {
+    fn if_none_match_names_revisions_weakly_and_star_names_none() {
         let inm = |v| if_none_match(&headers(header::IF_NONE_MATCH, v)).ok().flatten();
-        assert_eq!(inm("\"7\""), Some(EntityTags::Tags(vec![EntityTag::Revision(7)])));
-        assert_eq!(
-            inm("W/\"7\", \"8\""),
-            Some(EntityTags::Tags(vec![
-                EntityTag::Revision(7),
-                EntityTag::Revision(8)
-            ]))
-        );
+        let names = |v, r| inm(v).is_some_and(|t: EntityTags| t.names(r));
+        assert!(names("\"7\"", 7));
+        assert!(names("W/\"7\", \"8\"", 7) && names("W/\"7\", \"8\"", 8));
+        assert!(!names("\"7\"", 8));
+        assert!(!names("\"abc\"", 7));
         assert_eq!(inm("*"), Some(EntityTags::Any));
-        let im = |v| {
-            parse(
-                &headers(header::IF_MATCH, v),
-                &header::IF_MATCH,
-                Comparison::Strong,
-            )
-            .ok()
-            .flatten()
-        };
-        // Strong comparison: a weak tag never matches.
-        assert_eq!(im("W/\"7\""), Some(EntityTags::Tags(vec![EntityTag::Foreign])));
-        assert_eq!(im("\"abc\""), Some(EntityTags::Tags(vec![EntityTag::Foreign])));
+        assert!(!names("*", 7));
         assert!(
-            parse(
-                &headers(header::IF_MATCH, "7"),
-                &header::IF_MATCH,
-                Comparison::Strong
-            )
-            .is_err()
+            if_none_match(&headers(header::IF_NONE_MATCH, "7")).is_err(),
+            "unquoted"
         );
+        assert!(matches!(if_none_match(&HeaderMap::new()), Ok(None)));
     }
 
     #[test]
@@ -158,8 +120,11 @@ mod tests {
         let im = |v| if_match(&headers(header::IF_MATCH, v));
         assert_eq!(im("\"7\"").ok().flatten(), Some(Precondition::Revision(7)));
         assert_eq!(im("*").ok().flatten(), Some(Precondition::Any));
+        // Strong comparison: a weak tag never matches; nor does a tag that is not a revision.
         assert!(matches!(im("W/\"7\""), Err(ApiError::PreconditionFailed)));
+        assert!(matches!(im("\"abc\""), Err(ApiError::PreconditionFailed)));
         assert!(matches!(im("\"7\", \"8\""), Err(ApiError::InvalidRequest { .. })));
+        assert!(matches!(im("7"), Err(ApiError::InvalidRequest { .. })));
         assert!(matches!(if_match(&HeaderMap::new()), Ok(None)));
     }
 }
