@@ -7,4 +7,4 @@ version=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -q "$version"; then
   cargo install --locked --quiet "cargo-deny@$version"
 fi
-cargo deny --offline --locked check licenses bans sources
+cargo deny --offline --locked check --hide-inclusion-graph licenses bans sources
