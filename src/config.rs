@@ -100,6 +100,17 @@ pub struct Config {
     /// `CCC_MAX_WATCHERS`: requests that may wait for a change (`?wait=`) at once on this replica;
     /// beyond it a watch answers at once, as a plain read.
     pub max_watchers: usize,
+    /// `CCC_REQUEST_BODY_TIMEOUT_MS`: how long a request's body may take to arrive once its headers
+    /// have; then 408 `request-timeout`.
+    #[serde(default = "default_request_body_timeout_ms")]
+    pub request_body_timeout_ms: u64,
+}
+
+/// The default of `CCC_REQUEST_BODY_TIMEOUT_MS`: a switch body is under 100 bytes.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn default_request_body_timeout_ms() -> u64 {
+    DEFAULT_REQUEST_BODY_TIMEOUT.as_millis() as u64
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -152,6 +163,7 @@ impl Config {
             ims_breaker_cooldown_ms: 5_000,
             ops_listen: None,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            request_body_timeout_ms: default_request_body_timeout_ms(),
         }
     }
 
@@ -239,6 +251,12 @@ impl Config {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        if self.request_body_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_REQUEST_BODY_TIMEOUT_MS",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
         if self.ims_breaker_failures == 0 {
             return Err(ConfigError::Invalid {
                 name: "CCC_IMS_BREAKER_FAILURES",
@@ -271,6 +289,11 @@ impl Config {
     /// How long a request waits for a database connection (`CCC_DB_CONNECT_TIMEOUT_MS`).
     pub fn db_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.db_connect_timeout_ms)
+    }
+
+    /// How long a request body may take to arrive (`CCC_REQUEST_BODY_TIMEOUT_MS`).
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_body_timeout_ms)
     }
 
     /// The IMS call timeout.

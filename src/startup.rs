@@ -256,6 +256,7 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .default_service(web::to(routes::fallback))
             // Inside the request context (request id, metrics), before every route and extractor.
             .wrap(from_fn(routes::head_as_get_for_docs))
+            .wrap(from_fn(routes::read_body_in_time))
             .wrap(from_fn(routes::identity_encoding_only))
             .wrap(from_fn(telemetry::request_context))
     })

@@ -311,7 +311,9 @@ impl KeyStore {
                 Err(CertMiss::NotFound) => {}
                 // Not a 401: the key may well exist; the caller is told when to try again.
                 Err(CertMiss::Skipped) => return Err(KeyError::Deferred),
-                Err(CertMiss::Unavailable(e)) => ims_error = Some(e),
+                // The certificate base is down: the key may well exist, so the token is not
+                // refused (a 401 would make clients throw good tokens away); they retry instead.
+                Err(CertMiss::Unavailable(e)) => return Err(KeyError::Unavailable(e)),
             }
         }
         Err(match ims_error {

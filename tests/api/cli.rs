@@ -164,7 +164,8 @@ async fn tenant_commands_change_what_a_running_serve_answers() {
         assert_eq!(res.status(), 200, "{backend:?}");
         let before_removal: Value = res.json().await.unwrap();
 
-        // remove: the connection ends (kept in the history) and the tenant is unknown to the API.
+        // remove: the connection ends (kept in the history) and the tenant is unknown to the API:
+        // integrations are told so, anyone else may not see it (403, as for any unregistered tenant).
         let said = ok(url, &["tenant", "remove", TENANT]);
         assert!(said.contains("cli:ops-alice"), "{said}");
         assert_problem(
@@ -173,15 +174,10 @@ async fn tenant_commands_change_what_a_running_serve_answers() {
             "unknown-tenant",
         )
         .await;
-        assert_problem(get(&client, base, &path, &alice).await, 404, "unknown-tenant").await;
-        assert_problem(
-            get(&client, base, &history_path, &alice).await,
-            404,
-            "unknown-tenant",
-        )
-        .await;
+        assert_problem(get(&client, base, &path, &alice).await, 403, "forbidden").await;
+        assert_problem(get(&client, base, &history_path, &alice).await, 403, "forbidden").await;
         let res = put(&client, base, &alice, world::ACME_CREATIVE_ORG).await;
-        assert_problem(res, 404, "unknown-tenant").await;
+        assert_problem(res, 403, "forbidden").await;
         assert_eq!(json(url, &["tenant", "list", "--json"]), serde_json::json!([]));
         assert!(fails(url, &["tenant", "show", TENANT]).contains("not registered"));
         let active = connection::Entity::find()
@@ -377,7 +373,7 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
                         let status = res.status().as_u16();
                         let body: Value = res.json().await.unwrap();
                         outcomes.push((status, body));
-                        refusals += usize::from(status == 404);
+                        refusals += usize::from(status == 403);
                         if refusals == 3 {
                             break;
                         }
@@ -397,7 +393,7 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
             for (status, body) in switcher.await.unwrap() {
                 match status {
                     200 | 201 => {
-                        assert!(!after_removal, "round {round}: a switch succeeded after a 404");
+                        assert!(!after_removal, "round {round}: a switch succeeded after a 403");
                         acknowledged += 1;
                         let revision = body["revision"].as_i64().unwrap();
                         let row = connection::Entity::find()
@@ -409,8 +405,9 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
                             .expect("an acknowledged switch is in the history");
                         assert!(!row.active, "round {round}: revision {revision} is still active");
                     }
-                    404 => {
-                        assert_eq!(body["type"], "/problems/unknown-tenant", "round {round}");
+                    // The tenant is gone: to its administrator, one they may not see.
+                    403 => {
+                        assert_eq!(body["type"], "/problems/forbidden", "round {round}");
                         refused += 1;
                         after_removal = true;
                     }

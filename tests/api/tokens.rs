@@ -445,3 +445,26 @@ async fn concurrent_first_uses_of_a_certificate_share_one_download() {
     }
     assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
 }
+
+/// Item 4 of the third hardening round: with the JWKS loaded, a certificate base that cannot be
+/// reached says "retry" (503 with `Retry-After`), not "your token is bad" (401).
+#[tokio::test]
+async fn a_certificate_base_that_is_down_answers_503_with_retry_after_not_401() {
+    // A port nothing listens on: every download is refused at connect.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}/keys/", dead.local_addr().unwrap().port());
+    drop(dead);
+    let app = spawn_app_with(Backend::Sqlite, |c| c.ims_cert_url = Some(base)).await;
+    assert!(app.state.verifier.keys().is_loaded(), "the JWKS is loaded");
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    let res = app.get_connection(&app.ims.mint(&spec)).await;
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    assert!(!res.headers().contains_key("www-authenticate"));
+    assert_problem(res, 503, "ims-unavailable").await;
+    // A JWKS-keyed token is served meanwhile.
+    assert_eq!(app.get_connection(&app.integration_token()).await.status(), 404);
+}
