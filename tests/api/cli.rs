@@ -436,3 +436,61 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
     );
     eprintln!("{ROUNDS} rounds: {acknowledged} switches acknowledged, {refused} refused after removal");
 }
+
+/// Item 9 of the third hardening round: what the operator's terminal shows holds nothing it would
+/// act on, even for an org name stored raw (before names from IMS were cleaned).
+#[tokio::test]
+async fn tenant_show_prints_no_control_characters() {
+    use cc_connection::domain::{OrgId, TenantId, UserId};
+    use cc_connection::store::SwitchRequest;
+    for backend in db::backends() {
+        let app = crate::helpers::spawn_app(backend).await;
+        let raw = "Evil\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{7f}\u{202e} Org";
+        app.state
+            .store
+            .switch(&SwitchRequest {
+                tenant_id: TenantId::parse(TENANT).unwrap(),
+                org_id: OrgId::parse(world::ACME_CREATIVE_ORG).unwrap(),
+                org_name: raw.to_owned(),
+                by: UserId::parse(world::ALICE_FEDERATED).unwrap(),
+                at: chrono::Utc::now(),
+                if_match: None,
+            })
+            .await
+            .unwrap();
+        let acted_on = |c: char| c.is_control() && c != '\n' || c == '\u{202e}';
+        let text = ok(&app.db.url, &["tenant", "show", TENANT]);
+        assert!(!text.chars().any(acted_on), "{backend:?}: {text:?}");
+        assert!(text.contains("Evil\u{fffd}[2J"), "shown, made harmless: {text}");
+        let json_text = ok(&app.db.url, &["tenant", "show", TENANT, "--json"]);
+        assert!(!json_text.chars().any(acted_on), "{backend:?}: {json_text:?}");
+        // Still the same JSON: the stored name, escaped.
+        let shown: Value = serde_json::from_str(&json_text).unwrap();
+        assert_eq!(shown["connection"]["org_name"], raw);
+        let listed = ok(&app.db.url, &["tenant", "list"]);
+        assert!(!listed.chars().any(acted_on));
+    }
+}
+
+/// Item 11 of the third hardening round: a reading command creates nothing. On a SQLite path with
+/// no database it says so in one line and exits 1; the file is not created.
+#[test]
+fn tenant_commands_on_a_missing_sqlite_file_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nothing-here.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    for args in [
+        &["tenant", "list"][..],
+        &["tenant", "show", TENANT],
+        &["tenant", "remove", TENANT],
+    ] {
+        let said = fails(&url, args);
+        assert!(said.contains("does not exist"), "{args:?}: {said}");
+        assert!(!path.exists(), "{args:?} created {}", path.display());
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
