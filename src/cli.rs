@@ -43,6 +43,7 @@ pub fn dev_defaults() -> Config {
             world::LIBRARIES_CLIENT.to_owned(),
         ],
         ims_region: Some(world::REGION.to_owned()),
+        ims_cert_name_prefix: Some(crate::dev_ims::CERT_NAME_PREFIX.to_owned()),
         ..Config::defaults(Mode::Dev)
     }
 }

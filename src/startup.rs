@@ -102,7 +102,10 @@ impl Application {
                 config.ims_breaker_failures,
                 std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
             );
-        let keys = Arc::new(KeyStore::new(ims.clone(), config.ims_cert_url.clone()));
+        let keys = Arc::new(
+            KeyStore::new(ims.clone(), config.ims_cert_url.clone())
+                .with_cert_name_prefix(config.cert_name_prefix()),
+        );
         let verifier = Arc::new(TokenVerifier::new(
             keys.clone(),
             &config.client_ids,

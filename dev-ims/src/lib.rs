@@ -22,6 +22,9 @@ pub const JWKS_KID: &str = "dev-key-at-1";
 /// Kid of the key published only as a certificate (`x5u` fallback).
 pub const CERT_KID: &str = "dev-key-cert-1";
 
+/// The start of every certificate name the development IMS serves (its kids' form).
+pub const CERT_NAME_PREFIX: &str = "dev-key-";
+
 /// Kid of the key that replaces [`JWKS_KID`] when the development IMS rotates it.
 pub const SUCCESSOR_KID: &str = "dev-key-at-2";
 

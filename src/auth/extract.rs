@@ -208,7 +208,7 @@ impl FromRequest for TenantReader {
 
 /// Whether the token is an integration's: a service token of a configured integration client.
 fn is_integration(cfg: &crate::config::Config, token: &VerifiedToken) -> bool {
-    token.is_service() && cfg.integration_client_ids.iter().any(|c| *c == token.client_id)
+    token.is_service() && cfg.integration_client_ids.contains(&token.client_id)
 }
 
 impl TenantReader {
