@@ -43,6 +43,7 @@ pub fn dev_defaults() -> Config {
             world::LIBRARIES_CLIENT.to_owned(),
         ],
         ims_region: Some(world::REGION.to_owned()),
+        ims_cert_name_prefix: Some(crate::dev_ims::CERT_NAME_PREFIX.to_owned()),
         ..Config::defaults(Mode::Dev)
     }
 }
@@ -147,6 +148,33 @@ fn print_dev_banner(ims: &DevIms, base: &str, admin_scope: &str, read_scope: &st
     );
 }
 
+/// Prints one line of a command's output as the terminal will show it: every character a terminal
+/// could act on (escape sequences start with a control character) or that reorders the display is
+/// shown as U+FFFD. Stored text (org names from IMS, written before they were cleaned on the way in)
+/// and operator input never reach the terminal raw.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", terminal_safe(&format!($($arg)*)))
+    };
+}
+
+/// `line` with each unsafe character ([`crate::ims::is_unsafe_char`]) replaced by U+FFFD.
+pub fn terminal_safe(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(crate::ims::is_unsafe_char) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    line.chars()
+        .map(|c| {
+            if crate::ims::is_unsafe_char(c) {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 fn database_url() -> Result<String, String> {
     std::env::var("DATABASE_URL")
         .ok()
@@ -170,10 +198,31 @@ async fn open() -> Result<Store, String> {
     .map_err(|e| format!("database: {}", crate::error::error_chain(&e)))
 }
 
+/// A `tenant` command never creates a database: on a SQLite file that does not exist it says so in
+/// one line (exit code 1) instead of opening it, which would create it empty. Only `migrate` (and
+/// `serve`, `start-dev`) create one.
+fn refuse_missing_sqlite_file(url: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(());
+    }
+    let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let path = options.get_filename();
+    if path.exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "database file {} does not exist: nothing was created (run `cc-connection migrate` to create it)",
+        terminal_safe(&path.display().to_string())
+    ))
+}
+
 /// Opens the database for a `tenant` command, which never changes the schema: one whose schema is
 /// older than this binary's is refused (reading it could misread it, writing it could lose what
 /// the newer columns mean).
 async fn open_current() -> Result<Store, String> {
+    refuse_missing_sqlite_file(&database_url()?)?;
     let store = open().await?;
     let pending = store
         .pending_migrations()
@@ -233,7 +282,7 @@ pub async fn tenant_add(tenant: &TenantId, org: &OrgId, groups: &[String]) -> Re
     let store = open_current().await?;
     match store.add_tenant(tenant, org, groups).await {
         Ok(t) => {
-            println!(
+            say!(
                 "added {} (home org {}, admin groups {})",
                 t.tenant_id,
                 t.home_org,
@@ -292,9 +341,9 @@ pub async fn tenant_list(json: bool) -> Result<(), String> {
         println!("{}", to_json(&all)?);
         return Ok(());
     }
-    println!("{:<40} {:<36} ADMIN GROUPS", "TENANT", "HOME ORG");
+    say!("{:<40} {:<36} ADMIN GROUPS", "TENANT", "HOME ORG");
     for t in tenants {
-        println!(
+        say!(
             "{:<40} {:<36} {}",
             t.tenant_id,
             t.home_org,
@@ -304,8 +353,22 @@ pub async fn tenant_list(json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// JSON as printed: serde escapes C0 controls; DEL, C1 controls and bidirectional-text controls
+/// (which a terminal may act on too) are escaped as well, so the text stays the same JSON.
 fn to_json(value: &impl Serialize) -> Result<String, String> {
-    serde_json::to_string_pretty(value).map_err(|e| format!("could not write JSON: {e}"))
+    let text = serde_json::to_string_pretty(value).map_err(|e| format!("could not write JSON: {e}"))?;
+    if !text.chars().any(crate::ims::is_unsafe_char) {
+        return Ok(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if crate::ims::is_unsafe_char(c) && c != '\n' {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// `tenant show`: the registry entry, the active connection and the newest `history` entries.
@@ -332,12 +395,12 @@ pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<
         return Ok(());
     }
     let t = &shown.tenant;
-    println!("tenant        {}", t.tenant_id);
-    println!("home org      {}", t.home_org);
-    println!("admin groups  {}", t.admin_groups.join(", "));
-    println!("revision      {}", t.revision);
+    say!("tenant        {}", t.tenant_id);
+    say!("home org      {}", t.home_org);
+    say!("admin groups  {}", t.admin_groups.join(", "));
+    say!("revision      {}", t.revision);
     match &shown.connection {
-        Some(c) => println!(
+        Some(c) => say!(
             "connected to  {} ({}) by {} at {}, revision {}",
             c.org_id,
             c.org_name,
@@ -345,13 +408,13 @@ pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<
             c.connected_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             c.revision
         ),
-        None => println!("connected to  nothing"),
+        None => say!("connected to  nothing"),
     }
     if shown.history.is_empty() {
-        println!("history       none");
+        say!("history       none");
         return Ok(());
     }
-    println!("history       newest first, at most {history}:");
+    say!("history       newest first, at most {history}:");
     for e in &shown.history {
         let ended = match (&e.ended_by, e.ended_at, &e.end_reason) {
             (Some(by), Some(at), Some(reason)) => format!(
@@ -360,7 +423,7 @@ pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<
             ),
             _ => "active".to_owned(),
         };
-        println!(
+        say!(
             "  {:>6}  {} ({})  connected {} by {}; {ended}",
             e.revision,
             e.org_id,
@@ -378,7 +441,7 @@ pub async fn tenant_set_admin_groups(tenant: &TenantId, groups: &[String]) -> Re
     let store = open_current().await?;
     match store.set_admin_groups(tenant, groups).await {
         Ok(t) => {
-            println!(
+            say!(
                 "admin groups of {} are now {}",
                 t.tenant_id,
                 t.admin_groups.join(",")
@@ -397,14 +460,15 @@ pub async fn tenant_remove(tenant: &TenantId) -> Result<(), String> {
     let by = operator();
     match store.remove_tenant(tenant, &by, chrono::Utc::now()).await {
         Ok(Some(ended)) => {
-            println!(
+            say!(
                 "removed {tenant}; its connection to {} (revision {}) ended by {by}",
-                ended.org_id, ended.revision
+                ended.org_id,
+                ended.revision
             );
             Ok(())
         }
         Ok(None) => {
-            println!("removed {tenant} (it had no connection)");
+            say!("removed {tenant} (it had no connection)");
             Ok(())
         }
         Err(StoreError::UnknownTenant) => Err(not_registered(tenant)),

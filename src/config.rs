@@ -63,6 +63,11 @@ pub struct Config {
     /// `CCC_IMS_CERT_URL`: base URL of `x5u` certificates (fallback when the JWKS lacks a `kid`).
     #[serde(default, deserialize_with = "opt_string")]
     pub ims_cert_url: Option<String>,
+    /// `CCC_IMS_CERT_NAME_PREFIX`: the start of every certificate name of the configured IMS; a
+    /// token naming another `x5u` is refused without a download. Unset: derived from
+    /// `CCC_IMS_REGION` (`ims-na1` -> `ims_na1-key-`), not checked without a region.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub ims_cert_name_prefix: Option<String>,
     /// `CCC_LOG_FORMAT`: `json` or `pretty`.
     pub log_format: LogFormat,
     /// `CCC_DB_MAX_CONNECTIONS`: size of the database pool.
@@ -100,6 +105,17 @@ pub struct Config {
     /// `CCC_MAX_WATCHERS`: requests that may wait for a change (`?wait=`) at once on this replica;
     /// beyond it a watch answers at once, as a plain read.
     pub max_watchers: usize,
+    /// `CCC_REQUEST_BODY_TIMEOUT_MS`: how long a request's body may take to arrive once its headers
+    /// have; then 408 `request-timeout`.
+    #[serde(default = "default_request_body_timeout_ms")]
+    pub request_body_timeout_ms: u64,
+}
+
+/// The default of `CCC_REQUEST_BODY_TIMEOUT_MS`: a switch body is under 100 bytes.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn default_request_body_timeout_ms() -> u64 {
+    DEFAULT_REQUEST_BODY_TIMEOUT.as_millis() as u64
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -138,6 +154,7 @@ impl Config {
             ims_region: (!dev).then(|| "ims-na1".to_owned()),
             cc_service_codes: vec!["creative_cloud".to_owned()],
             ims_cert_url: (!dev).then(|| "https://static.adobelogin.com/keys/prod/".to_owned()),
+            ims_cert_name_prefix: None,
             log_format: if dev { LogFormat::Pretty } else { LogFormat::Json },
             db_max_connections: 10,
             db_connect_timeout_ms: 3_000,
@@ -152,6 +169,7 @@ impl Config {
             ims_breaker_cooldown_ms: 5_000,
             ops_listen: None,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            request_body_timeout_ms: default_request_body_timeout_ms(),
         }
     }
 
@@ -239,6 +257,12 @@ impl Config {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        if self.request_body_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_REQUEST_BODY_TIMEOUT_MS",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
         if self.ims_breaker_failures == 0 {
             return Err(ConfigError::Invalid {
                 name: "CCC_IMS_BREAKER_FAILURES",
@@ -271,6 +295,22 @@ impl Config {
     /// How long a request waits for a database connection (`CCC_DB_CONNECT_TIMEOUT_MS`).
     pub fn db_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.db_connect_timeout_ms)
+    }
+
+    /// How long a request body may take to arrive (`CCC_REQUEST_BODY_TIMEOUT_MS`).
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_body_timeout_ms)
+    }
+
+    /// The start every certificate name of the configured IMS has: `CCC_IMS_CERT_NAME_PREFIX`, else
+    /// IMS's naming for `CCC_IMS_REGION` (`ims-na1` names its keys `ims_na1-key-at-1`, stage
+    /// `ims-na1-stg1` names them `ims_na1-stg1-key-at-1`); `None` without either.
+    pub fn cert_name_prefix(&self) -> Option<String> {
+        self.ims_cert_name_prefix.clone().or_else(|| {
+            self.ims_region
+                .as_deref()
+                .map(|region| format!("{}-key-", region.replacen('-', "_", 1)))
+        })
     }
 
     /// The IMS call timeout.
@@ -443,6 +483,20 @@ mod tests {
         let c = with_timeout(1500).unwrap();
         assert_eq!(c.db_connect_timeout(), Duration::from_millis(1500));
         assert!(with_timeout(0).is_err());
+    }
+
+    #[test]
+    fn the_certificate_name_prefix_follows_the_region_unless_set() {
+        let base = [("database_url", "sqlite::memory:"), ("client_ids", "a")];
+        let c = with(Mode::Serve, &base).unwrap();
+        assert_eq!(c.cert_name_prefix().as_deref(), Some("ims_na1-key-"));
+        let mut stage = base.to_vec();
+        stage.push(("ims_region", "ims-na1-stg1"));
+        let c = with(Mode::Serve, &stage).unwrap();
+        assert_eq!(c.cert_name_prefix().as_deref(), Some("ims_na1-stg1-key-"));
+        stage.push(("ims_cert_name_prefix", "custom-"));
+        let c = with(Mode::Serve, &stage).unwrap();
+        assert_eq!(c.cert_name_prefix().as_deref(), Some("custom-"));
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub enum ApiError {
     /// 405: the route exists, the method does not; `Allow` lists the methods.
     #[error("method not allowed")]
     MethodNotAllowed(String),
+    /// 408: the request body did not arrive within `CCC_REQUEST_BODY_TIMEOUT_MS`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// 409: a concurrent switch of the same tenant won.
     #[error("a concurrent switch of this tenant won; read the connection and retry")]
     ConcurrentSwitch,
@@ -134,6 +137,7 @@ impl ApiError {
             Self::NoConnection => ProblemKind::NoConnection,
             Self::NotFound => ProblemKind::NotFound,
             Self::MethodNotAllowed(_) => ProblemKind::MethodNotAllowed,
+            Self::RequestTimeout => ProblemKind::RequestTimeout,
             Self::ConcurrentSwitch => ProblemKind::ConcurrentSwitch,
             Self::PreconditionFailed => ProblemKind::PreconditionFailed,
             Self::PayloadTooLarge(_) => ProblemKind::PayloadTooLarge,
@@ -205,6 +209,8 @@ pub enum ProblemKind {
     NotFound,
     /// `method-not-allowed`
     MethodNotAllowed,
+    /// `request-timeout`
+    RequestTimeout,
     /// `concurrent-switch`
     ConcurrentSwitch,
     /// `precondition-failed`
@@ -260,7 +266,7 @@ const fn retried(slug: &'static str, status: StatusCode, title: &'static str) ->
 
 impl ProblemKind {
     /// Every problem type.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::InvalidRequest,
         Self::InvalidToken,
         Self::InsufficientScope,
@@ -269,6 +275,7 @@ impl ProblemKind {
         Self::NoConnection,
         Self::NotFound,
         Self::MethodNotAllowed,
+        Self::RequestTimeout,
         Self::ConcurrentSwitch,
         Self::PreconditionFailed,
         Self::PayloadTooLarge,
@@ -294,6 +301,7 @@ impl ProblemKind {
             Self::NoConnection => def("no-connection", S::NOT_FOUND, "No connection"),
             Self::NotFound => def("not-found", S::NOT_FOUND, "Not found"),
             Self::MethodNotAllowed => def("method-not-allowed", S::METHOD_NOT_ALLOWED, "Method not allowed"),
+            Self::RequestTimeout => def("request-timeout", S::REQUEST_TIMEOUT, "Request timeout"),
             Self::ConcurrentSwitch => def("concurrent-switch", S::CONFLICT, "Concurrent switch"),
             Self::PreconditionFailed => def(
                 "precondition-failed",

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod entity;
 pub mod error;
 pub mod ims;
+pub mod logfilter;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

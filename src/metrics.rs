@@ -48,6 +48,9 @@ pub struct Metrics {
     pub watch_feed_up: IntGauge,
     /// Times the `LISTEN` connection was re-established after being lost.
     pub watch_feed_reconnects: IntCounter,
+    /// Connections the HTTP layer dropped for the client's doing, by kind (`malformed`: a request
+    /// that does not parse; `timeout`: one whose head did not arrive in time): counted, not logged.
+    pub http_dropped_connections: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -131,6 +134,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "watch_feed_reconnects_total",
         "Times the LISTEN connection was re-established",
     )?;
+    let http_dropped_connections = IntCounterVec::new(
+        Opts::new(
+            "http_dropped_connections_total",
+            "Connections dropped for a malformed request or one whose head came too slowly",
+        ),
+        &["kind"],
+    )?;
+    registry.register(Box::new(http_dropped_connections.clone()))?;
     registry.register(Box::new(watchers.clone()))?;
     registry.register(Box::new(watch_delay.clone()))?;
     registry.register(Box::new(watch_feed_up.clone()))?;
@@ -167,6 +178,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         watch_delay,
         watch_feed_up,
         watch_feed_reconnects,
+        http_dropped_connections,
     })
 }
 

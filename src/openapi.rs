@@ -159,6 +159,7 @@ pub fn example_error(kind: ProblemKind) -> ApiError {
         ProblemKind::NoConnection => ApiError::NoConnection,
         ProblemKind::NotFound => ApiError::NotFound,
         ProblemKind::MethodNotAllowed => ApiError::MethodNotAllowed("GET, HEAD".to_owned()),
+        ProblemKind::RequestTimeout => ApiError::RequestTimeout,
         ProblemKind::ConcurrentSwitch => ApiError::ConcurrentSwitch,
         ProblemKind::PreconditionFailed => ApiError::PreconditionFailed,
         ProblemKind::PayloadTooLarge => ApiError::PayloadTooLarge(routes::MAX_BODY_BYTES),

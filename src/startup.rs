@@ -102,7 +102,10 @@ impl Application {
                 config.ims_breaker_failures,
                 std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
             );
-        let keys = Arc::new(KeyStore::new(ims.clone(), config.ims_cert_url.clone()));
+        let keys = Arc::new(
+            KeyStore::new(ims.clone(), config.ims_cert_url.clone())
+                .with_cert_name_prefix(config.cert_name_prefix()),
+        );
         let verifier = Arc::new(TokenVerifier::new(
             keys.clone(),
             &config.client_ids,
@@ -256,6 +259,7 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .default_service(web::to(routes::fallback))
             // Inside the request context (request id, metrics), before every route and extractor.
             .wrap(from_fn(routes::head_as_get_for_docs))
+            .wrap(from_fn(routes::read_body_in_time))
             .wrap(from_fn(routes::identity_encoding_only))
             .wrap(from_fn(telemetry::request_context))
     })

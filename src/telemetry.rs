@@ -21,19 +21,25 @@ tokio::task_local! {
 }
 
 /// Installs the global subscriber (`RUST_LOG`, default `info`). Safe to call more than once.
+/// Connection errors any client can cause are counted, not logged ([`crate::logfilter`]).
 pub fn init(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let counted = crate::logfilter::ClientErrorsCounted;
     let _ = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .finish()
+            .with(counted)
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => builder.compact().finish().with(counted).try_init(),
     };
 }
 

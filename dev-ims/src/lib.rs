@@ -22,6 +22,9 @@ pub const JWKS_KID: &str = "dev-key-at-1";
 /// Kid of the key published only as a certificate (`x5u` fallback).
 pub const CERT_KID: &str = "dev-key-cert-1";
 
+/// The start of every certificate name the development IMS serves (its kids' form).
+pub const CERT_NAME_PREFIX: &str = "dev-key-";
+
 /// Kid of the key that replaces [`JWKS_KID`] when the development IMS rotates it.
 pub const SUCCESSOR_KID: &str = "dev-key-at-2";
 
@@ -137,6 +140,8 @@ pub struct Faults {
     counts: Mutex<HashMap<String, u64>>,
     /// `(user, org)` -> the user's groups there, in place of the world's.
     groups: Mutex<HashMap<(String, String), Vec<String>>>,
+    /// org -> the `orgName` listed for it, in place of the world's.
+    org_names: Mutex<HashMap<String, String>>,
 }
 
 impl Faults {
@@ -193,7 +198,8 @@ impl Faults {
         }
     }
     /// Replaces `user`'s groups in `org` as `/ims/organizations/v6` lists them from now on (an
-    /// administrator removed from the administrators' group, say); the user stays a member.
+    /// administrator removed from the administrators' group, say); the user stays a member. For a
+    /// user outside the world (a technical account) it lists `org` with these groups.
     pub fn set_groups(&self, user: &str, org: &str, groups: &[&str]) {
         if let Ok(mut g) = self.groups.lock() {
             g.insert(
@@ -201,6 +207,28 @@ impl Faults {
                 groups.iter().map(|s| (*s).to_owned()).collect(),
             );
         }
+    }
+    /// Lists `org` under this `orgName` from now on (any text: control characters included).
+    pub fn set_org_name(&self, org: &str, name: &str) {
+        if let Ok(mut n) = self.org_names.lock() {
+            n.insert(org.to_owned(), name.to_owned());
+        }
+    }
+    /// The name listed for `org` if a test replaced it.
+    fn org_name(&self, org: &str) -> Option<String> {
+        self.org_names.lock().ok()?.get(org).cloned()
+    }
+    /// The orgs a test gave `user` groups in (for users outside the world, technical accounts).
+    fn orgs_given_to(&self, user: &str) -> Vec<(String, Vec<String>)> {
+        self.groups
+            .lock()
+            .map(|g| {
+                g.iter()
+                    .filter(|((u, _), _)| u == user)
+                    .map(|((_, org), groups)| (org.clone(), groups.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
     /// `user`'s groups in `org` if a test replaced them.
     fn groups_of(&self, user: &str, org: &str) -> Option<Vec<String>> {
@@ -230,6 +258,9 @@ impl Faults {
         }
         if let Ok(mut g) = self.groups.lock() {
             g.clear();
+        }
+        if let Ok(mut n) = self.org_names.lock() {
+            n.clear();
         }
     }
     fn count(&self, path: &str) {

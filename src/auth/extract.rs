@@ -1,7 +1,10 @@
 //! Typed extractors: `TenantReader`, `TenantAdmin`, `UserCaller`, all built on `Caller`.
 //!
-//! Order of checks, the same everywhere: the token (401), then the path (400), then the tenant
-//! (404), then the caller's rights in IMS (403).
+//! Order of checks, the same everywhere: the token (401), then the path (400), then the tenant,
+//! then the caller's rights in IMS (403). Only an integration learns that a tenant is not registered
+//! (404 `unknown-tenant`): to every other caller a tenant they may not see is 403 `forbidden`,
+//! registered or not, with the same detail, so a token does not tell which tenants exist. A service
+//! token (no `user_id`, or a technical account's) is never a user, whatever groups IMS lists for it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -108,13 +111,18 @@ fn spend_ims_budget(state: &AppState, token: &VerifiedToken) -> Result<(), ApiEr
 }
 
 /// Whether the token's user is in `tenant`'s home org (and, for `admin`, in one of its admin groups),
-/// as IMS lists the user's orgs for this very token (cached up to a minute).
+/// as IMS lists the user's orgs for this very token (cached up to a minute). A lookup that must ask
+/// IMS spends one request of the caller's IMS budget first; one answered from memory (the cached
+/// org list, or IMS's recent refusal of the token) spends nothing.
 async fn member_of_home_org(
     state: &AppState,
     token: &VerifiedToken,
     tenant: &TenantRecord,
     admin: bool,
 ) -> Result<bool, ApiError> {
+    if !state.ims.organizations_known(&token.bearer) {
+        spend_ims_budget(state, token)?;
+    }
     // Boxed: an IMS call is kilobytes of future state, and integrations (the hot path) never
     // make it; inline, every read's extractor would allocate it.
     let orgs = Box::pin(
@@ -143,7 +151,12 @@ pub struct TenantReader {
     pub caller: Caller,
     /// The tenant and its active connection.
     pub view: TenantView,
+    /// Whether the caller reads as an integration (which may learn that a tenant is unknown).
+    pub integration: bool,
 }
+
+/// Why a caller who may not see the tenant is refused (403), whether it is registered or not.
+pub const NOT_A_MEMBER: &str = "the caller may not see this tenant";
 
 impl FromRequest for TenantReader {
     type Error = ApiError;
@@ -152,33 +165,61 @@ impl FromRequest for TenantReader {
         extract(req, |req, state| async move {
             let caller = Caller::from_parts(&req, &state).await?;
             let tenant_id = tenant_from_path(&req)?;
-            let view = state
-                .store
-                .tenant_view(&tenant_id)
-                .await?
-                .ok_or(ApiError::UnknownTenant)?;
             let token = &caller.token;
             let cfg = &state.config;
             // Integration rights need a service token of an integration client: a person signed in
             // to that client is judged as a user below.
-            if token.is_service() && cfg.integration_client_ids.iter().any(|c| *c == token.client_id) {
+            if is_integration(cfg, token) {
                 if !token.has_scope(&cfg.read_scope) {
                     return Err(ApiError::InsufficientScope(cfg.read_scope.clone()));
                 }
-                return Ok(Self { caller, view });
+                let view = state
+                    .store
+                    .tenant_view(&tenant_id)
+                    .await?
+                    .ok_or(ApiError::UnknownTenant)?;
+                return Ok(Self {
+                    caller,
+                    view,
+                    integration: true,
+                });
             }
             if token.is_service() {
                 return Err(ApiError::Forbidden(
                     "this client may not read tenants' connections",
                 ));
             }
+            let view = state
+                .store
+                .tenant_view(&tenant_id)
+                .await?
+                .ok_or(ApiError::Forbidden(NOT_A_MEMBER))?;
             if !member_of_home_org(&state, token, &view.tenant, false).await? {
-                return Err(ApiError::Forbidden(
-                    "the caller is not a member of this tenant's org",
-                ));
+                return Err(ApiError::Forbidden(NOT_A_MEMBER));
             }
-            Ok(Self { caller, view })
+            Ok(Self {
+                caller,
+                view,
+                integration: false,
+            })
         })
+    }
+}
+
+/// Whether the token is an integration's: a service token of a configured integration client.
+fn is_integration(cfg: &crate::config::Config, token: &VerifiedToken) -> bool {
+    token.is_service() && cfg.integration_client_ids.contains(&token.client_id)
+}
+
+impl TenantReader {
+    /// What this caller is answered when the tenant is not (or no longer) registered: 404
+    /// `unknown-tenant` to an integration, 403 `forbidden` to anyone else.
+    pub fn unknown_tenant(integration: bool) -> ApiError {
+        if integration {
+            ApiError::UnknownTenant
+        } else {
+            ApiError::Forbidden(NOT_A_MEMBER)
+        }
     }
 }
 
@@ -194,8 +235,10 @@ pub struct TenantAdmin {
     pub tenant: TenantRecord,
 }
 
-/// The checks every administrator passes before IMS is asked: a user token (403) with the admin
-/// scope (403) naming a tenant (400) that is registered (404, by `find`).
+/// The checks every administrator passes before IMS is asked: a person's token (403; a service
+/// token, technical accounts' included, is never an administrator) with the admin scope (403)
+/// naming a tenant (400) that is registered (else 403 `forbidden`, as for one the caller does not
+/// administer, by `find`).
 async fn admin_token_for<T>(
     req: &HttpRequest,
     state: &AppState,
@@ -204,13 +247,14 @@ async fn admin_token_for<T>(
     let caller = Caller::from_parts(req, state).await?;
     let tenant_id = tenant_from_path(req)?;
     let token = &caller.token;
-    let Some(user_id) = token.user_id.clone() else {
-        return Err(ApiError::Forbidden("an administrator's user token is required"));
+    let user_id = match &token.user_id {
+        Some(user) if !token.is_service() => user.clone(),
+        _ => return Err(ApiError::Forbidden("an administrator's user token is required")),
     };
     if !token.has_scope(&state.config.admin_scope) {
         return Err(ApiError::InsufficientScope(state.config.admin_scope.clone()));
     }
-    let found = find(&tenant_id).await?.ok_or(ApiError::UnknownTenant)?;
+    let found = find(&tenant_id).await?.ok_or(ApiError::Forbidden(NOT_AN_ADMIN))?;
     Ok((caller, user_id, found))
 }
 
@@ -310,8 +354,10 @@ impl FromRequest for UserCaller {
             } else {
                 Some(UserId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))?)
             };
-            let Some(user_id) = caller.token.user_id.clone() else {
-                return Err(ApiError::Forbidden("a user token is required"));
+            // A technical account is not a person: it has no orgs of "its own" to pick from.
+            let user_id = match &caller.token.user_id {
+                Some(user) if !caller.token.is_service() => user.clone(),
+                _ => return Err(ApiError::Forbidden("a user token is required")),
             };
             if path_user.is_some_and(|p| p != user_id) {
                 return Err(ApiError::Forbidden("a user may list only their own orgs"));

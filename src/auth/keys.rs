@@ -7,14 +7,21 @@
 //! carries a fingerprint, so tokens verified by a key that IMS replaced under the same `kid` are
 //! dropped from the verified-token cache. Certificates come only from the configured base URL, by a bare file name: never from
 //! a URL a token names. A kid the JWKS listed once and no longer lists is refused, whatever
-//! certificate of that name is still served. Downloaded certificates are kept for at most
-//! [`CERT_TTL`] and their validity period is checked on every use; one download per name runs at a
-//! time, names not found are remembered for [`MISSING_CERT_TTL`], and a token whose certificate
-//! could not be downloaded yet because of the rate limit is answered 503 with `Retry-After`, not
-//! 401 (so a flood of made-up names cannot lock real certificate keys out).
+//! certificate of that name is still served.
+//!
+//! Certificates: only a name of the configured IMS's form is looked up (`<kid>.cer` of the token's
+//! own `kid`, starting with the configured prefix, e.g. `ims_na1-key-`). One download starts per
+//! [`MIN_CERT_INTERVAL`], of the name most asked for lately among those requests wait on (a name
+//! tokens keep coming back with beats made-up names, each asked for once), so a flood of made-up
+//! names delays a genuine certificate by a few seconds at most. A request waits up to
+//! [`CERT_WAIT`] for its certificate, then is answered 503 with `Retry-After` (not 401: the key
+//! may well exist). A downloaded certificate is used for at most [`CERT_TTL`] (never past its
+//! `notAfter`); one in use is downloaded again in its last [`CERT_REFRESH_AHEAD`], ahead of all
+//! other names, while the one in hand keeps serving. Names not found are remembered for
+//! [`MISSING_CERT_TTL`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +41,18 @@ pub const MIN_CERT_INTERVAL: Duration = Duration::from_secs(1);
 pub const CERT_TTL: Duration = Duration::from_secs(3600);
 /// How long a certificate name that was not found is not asked for again.
 pub const MISSING_CERT_TTL: Duration = Duration::from_secs(300);
+/// How long a request waits for its certificate's download before it is told to retry (503).
+pub const CERT_WAIT: Duration = Duration::from_secs(1);
+/// How long before a certificate in use lapses ([`CERT_TTL`]) it is downloaded again.
+pub const CERT_REFRESH_AHEAD: Duration = Duration::from_secs(300);
+/// How long the requests for a name are counted (the download order's first criterion).
+const CERT_ASKS_TTL: Duration = Duration::from_secs(60);
+/// At most this many names' asks are counted (names come from unauthenticated tokens).
+const MAX_ASKED_NAMES: u64 = 100_000;
+/// At most this many names are waited on at once; a request for another is told to retry.
+const MAX_WANTED_CERTS: usize = 10_000;
+/// How long a failed download's error is kept for the requests that waited on it.
+const CERT_FAILURE_KEPT: Duration = Duration::from_secs(10);
 /// At most this many not-found names are remembered (names come from unauthenticated tokens).
 const MAX_MISSING_CERTS: u64 = 10_000;
 /// At most this many kids seen in the JWKS are remembered (IMS publishes a handful).
@@ -73,11 +92,16 @@ impl Cert {
     }
 }
 
-struct CertExpiry;
-impl moka::Expiry<String, Arc<Cert>> for CertExpiry {
-    fn expire_after_create(&self, _: &String, v: &Arc<Cert>, _: Instant) -> Option<Duration> {
-        let left = v.not_after.saturating_sub(chrono::Utc::now().timestamp());
-        Some(CERT_TTL.min(Duration::from_secs(u64::try_from(left).unwrap_or(0))))
+/// A downloaded certificate and when it was downloaded.
+struct Held {
+    cert: Arc<Cert>,
+    fetched: tokio::time::Instant,
+}
+
+impl Held {
+    /// Usable now: within its validity period and downloaded less than [`CERT_TTL`] ago.
+    fn usable(&self) -> bool {
+        self.cert.valid_now() && self.fetched.elapsed() < CERT_TTL
     }
 }
 
@@ -86,7 +110,7 @@ impl moka::Expiry<String, Arc<Cert>> for CertExpiry {
 enum CertMiss {
     /// The base does not have it (or it is unusable): remembered for [`MISSING_CERT_TTL`].
     NotFound,
-    /// The download slot was taken: ask again in a second.
+    /// Not downloaded within [`CERT_WAIT`] (other names went first): ask again in a second.
     Skipped,
     /// The base could not be reached.
     Unavailable(ImsError),
@@ -110,17 +134,51 @@ fn fingerprint(n: &str, e: &str) -> Fingerprint {
 /// The key cache.
 pub struct KeyStore {
     ims: ImsClient,
-    cert_base: Option<String>,
     jwks: RwLock<HashMap<String, Published>>,
     /// Every kid the JWKS has listed: one no longer listed is withdrawn, certificate or not.
     seen_kids: RwLock<HashSet<String>>,
-    /// Downloaded certificates; concurrent lookups of one name share one download.
-    certs: moka::future::Cache<String, Arc<Cert>>,
-    /// Names the certificate base did not have, not asked for again for a while.
-    missing_certs: moka::sync::Cache<String, ()>,
+    /// The certificates, when a certificate base is configured.
+    certs: Option<Arc<CertCache>>,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
-    last_cert_fetch: Mutex<Option<Instant>>,
     loaded: AtomicBool,
+}
+
+/// The certificates of the configured base: downloaded one at a time, the most wanted first.
+struct CertCache {
+    ims: ImsClient,
+    base: String,
+    /// The start every certificate name of the configured IMS has (`None`: not checked).
+    name_prefix: Option<String>,
+    /// Downloaded certificates (at most [`MAX_CERT_KEYS`]: names come from tokens).
+    held: RwLock<HashMap<String, Held>>,
+    /// Names the certificate base did not have, not asked for again for a while.
+    missing: moka::sync::Cache<String, ()>,
+    /// Requests per name lately: a genuine certificate is asked for again and again.
+    asks: moka::sync::Cache<String, Arc<AtomicU32>>,
+    downloads: Mutex<Downloads>,
+    /// Wakes the waiting requests when a download settled.
+    settled: tokio::sync::Notify,
+}
+
+/// What is being downloaded and what is waited for.
+#[derive(Default)]
+struct Downloads {
+    /// Names requests wait on (or to refresh), by name.
+    wanted: HashMap<String, Wanted>,
+    /// The name being downloaded.
+    in_flight: Option<String>,
+    /// When the last download started.
+    last_start: Option<tokio::time::Instant>,
+    /// Recent failed downloads (the base unreachable) and when they failed.
+    failures: HashMap<String, (ImsError, tokio::time::Instant)>,
+}
+
+#[derive(Clone, Copy)]
+struct Wanted {
+    waiters: u32,
+    since: tokio::time::Instant,
+    /// A certificate in use close to lapsing: downloaded before any other name.
+    refresh: bool,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -148,23 +206,41 @@ pub enum KeyError {
 impl KeyStore {
     /// A store that fetches from `ims`, and certificates from `cert_base` when configured.
     pub fn new(ims: ImsClient, cert_base: Option<String>) -> Self {
+        let certs = cert_base.map(|base| {
+            Arc::new(CertCache {
+                ims: ims.clone(),
+                base,
+                name_prefix: None,
+                held: RwLock::default(),
+                missing: moka::sync::Cache::builder()
+                    .max_capacity(MAX_MISSING_CERTS)
+                    .time_to_live(MISSING_CERT_TTL)
+                    .build(),
+                asks: moka::sync::Cache::builder()
+                    .max_capacity(MAX_ASKED_NAMES)
+                    .time_to_live(CERT_ASKS_TTL)
+                    .build(),
+                downloads: Mutex::default(),
+                settled: tokio::sync::Notify::new(),
+            })
+        });
         Self {
             ims,
-            cert_base,
             jwks: RwLock::default(),
             seen_kids: RwLock::default(),
-            certs: moka::future::Cache::builder()
-                .max_capacity(MAX_CERT_KEYS)
-                .expire_after(CertExpiry)
-                .build(),
-            missing_certs: moka::sync::Cache::builder()
-                .max_capacity(MAX_MISSING_CERTS)
-                .time_to_live(MISSING_CERT_TTL)
-                .build(),
+            certs,
             last_refresh: tokio::sync::Mutex::new(None),
-            last_cert_fetch: Mutex::new(None),
             loaded: AtomicBool::new(false),
         }
+    }
+
+    /// The same store looking up only certificate names that start with `prefix` (the configured
+    /// IMS's form, e.g. `ims_na1-key-`); `None` checks no prefix.
+    pub fn with_cert_name_prefix(mut self, prefix: Option<String>) -> Self {
+        if let Some(certs) = self.certs.as_mut().and_then(Arc::get_mut) {
+            certs.name_prefix = prefix;
+        }
+        self
     }
 
     /// Whether a JWKS has been loaded at least once (readiness).
@@ -267,9 +343,9 @@ impl KeyStore {
                 !self.names_withdrawn_key(None, Some(name))
                     && self
                         .certs
-                        .get(&**name)
-                        .await
-                        .is_some_and(|c| c.published.fingerprint == *fp && c.valid_now())
+                        .as_ref()
+                        .and_then(|c| c.usable(name))
+                        .is_some_and(|c| c.published.fingerprint == *fp)
             }
         }
     }
@@ -302,8 +378,9 @@ impl KeyStore {
         if self.names_withdrawn_key(kid, x5u) {
             return Err(KeyError::Unknown);
         }
-        if let (Some(base), Some(name)) = (self.cert_base.as_deref(), x5u.filter(|n| sane_cert_name(n))) {
-            match self.certificate(base, name).await {
+        let certs = self.certs.as_ref();
+        if let (Some(certs), Some(name)) = (certs, x5u.filter(|n| certs.is_some_and(|c| c.of_form(n, kid)))) {
+            match certs.certificate(name).await {
                 Ok(c) => {
                     let source = KeySource::Certificate(Arc::from(name), c.published.fingerprint);
                     return Ok((c.published.key.clone(), source));
@@ -311,7 +388,9 @@ impl KeyStore {
                 Err(CertMiss::NotFound) => {}
                 // Not a 401: the key may well exist; the caller is told when to try again.
                 Err(CertMiss::Skipped) => return Err(KeyError::Deferred),
-                Err(CertMiss::Unavailable(e)) => ims_error = Some(e),
+                // The certificate base is down: the key may well exist, so the token is not
+                // refused (a 401 would make clients throw good tokens away); they retry instead.
+                Err(CertMiss::Unavailable(e)) => return Err(KeyError::Unavailable(e)),
             }
         }
         Err(match ims_error {
@@ -329,57 +408,245 @@ impl KeyStore {
         *last = Some(Instant::now());
         self.fetch_jwks().await.map(drop)
     }
+}
 
-    /// The certificate `name`: from the cache while it is valid, else downloaded (one download
-    /// per name at a time, names not found remembered for a while).
-    async fn certificate(&self, base: &str, name: &str) -> Result<Arc<Cert>, CertMiss> {
-        if let Some(cert) = self.certs.get(name).await {
-            if cert.valid_now() {
-                return Ok(cert);
+impl CertCache {
+    /// Whether `name` is a certificate name of the configured IMS's form: a bare `<kid>.cer` of the
+    /// token's own `kid`, starting with the configured prefix. Anything else is never downloaded.
+    fn of_form(&self, name: &str, kid: Option<&str>) -> bool {
+        sane_cert_name(name)
+            && kid.is_some_and(|k| name.strip_suffix(".cer") == Some(k))
+            && self.name_prefix.as_deref().is_none_or(|p| name.starts_with(p))
+    }
+
+    /// The certificate `name` if it is held and usable.
+    fn usable(&self, name: &str) -> Option<Arc<Cert>> {
+        let held = self.held.read().ok()?;
+        held.get(name).filter(|h| h.usable()).map(|h| h.cert.clone())
+    }
+
+    /// The certificate `name`: the one held while usable (downloaded again ahead of its lapse),
+    /// else downloaded, waiting at most [`CERT_WAIT`].
+    async fn certificate(self: &Arc<Self>, name: &str) -> Result<Arc<Cert>, CertMiss> {
+        let due = {
+            let held = self.held.read().map_err(|_| CertMiss::NotFound)?;
+            match held.get(name) {
+                Some(h) if h.usable() => {
+                    let due = h.fetched.elapsed() >= CERT_TTL.saturating_sub(CERT_REFRESH_AHEAD);
+                    Some((h.cert.clone(), due))
+                }
+                _ => None,
             }
-            self.certs.invalidate(name).await;
+        };
+        if let Some((cert, due)) = due {
+            if due {
+                self.refresh_soon(name);
+            }
+            return Ok(cert);
         }
-        if self.missing_certs.contains_key(name) {
+        if self.missing.contains_key(name) {
             return Err(CertMiss::NotFound);
         }
-        match self
-            .certs
-            .try_get_with(name.to_owned(), self.download_cert(base, name))
-            .await
+        self.wait_for(name).await
+    }
+
+    /// Puts a certificate in use that is about to lapse first in line (the one held serves
+    /// meanwhile), and starts its download if the slot is free.
+    fn refresh_soon(self: &Arc<Self>, name: &str) {
         {
-            Ok(cert) if cert.valid_now() => Ok(cert),
-            Ok(_) => Err(CertMiss::NotFound),
-            Err(miss) => {
-                if matches!(*miss, CertMiss::NotFound) {
-                    self.missing_certs.insert(name.to_owned(), ());
-                }
-                Err((*miss).clone())
+            let mut d = self.downloads();
+            if d.in_flight.as_deref() == Some(name) {
+                return;
+            }
+            d.wanted
+                .entry(name.to_owned())
+                .or_insert(Wanted {
+                    waiters: 0,
+                    since: tokio::time::Instant::now(),
+                    refresh: true,
+                })
+                .refresh = true;
+        }
+        self.start_next();
+    }
+
+    fn downloads(&self) -> std::sync::MutexGuard<'_, Downloads> {
+        // Plain bookkeeping, always whole: a panic elsewhere cannot leave it torn.
+        self.downloads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits (at most [`CERT_WAIT`]) until `name` is downloaded, found missing or failed.
+    async fn wait_for(self: &Arc<Self>, name: &str) -> Result<Arc<Cert>, CertMiss> {
+        self.asks
+            .get_with_by_ref(name, || Arc::new(AtomicU32::new(0)))
+            .fetch_add(1, Ordering::Relaxed);
+        let since = tokio::time::Instant::now();
+        let _waiting = self.register(name, since)?;
+        let deadline = since + CERT_WAIT;
+        loop {
+            // Registered before the outcome is looked at, so a download settling in between is
+            // not missed.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if let Some(outcome) = self.outcome(name, since) {
+                return outcome;
+            }
+            let slot_frees = self.start_next();
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CertMiss::Skipped);
+            }
+            let wake = slot_frees.map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                () = &mut settled => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
     }
 
-    async fn download_cert(&self, base: &str, name: &str) -> Result<Arc<Cert>, CertMiss> {
-        {
-            // The slot is held only to take it, never across the download.
-            let mut last = self
-                .last_cert_fetch
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|t| t.elapsed() < MIN_CERT_INTERVAL) {
-                return Err(CertMiss::Skipped);
+    /// Counts a request waiting on `name` until the guard is dropped (also when the request is).
+    fn register(&self, name: &str, since: tokio::time::Instant) -> Result<Waiting<'_>, CertMiss> {
+        let mut d = self.downloads();
+        let full = d.wanted.len() >= MAX_WANTED_CERTS;
+        match d.wanted.get_mut(name) {
+            Some(w) => w.waiters += 1,
+            None if full => return Err(CertMiss::Skipped),
+            None => {
+                d.wanted.insert(
+                    name.to_owned(),
+                    Wanted {
+                        waiters: 1,
+                        since,
+                        refresh: false,
+                    },
+                );
             }
-            *last = Some(Instant::now());
         }
-        let bytes = match self.ims.certificate(base, name).await {
+        Ok(Waiting {
+            cache: self,
+            name: name.to_owned(),
+        })
+    }
+
+    /// What became of `name` for a request waiting since `since`, if anything yet.
+    fn outcome(&self, name: &str, since: tokio::time::Instant) -> Option<Result<Arc<Cert>, CertMiss>> {
+        if let Some(cert) = self.usable(name) {
+            return Some(Ok(cert));
+        }
+        if self.missing.contains_key(name) {
+            return Some(Err(CertMiss::NotFound));
+        }
+        let d = self.downloads();
+        match d.failures.get(name) {
+            Some((e, at)) if *at >= since => Some(Err(CertMiss::Unavailable(e.clone()))),
+            _ => None,
+        }
+    }
+
+    /// Starts the next download if the slot is free: the name first in line (a refresh, then the
+    /// most asked for lately, then the most waited on, then the longest waited on). Returns when the
+    /// slot frees if it is taken by time (not by a download running).
+    fn start_next(self: &Arc<Self>) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        let next = {
+            let mut d = self.downloads();
+            if d.in_flight.is_some() {
+                return None;
+            }
+            if let Some(last) = d.last_start
+                && now < last + MIN_CERT_INTERVAL
+            {
+                return Some(last + MIN_CERT_INTERVAL);
+            }
+            let asks = |name: &str| self.asks.get(name).map_or(0, |a| a.load(Ordering::Relaxed));
+            let next = d
+                .wanted
+                .iter()
+                .max_by_key(|(name, w)| (w.refresh, asks(name), w.waiters, std::cmp::Reverse(w.since)))
+                .map(|(name, _)| name.clone())?;
+            d.in_flight = Some(next.clone());
+            d.last_start = Some(now);
+            next
+        };
+        let cache = self.clone();
+        // A task of its own: a request that gives up (or is dropped) does not cancel it.
+        tokio::spawn(async move { cache.download(next).await });
+        None
+    }
+
+    /// Downloads `name` and publishes the outcome to the requests waiting on it.
+    async fn download(self: Arc<Self>, name: String) {
+        let outcome = self.fetch(&name).await;
+        let now = tokio::time::Instant::now();
+        match outcome {
+            Ok(cert) => {
+                if let Ok(mut held) = self.held.write() {
+                    held.retain(|_, h| h.usable());
+                    if held.len() >= MAX_CERT_KEYS as usize
+                        && !held.contains_key(&name)
+                        && let Some(oldest) =
+                            held.iter().min_by_key(|(_, h)| h.fetched).map(|(n, _)| n.clone())
+                    {
+                        held.remove(&oldest);
+                    }
+                    held.insert(
+                        name.clone(),
+                        Held {
+                            cert: Arc::new(cert),
+                            fetched: now,
+                        },
+                    );
+                }
+            }
+            Err(CertMiss::NotFound) => {
+                // IMS no longer serves it: a certificate in hand of that name stops verifying.
+                if let Ok(mut held) = self.held.write() {
+                    held.remove(&name);
+                }
+                self.missing.insert(name.clone(), ());
+            }
+            Err(CertMiss::Unavailable(e)) => {
+                let mut d = self.downloads();
+                d.failures
+                    .retain(|_, (_, at)| now.duration_since(*at) < CERT_FAILURE_KEPT);
+                d.failures.insert(name.clone(), (e, now));
+            }
+            Err(CertMiss::Skipped) => {}
+        }
+        {
+            let mut d = self.downloads();
+            d.in_flight = None;
+            d.wanted.remove(&name);
+        }
+        self.settled.notify_waiters();
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Cert, CertMiss> {
+        let bytes = match self.ims.certificate(&self.base, name).await {
             Ok(b) => b,
             Err(ImsError::BadResponse(_) | ImsError::Rejected) => return Err(CertMiss::NotFound),
             Err(e) => return Err(CertMiss::Unavailable(e)),
         };
-        match cert_from_bytes(&bytes) {
-            Some(cert) => Ok(Arc::new(cert)),
-            None => {
-                tracing::warn!(certificate = name, "IMS certificate could not be used");
-                Err(CertMiss::NotFound)
+        cert_from_bytes(&bytes).ok_or_else(|| {
+            tracing::warn!(certificate = name, "IMS certificate could not be used");
+            CertMiss::NotFound
+        })
+    }
+}
+
+/// A request waiting on a certificate name; dropping it stops counting the request.
+struct Waiting<'a> {
+    cache: &'a CertCache,
+    name: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut d = self.cache.downloads();
+        if let Some(w) = d.wanted.get_mut(&self.name) {
+            w.waiters = w.waiters.saturating_sub(1);
+            if w.waiters == 0 && !w.refresh {
+                d.wanted.remove(&self.name);
             }
         }
     }
@@ -433,7 +700,79 @@ fn cert_from_bytes(bytes: &[u8]) -> Option<Cert> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn cache() -> Arc<CertCache> {
+        // Nothing listens there: a download started by a test fails at once.
+        let ims = ImsClient::new("http://127.0.0.1:1", Duration::from_secs(1)).unwrap();
+        let store = KeyStore::new(ims, Some("http://127.0.0.1:1/keys/".to_owned()))
+            .with_cert_name_prefix(Some("ims_na1-key-".to_owned()));
+        store.certs.unwrap()
+    }
+
+    fn a_cert() -> Arc<Cert> {
+        let now = chrono::Utc::now().timestamp();
+        Arc::new(Cert {
+            published: Published {
+                key: Arc::new(DecodingKey::from_secret(b"test")),
+                fingerprint: [0; 32],
+            },
+            not_before: now - 86_400,
+            not_after: now + 86_400 * 365,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_name_asked_for_most_is_downloaded_first_and_a_refresh_before_all() {
+        let cache = cache();
+        let t0 = tokio::time::Instant::now();
+        // Ten made-up names, asked for once each (and first); the genuine one asked for twice.
+        let mut guards = Vec::new();
+        for i in 0..10 {
+            let name = format!("ims_na1-key-flood-{i}.cer");
+            cache.asks.insert(name.clone(), Arc::new(AtomicU32::new(1)));
+            guards.push(cache.register(&name, t0).unwrap());
+        }
+        let genuine = "ims_na1-key-at-1.cer";
+        cache.asks.insert(genuine.to_owned(), Arc::new(AtomicU32::new(2)));
+        guards.push(cache.register(genuine, t0 + Duration::from_millis(5)).unwrap());
+        assert_eq!(cache.start_next(), None);
+        assert_eq!(cache.downloads().in_flight.as_deref(), Some(genuine));
+        // The slot is taken for a second, whatever the download's outcome.
+        cache.downloads().in_flight = None;
+        assert_eq!(cache.start_next(), Some(t0 + MIN_CERT_INTERVAL));
+
+        // A certificate in use, downloaded nearly an hour ago: still served, and first in line.
+        let in_use = "ims_na1-key-at-2.cer";
+        cache.held.write().unwrap().insert(
+            in_use.to_owned(),
+            Held {
+                cert: a_cert(),
+                fetched: t0,
+            },
+        );
+        tokio::time::advance(CERT_TTL - CERT_REFRESH_AHEAD + Duration::from_secs(1)).await;
+        assert!(
+            cache.certificate(in_use).await.is_ok(),
+            "the one in hand serves meanwhile"
+        );
+        assert_eq!(cache.downloads().in_flight.as_deref(), Some(in_use));
+        // Past its time it is not used any more.
+        cache.downloads().in_flight = None;
+        tokio::time::advance(CERT_REFRESH_AHEAD).await;
+        assert!(cache.usable(in_use).is_none());
+        drop(guards);
+    }
+
+    #[test]
+    fn certificate_names_must_be_the_kid_of_the_configured_form() {
+        let cache = cache();
+        assert!(cache.of_form("ims_na1-key-at-1.cer", Some("ims_na1-key-at-1")));
+        assert!(!cache.of_form("ims_na1-key-at-1.cer", Some("ims_na1-key-at-2")));
+        assert!(!cache.of_form("ims_na1-key-at-1.cer", None));
+        assert!(!cache.of_form("other-key-at-1.cer", Some("other-key-at-1")));
+    }
 
     #[test]
     fn hostile_key_names_are_refused_before_any_lookup() {

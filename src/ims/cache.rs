@@ -14,6 +14,36 @@ use super::{BearerToken, ImsError};
 pub const USER_CACHE_TTL: Duration = Duration::from_secs(60);
 /// How many tokens' answers are cached at most (each entry is small).
 const USER_CACHE_CAPACITY: u64 = 10_000;
+/// How long IMS's refusal of a token (401/403) is remembered: meanwhile every call made with that
+/// token is refused from memory, so a signed-out user's token costs IMS one call, not one per read.
+pub const REFUSED_TOKEN_TTL: Duration = Duration::from_secs(30);
+
+/// The tokens IMS refused lately, by digest (never the token itself). Cheap to clone.
+#[derive(Clone)]
+pub(super) struct RefusedTokens {
+    entries: moka::sync::Cache<[u8; 32], ()>,
+}
+
+impl RefusedTokens {
+    pub(super) fn new() -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(USER_CACHE_CAPACITY)
+                .time_to_live(REFUSED_TOKEN_TTL)
+                .build(),
+        }
+    }
+
+    /// Whether IMS refused `token` within the last [`REFUSED_TOKEN_TTL`].
+    pub(super) fn contains(&self, token: &BearerToken) -> bool {
+        self.entries.contains_key(&token.cache_key())
+    }
+
+    /// Remembers that IMS refused `token`.
+    pub(super) fn insert(&self, token: &BearerToken) {
+        self.entries.insert(token.cache_key(), ());
+    }
+}
 
 /// Whether a user call may be answered from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +99,11 @@ impl<T: Send + Sync + 'static> UserCache<T> {
                 .expire_after(PerEntryTtl)
                 .build(),
         }
+    }
+
+    /// Whether an answer for `token` is cached (a lookup allowing the cache would not ask IMS).
+    pub(super) fn contains(&self, token: &BearerToken) -> bool {
+        self.entries.contains_key(&token.cache_key())
     }
 
     /// `token`'s answer: the cached one if `freshness` allows and there is one, else `fetch`'s

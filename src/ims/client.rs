@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use super::breaker::Breaker;
-use super::cache::{Freshness, UserCache};
+use super::cache::{Freshness, RefusedTokens, UserCache};
 use super::wire::{self, ImsOrg, ImsProfile, Jwk};
 use super::{BearerToken, ImsError, Unavailability};
 
@@ -20,6 +20,7 @@ pub struct ImsClient {
     base: Arc<str>,
     orgs: UserCache<Vec<ImsOrg>>,
     profiles: UserCache<ImsProfile>,
+    refused: RefusedTokens,
     breaker: Arc<Breaker>,
 }
 
@@ -45,6 +46,7 @@ impl ImsClient {
             base: Arc::from(base.trim_end_matches('/')),
             orgs: UserCache::new(),
             profiles: UserCache::new(),
+            refused: RefusedTokens::new(),
             breaker: Arc::new(Breaker::new(5, Duration::from_secs(5))),
         })
     }
@@ -92,6 +94,12 @@ impl ImsClient {
         self.orgs.get(token, remaining, freshness, fetch).await
     }
 
+    /// Whether a cached lookup of the caller's orgs would be answered without asking IMS: the list
+    /// is cached, or IMS refused the token lately.
+    pub fn organizations_known(&self, token: &BearerToken) -> bool {
+        self.refused.contains(token) || self.orgs.contains(token)
+    }
+
     /// The caller's profile, from the cache if `freshness` allows.
     pub async fn profile(
         &self,
@@ -123,8 +131,12 @@ impl ImsClient {
         )
     }
 
-    /// A GET with the caller's token, through the circuit breaker: refused at once while it is open.
+    /// A GET with the caller's token, through the circuit breaker: refused at once while it is open,
+    /// and from memory for a token IMS refused within the last [`super::cache::REFUSED_TOKEN_TTL`].
     async fn user_call(&self, url: &str, token: &BearerToken) -> Result<Vec<u8>, ImsError> {
+        if self.refused.contains(token) {
+            return Err(ImsError::Rejected);
+        }
         let permit = self.breaker.admit().await.map_err(|wait| ImsError::Unavailable {
             retry_after_secs: crate::ratelimit::retry_after_secs(wait),
             cause: Unavailability::CircuitOpen,
@@ -136,6 +148,9 @@ impl ImsClient {
                 permit.failed()
             }
             _ => permit.succeeded(),
+        }
+        if matches!(result, Err(ImsError::Rejected)) {
+            self.refused.insert(token);
         }
         result
     }

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-pub use cache::{Freshness, USER_CACHE_TTL};
+pub use cache::{Freshness, REFUSED_TOKEN_TTL, USER_CACHE_TTL};
 pub use client::ImsClient;
-pub use wire::{ImsOrg, ImsProfile, Jwk, ProductContext, profile_matches};
+pub use wire::{ImsOrg, ImsProfile, Jwk, ProductContext, clean_text, is_unsafe_char, profile_matches};
 
 /// What an IMS call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]

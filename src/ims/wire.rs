@@ -147,12 +147,31 @@ pub(super) fn parse_orgs(body: &[u8]) -> Result<Vec<ImsOrg>, ImsError> {
                 .collect();
             Some(ImsOrg {
                 org_id,
-                name: o.org_name,
-                org_type: o.org_type,
+                name: clean_text(&o.org_name),
+                org_type: clean_text(&o.org_type),
                 group_idents,
             })
         })
         .collect())
+}
+
+/// Whether `c` is a character no stored or shown text may hold: a control character (C0, DEL, C1:
+/// NUL, which PostgreSQL refuses in text, and ESC, which starts a terminal's escape sequences,
+/// among them) or a bidirectional-text control (which reorders what is displayed around it).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text from IMS (an org's name and type) as the service keeps it: whitespace controls (tab, line
+/// breaks) become a space, the other unsafe characters ([`is_unsafe_char`]) are dropped.
+pub fn clean_text(raw: &str) -> String {
+    raw.chars()
+        .filter_map(|c| match c {
+            c if !is_unsafe_char(c) => Some(c),
+            c if c.is_whitespace() => Some(' '),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The profile of a `/ims/profile/v1` body.
@@ -175,4 +194,24 @@ pub(super) fn parse_profile(body: &[u8]) -> Result<ImsProfile, ImsError> {
 /// means IMS and the token disagree, which the service treats as a rejected token.
 pub fn profile_matches(profile: &ImsProfile, user: &UserId) -> bool {
     profile.user_id == user.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn org_names_lose_control_characters() {
+        assert_eq!(
+            clean_text("Acme\u{0}\u{1b}[2J Creative\t\r\nX"),
+            "Acme[2J Creative   X"
+        );
+        assert_eq!(clean_text("\u{9b}31m\u{7f}\u{202e}Acme"), "31mAcme");
+        assert_eq!(clean_text("Équipe Créative 東京"), "Équipe Créative 東京");
+        let body = br#"[{"orgRef":{"ident":"C0FFEE00C0FFEE00C0FFEE00","authSrc":"AdobeOrg"},"orgName":"A\u0000B\u001b]0;x\u0007","orgType":"Ent\u0085erprise"}]"#;
+        let orgs = parse_orgs(body).unwrap();
+        assert_eq!(orgs[0].name, "AB]0;x");
+        assert_eq!(orgs[0].org_type, "Ent erprise");
+    }
 }

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::etag::{self, EntityTags};
-use crate::auth::{AdminCandidate, TenantAdmin, TenantReader};
+use crate::auth::{AdminCandidate, NOT_AN_ADMIN, TenantAdmin, TenantReader};
 use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 use crate::error::ApiError;
 use crate::ims::Freshness;
 use crate::state::AppState;
-use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest, TenantView};
+use crate::store::{ConnectionRecord, StoreError, SwitchOutcome, SwitchRequest, TenantView};
 use crate::watch::Event;
 
 /// The tenant's active Creative Cloud connection.
@@ -142,6 +142,16 @@ fn with_connection(mut res: actix_web::HttpResponseBuilder, rec: &ConnectionReco
         .json(Connection::from(rec))
 }
 
+/// A store error of an administrator's request: a tenant removed meanwhile is one the caller may no
+/// longer see (403, as before any IMS call), never 404 `unknown-tenant`, which only integrations
+/// are told.
+fn admin_store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::UnknownTenant => ApiError::Forbidden(NOT_AN_ADMIN),
+        other => other.into(),
+    }
+}
+
 /// `If-Match` of a write, refused at once (412) when already stale: no IMS call is made for a write
 /// that cannot succeed. The store checks it again in the write's transaction.
 fn checked_if_match(req: &HttpRequest, candidate: &AdminCandidate) -> Result<Option<Precondition>, ApiError> {
@@ -251,10 +261,15 @@ pub async fn get_connection(
 ) -> Result<HttpResponse, ApiError> {
     let wait = parse_wait(req.query_string())?;
     let if_none_match = etag::if_none_match(req.headers())?;
-    let view = reader.view;
+    let (view, integration) = (reader.view, reader.integration);
     match (wait, if_none_match) {
         (Some(secs), Some(tags)) if still_current(&tags, &view) => {
-            watch(&state, view, tags, Duration::from_secs(secs)).await
+            watch(&state, view, tags, Duration::from_secs(secs))
+                .await
+                .map_err(|e| match e {
+                    ApiError::UnknownTenant => TenantReader::unknown_tenant(integration),
+                    other => other,
+                })
         }
         (_, tags) => Ok(read_answer(&view, tags.as_ref())),
     }
@@ -362,7 +377,8 @@ pub async fn put_connection(
             at: Utc::now(),
             if_match: precondition,
         })
-        .await?;
+        .await
+        .map_err(admin_store_error)?;
     let outcome_label = match &outcome {
         SwitchOutcome::Created(_) => "created",
         SwitchOutcome::Replaced(_) => "replaced",
@@ -417,7 +433,8 @@ pub async fn delete_connection(
     let ended = state
         .store
         .disconnect(&admin.tenant.tenant_id, &admin.user_id, Utc::now(), precondition)
-        .await?;
+        .await
+        .map_err(admin_store_error)?;
     tracing::info!(org_id = %ended.org_id, revision = ended.revision, "tenant disconnected");
     crate::metrics::metrics()
         .switches
@@ -463,7 +480,8 @@ pub async fn get_history(
     let mut rows = state
         .store
         .history(&admin.tenant.tenant_id, limit + 1, before)
-        .await?;
+        .await
+        .map_err(admin_store_error)?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = more

@@ -114,8 +114,10 @@ const ANY_REQUEST: &[ProblemKind] = &[
     P::UnsupportedMediaType,
     P::Internal,
 ];
-/// What a request naming a tenant can also be answered with: the caller's rights, the tenant.
-const TENANT_ROUTE: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden, P::UnknownTenant];
+/// What a request naming a tenant can also be answered with: the caller's rights (a tenant the
+/// caller may not see is `forbidden`, registered or not; only integrations, on reads, are told it is
+/// unknown).
+const TENANT_ROUTE: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden];
 /// What a request that may ask IMS can also be answered with.
 const ASKS_IMS: &[ProblemKind] = &[P::ImsError, P::ImsUnavailable];
 /// What a write (a switch or a disconnect) can also be answered with.
@@ -130,7 +132,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
         &[
             ANY_REQUEST,
             TENANT_ROUTE,
-            &[P::NoConnection],
+            &[P::UnknownTenant, P::NoConnection, P::RateLimited],
             ASKS_IMS,
             &[P::DatabaseUnavailable],
         ],
@@ -142,6 +144,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
             TENANT_ROUTE,
             WRITE,
             &[
+                P::RequestTimeout,
                 P::PayloadTooLarge,
                 P::OrgNotAccessible,
                 P::NoCreativeCloudEntitlement,
@@ -163,7 +166,13 @@ pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
     ),
     (
         "get_history",
-        &[ANY_REQUEST, TENANT_ROUTE, ASKS_IMS, &[P::DatabaseUnavailable]],
+        &[
+            ANY_REQUEST,
+            TENANT_ROUTE,
+            &[P::RateLimited],
+            ASKS_IMS,
+            &[P::DatabaseUnavailable],
+        ],
     ),
     (
         "get_user_orgs",
@@ -202,6 +211,66 @@ pub async fn identity_encoding_only(
         return Ok(req.into_response(res).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// Middleware: a request's body is read whole, within `CCC_REQUEST_BODY_TIMEOUT_MS`, before any
+/// extractor runs: a body that drips in is answered 408 `request-timeout` and holds nothing meanwhile
+/// (no budget slot, no IMS call, no database connection), and one larger than [`MAX_BODY_BYTES`] is
+/// 413 without being read further. Requests without a body pass straight through.
+pub async fn read_body_in_time(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    use futures_util::StreamExt;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body = declared.is_some_and(|n| n > 0) || req.headers().contains_key(TRANSFER_ENCODING);
+    if !has_body {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let refuse = |req: ServiceRequest, e: ApiError| {
+        let res = actix_web::ResponseError::error_response(&e);
+        Ok(req.into_response(res).map_into_right_body())
+    };
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return refuse(req, ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    let timeout = req
+        .app_data::<web::Data<crate::state::AppState>>()
+        .map_or(crate::config::DEFAULT_REQUEST_BODY_TIMEOUT, |s| {
+            s.config.request_body_timeout()
+        });
+    let mut payload = actix_web::HttpMessage::take_payload(&mut req);
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::invalid(format!("the request body could not be read: {e}")))?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(body)) => {
+            req.set_payload(actix_web::dev::Payload::from(body));
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Ok(Err(e)) => refuse(req, e),
+        Err(_) => {
+            tracing::info!(
+                timeout_ms = timeout.as_millis() as u64,
+                "request body did not arrive in time"
+            );
+            refuse(req, ApiError::RequestTimeout)
+        }
+    }
 }
 
 /// Middleware: HEAD on the OpenAPI document and the Swagger UI is served as GET, which is all

@@ -164,7 +164,8 @@ async fn tenant_commands_change_what_a_running_serve_answers() {
         assert_eq!(res.status(), 200, "{backend:?}");
         let before_removal: Value = res.json().await.unwrap();
 
-        // remove: the connection ends (kept in the history) and the tenant is unknown to the API.
+        // remove: the connection ends (kept in the history) and the tenant is unknown to the API:
+        // integrations are told so, anyone else may not see it (403, as for any unregistered tenant).
         let said = ok(url, &["tenant", "remove", TENANT]);
         assert!(said.contains("cli:ops-alice"), "{said}");
         assert_problem(
@@ -173,15 +174,10 @@ async fn tenant_commands_change_what_a_running_serve_answers() {
             "unknown-tenant",
         )
         .await;
-        assert_problem(get(&client, base, &path, &alice).await, 404, "unknown-tenant").await;
-        assert_problem(
-            get(&client, base, &history_path, &alice).await,
-            404,
-            "unknown-tenant",
-        )
-        .await;
+        assert_problem(get(&client, base, &path, &alice).await, 403, "forbidden").await;
+        assert_problem(get(&client, base, &history_path, &alice).await, 403, "forbidden").await;
         let res = put(&client, base, &alice, world::ACME_CREATIVE_ORG).await;
-        assert_problem(res, 404, "unknown-tenant").await;
+        assert_problem(res, 403, "forbidden").await;
         assert_eq!(json(url, &["tenant", "list", "--json"]), serde_json::json!([]));
         assert!(fails(url, &["tenant", "show", TENANT]).contains("not registered"));
         let active = connection::Entity::find()
@@ -377,7 +373,7 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
                         let status = res.status().as_u16();
                         let body: Value = res.json().await.unwrap();
                         outcomes.push((status, body));
-                        refusals += usize::from(status == 404);
+                        refusals += usize::from(status == 403);
                         if refusals == 3 {
                             break;
                         }
@@ -397,7 +393,7 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
             for (status, body) in switcher.await.unwrap() {
                 match status {
                     200 | 201 => {
-                        assert!(!after_removal, "round {round}: a switch succeeded after a 404");
+                        assert!(!after_removal, "round {round}: a switch succeeded after a 403");
                         acknowledged += 1;
                         let revision = body["revision"].as_i64().unwrap();
                         let row = connection::Entity::find()
@@ -409,8 +405,9 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
                             .expect("an acknowledged switch is in the history");
                         assert!(!row.active, "round {round}: revision {revision} is still active");
                     }
-                    404 => {
-                        assert_eq!(body["type"], "/problems/unknown-tenant", "round {round}");
+                    // The tenant is gone: to its administrator, one they may not see.
+                    403 => {
+                        assert_eq!(body["type"], "/problems/forbidden", "round {round}");
                         refused += 1;
                         after_removal = true;
                     }
@@ -438,4 +435,62 @@ async fn remove_racing_switches_on_postgres_leaves_no_active_row() {
         "acknowledged {acknowledged}, refused {refused}"
     );
     eprintln!("{ROUNDS} rounds: {acknowledged} switches acknowledged, {refused} refused after removal");
+}
+
+/// Item 9 of the third hardening round: what the operator's terminal shows holds nothing it would
+/// act on, even for an org name stored raw (before names from IMS were cleaned).
+#[tokio::test]
+async fn tenant_show_prints_no_control_characters() {
+    use cc_connection::domain::{OrgId, TenantId, UserId};
+    use cc_connection::store::SwitchRequest;
+    for backend in db::backends() {
+        let app = crate::helpers::spawn_app(backend).await;
+        let raw = "Evil\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{7f}\u{202e} Org";
+        app.state
+            .store
+            .switch(&SwitchRequest {
+                tenant_id: TenantId::parse(TENANT).unwrap(),
+                org_id: OrgId::parse(world::ACME_CREATIVE_ORG).unwrap(),
+                org_name: raw.to_owned(),
+                by: UserId::parse(world::ALICE_FEDERATED).unwrap(),
+                at: chrono::Utc::now(),
+                if_match: None,
+            })
+            .await
+            .unwrap();
+        let acted_on = |c: char| c.is_control() && c != '\n' || c == '\u{202e}';
+        let text = ok(&app.db.url, &["tenant", "show", TENANT]);
+        assert!(!text.chars().any(acted_on), "{backend:?}: {text:?}");
+        assert!(text.contains("Evil\u{fffd}[2J"), "shown, made harmless: {text}");
+        let json_text = ok(&app.db.url, &["tenant", "show", TENANT, "--json"]);
+        assert!(!json_text.chars().any(acted_on), "{backend:?}: {json_text:?}");
+        // Still the same JSON: the stored name, escaped.
+        let shown: Value = serde_json::from_str(&json_text).unwrap();
+        assert_eq!(shown["connection"]["org_name"], raw);
+        let listed = ok(&app.db.url, &["tenant", "list"]);
+        assert!(!listed.chars().any(acted_on));
+    }
+}
+
+/// Item 11 of the third hardening round: a reading command creates nothing. On a SQLite path with
+/// no database it says so in one line and exits 1; the file is not created.
+#[test]
+fn tenant_commands_on_a_missing_sqlite_file_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nothing-here.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    for args in [
+        &["tenant", "list"][..],
+        &["tenant", "show", TENANT],
+        &["tenant", "remove", TENANT],
+    ] {
+        let said = fails(&url, args);
+        assert!(said.contains("does not exist"), "{args:?}: {said}");
+        assert!(!path.exists(), "{args:?} created {}", path.display());
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
 }

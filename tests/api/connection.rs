@@ -263,7 +263,7 @@ async fn integrations_cannot_switch() {
 }
 
 #[tokio::test]
-async fn switching_an_unregistered_tenant_returns_404_unknown_tenant() {
+async fn switching_an_unregistered_tenant_is_403_forbidden_as_for_a_tenant_one_does_not_administer() {
     each_backend!(|app| {
         let res = app
             .request(
@@ -275,7 +275,109 @@ async fn switching_an_unregistered_tenant_returns_404_unknown_tenant() {
             .send()
             .await
             .unwrap();
+        assert_problem(res, 403, "forbidden").await;
+    });
+}
+
+/// Item 8 of the third hardening round: a token does not tell which tenants exist. Every caller but
+/// an integration gets the same 403 for a registered tenant they may not see and an unregistered one.
+#[tokio::test]
+async fn a_tenant_a_caller_may_not_see_is_the_same_403_registered_or_not() {
+    each_backend!(|app| {
+        app.connected_by_admin().await;
+        let registered = TestApp::connection_path(TENANT);
+        let unregistered = TestApp::connection_path("no-such-tenant");
+        let history = |path: &str| format!("{path}/history");
+        // Reads: an outsider (registered tenant) and a member of Acme (unregistered tenant).
+        let mallory = app.user_token(world::MALLORY_OTHER_ADMIN, true);
+        let bob = app.user_token(world::BOB_MEMBER, false);
+        let seen = assert_problem(
+            app.call(Method::GET, &registered, Some(&mallory)).await,
+            403,
+            "forbidden",
+        )
+        .await;
+        for token in [&mallory, &bob] {
+            let res = app.call(Method::GET, &unregistered, Some(token)).await;
+            let unseen = assert_problem(res, 403, "forbidden").await;
+            assert_eq!(unseen["detail"], seen["detail"], "the same answer either way");
+        }
+        // Administrator routes: Mallory administers another org; Alice administers Acme only.
+        let alice = app.admin_token();
+        let body = serde_json::json!({"org_id": world::ACME_CREATIVE_ORG});
+        for (method, path) in [
+            (Method::PUT, registered.clone()),
+            (Method::DELETE, registered.clone()),
+            (Method::GET, history(&registered)),
+        ] {
+            let res = app
+                .request(method.clone(), &path, Some(&mallory))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let seen = assert_problem(res, 403, "forbidden").await;
+            let other = path.replace(TENANT, "no-such-tenant");
+            for token in [&mallory, &alice] {
+                let res = app
+                    .request(method.clone(), &other, Some(token))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let unseen = assert_problem(res, 403, "forbidden").await;
+                assert_eq!(unseen["detail"], seen["detail"], "{method} {other}");
+            }
+        }
+        // An integration, which may read any tenant, is told the tenant is not registered.
+        let res = app
+            .call(Method::GET, &unregistered, Some(&app.integration_token()))
+            .await;
         assert_problem(res, 404, "unknown-tenant").await;
+    });
+}
+
+/// Item 7 of the third hardening round: a technical account is a service token, never a user, even
+/// when IMS lists it in the tenant's administrator group.
+#[tokio::test]
+async fn a_technical_account_is_never_an_administrator_or_a_user() {
+    each_backend!(|app| {
+        app.connected_by_admin().await;
+        let mut scopes: Vec<&str> = world::USER_SCOPES.to_vec();
+        scopes.push(world::ADMIN_SCOPE);
+        let techacct = app.ims.mint(&TokenSpec::user(
+            world::EXPRESS_TECHNICAL_ACCOUNT,
+            world::UI_CLIENT,
+            &scopes,
+        ));
+        app.ims.faults().set_groups(
+            world::EXPRESS_TECHNICAL_ACCOUNT,
+            world::ACME_HOME_ORG,
+            &[world::ACME_ADMIN_GROUP],
+        );
+        let before = app.ims.faults().requests_under("/ims/organizations");
+        app.put_refused(&techacct, world::ACME_DESIGN_ORG, 403, "forbidden")
+            .await;
+        assert_problem(app.delete_connection(&techacct).await, 403, "forbidden").await;
+        assert_problem(app.history(&techacct, "").await, 403, "forbidden").await;
+        assert_problem(app.list_orgs(&techacct).await, 403, "forbidden").await;
+        let path = format!("/users/{}/orgs", world::EXPRESS_TECHNICAL_ACCOUNT);
+        assert_problem(
+            app.call(Method::GET, &path, Some(&techacct)).await,
+            403,
+            "forbidden",
+        )
+        .await;
+        // Not a member either: a service token of a client that is not an integration reads nothing.
+        assert_problem(app.get_connection(&techacct).await, 403, "forbidden").await;
+        assert_eq!(
+            app.ims.faults().requests_under("/ims/organizations"),
+            before,
+            "refused before IMS is asked"
+        );
+        let current = app.connection_json().await;
+        assert_eq!(current["org_id"], world::ACME_CREATIVE_ORG, "nothing changed");
+        assert_eq!(current["revision"], 1);
     });
 }
 

@@ -342,3 +342,54 @@ async fn compressed_bodies_are_refused_with_415_before_anything_else() {
         assert_eq!(res.status(), 201, "{backend:?}");
     }
 }
+
+/// Item 10 of the third hardening round: a body that drips in is answered 408 once the configured
+/// time has passed, and spends nothing of the caller's IMS budget and asks IMS nothing meanwhile.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408_and_spends_nothing_on_ims() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, |c| {
+        c.request_body_timeout_ms = 300;
+        // One IMS-bound request: a slot held by the dripping body would refuse the switch below.
+        c.ims_rate_per_minute = 1;
+        c.ims_rate_burst = 1;
+    })
+    .await;
+    let admin = app.admin_token();
+    let ims_calls = |app: &TestApp| app.ims.faults().requests_under("/ims/");
+    let before = ims_calls(&app);
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: 60\r\n\r\n{{\"org_id\":",
+        TestApp::connection_path(TENANT)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The rest of the body never comes: the answer must, bounded here so a hang fails the test.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&answer).contains("\"instance\"") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 10 s to a body that stalled");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("/problems/request-timeout"), "{answer}");
+    assert_eq!(ims_calls(&app), before, "IMS was not asked");
+    // The budget's one slot is still there.
+    app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
+}

@@ -44,11 +44,15 @@ async fn a_user_over_the_ims_rate_limit_gets_429_with_retry_after_and_nothing_ch
     assert_problem(res, 429, "rate-limited").await;
     assert_eq!(user_calls(&app), before, "a refused request asks IMS nothing");
 
-    // Nothing changed; reads and the history are not limited.
+    // Nothing changed. Reads that need no IMS call spend nothing: the integration's, and the
+    // history read with the token whose org list the switches cached.
     let current = app.connection_json().await;
     assert_eq!(current["org_id"], world::ACME_DESIGN_ORG);
     assert_eq!(current["revision"], 2);
-    assert_eq!(app.history_entries().await.len(), 2);
+    let res = app.history(&admin, "").await;
+    assert_eq!(res.status(), 200);
+    let history: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(history["entries"].as_array().unwrap().len(), 2);
 
     // Another user has a bucket of their own.
     let bob = app.user_token(world::BOB_MEMBER, false);
@@ -174,4 +178,62 @@ async fn tokens_ims_rejects_do_not_open_the_circuit() {
 async fn transitions_to(app: &TestApp, to: &str) -> f64 {
     let series = format!("ccc_ims_breaker_transitions_total{{to=\"{to}\"}}");
     metric(&app.metrics().await, &series).unwrap_or(0.0)
+}
+
+/// Item 2 of the third hardening round: a token IMS refuses (a user who signed out) costs IMS one
+/// call, not one per read.
+#[tokio::test]
+async fn a_token_ims_refused_is_refused_from_memory_for_a_while() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let bob = app.user_token(world::BOB_MEMBER, false);
+    app.ims.faults().set_status(Some(401));
+    let before = app.ims.faults().requests("/ims/organizations/v6");
+    for _ in 0..50 {
+        assert_problem(app.get_connection(&bob).await, 401, "invalid-token").await;
+    }
+    let calls = app.ims.faults().requests("/ims/organizations/v6") - before;
+    assert_eq!(calls, 1, "one IMS call for 50 reads");
+    // Not a failing IMS: another token of the same user is asked about at once.
+    app.ims.faults().set_status(None);
+    let again = app.user_token(world::BOB_MEMBER, false);
+    assert_problem(app.get_connection(&again).await, 404, "no-connection").await;
+}
+
+/// Item 2 of the third hardening round: a read that has to ask IMS (a member's, an administrator's
+/// history) spends the user's IMS budget like a switch; one answered from the cache does not.
+#[tokio::test]
+async fn member_reads_and_the_history_spend_the_users_ims_budget() {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.ims_rate_per_minute = 1;
+        c.ims_rate_burst = 3;
+    })
+    .await;
+    // Each fresh token is a new org lookup in IMS: three spend Bob's burst.
+    let cached = app.user_token(world::BOB_MEMBER, false);
+    assert_problem(app.get_connection(&cached).await, 404, "no-connection").await;
+    for _ in 0..2 {
+        let res = app
+            .get_connection(&app.user_token(world::BOB_MEMBER, false))
+            .await;
+        assert_problem(res, 404, "no-connection").await;
+    }
+    let before = user_calls(&app);
+    let res = app
+        .get_connection(&app.user_token(world::BOB_MEMBER, false))
+        .await;
+    assert!(retry_after(&res) >= 1);
+    assert_problem(res, 429, "rate-limited").await;
+    assert_eq!(user_calls(&app), before, "refused before IMS is asked");
+    // The token whose org list is cached reads on: no IMS call, nothing spent.
+    for _ in 0..5 {
+        assert_problem(app.get_connection(&cached).await, 404, "no-connection").await;
+    }
+    assert_eq!(user_calls(&app), before);
+
+    // An administrator's history, the same.
+    for _ in 0..3 {
+        assert_eq!(app.history(&app.admin_token(), "").await.status(), 200);
+    }
+    let res = app.history(&app.admin_token(), "").await;
+    assert_problem(res, 429, "rate-limited").await;
 }

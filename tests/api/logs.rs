@@ -73,3 +73,49 @@ async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
     let sig = token.rsplit('.').next().unwrap();
     assert!(!log.contains(&sig[..20]));
 }
+
+/// Item 11 of the third hardening round: a request that does not parse is counted, not written to
+/// the error log (anyone could flood it).
+#[tokio::test]
+async fn malformed_requests_are_counted_not_logged_as_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(
+        &ims,
+        &format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
+    );
+    let serve = ServeProcess::start(&mut cmd);
+    let client = reqwest::Client::new();
+    serve.wait_ready(&client).await;
+    let base = serve.base().to_owned();
+    let series = r#"ccc_http_dropped_connections_total{kind="malformed"}"#;
+    for _ in 0..5 {
+        let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\x01: \x00\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"));
+    }
+    crate::helpers::wait_for(
+        "the malformed requests counted",
+        std::time::Duration::from_secs(5),
+        || async {
+            crate::helpers::metrics_at(&client, &base)
+                .await
+                .and_then(|m| crate::helpers::metric(&m, series))
+                .is_some_and(|n| n >= 5.0)
+        },
+    )
+    .await;
+    let log = serve.kill_and_log();
+    assert!(
+        !log.lines().any(|l| l.contains("\"level\":\"ERROR\"")),
+        "nothing at ERROR:\n{log}"
+    );
+}

@@ -117,6 +117,7 @@ async fn every_documented_problem_is_what_the_error_renders() {
         ApiError::Forbidden("the caller is not an administrator of this tenant"),
         ApiError::UnknownTenant,
         ApiError::NoConnection,
+        ApiError::RequestTimeout,
         ApiError::ConcurrentSwitch,
         ApiError::PreconditionFailed,
         ApiError::PayloadTooLarge(cc_connection::routes::MAX_BODY_BYTES),

@@ -122,3 +122,32 @@ async fn a_slow_ims_is_503_after_the_configured_timeout() {
         "answered after {waited:?}"
     );
 }
+
+/// Item 9 of the third hardening round: an org name with control characters (NUL, escape
+/// sequences, bidirectional controls) from IMS is cleaned where it is read: the switch is never a
+/// 500 (PostgreSQL refuses NUL in text) and nothing answered or stored holds them.
+#[tokio::test]
+async fn control_characters_in_org_names_from_ims_are_removed() {
+    crate::each_backend!(|app| {
+        let raw = "Acme\u{0} Creative\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}\tTeam";
+        app.ims.faults().set_org_name(world::ACME_CREATIVE_ORG, raw);
+        let unsafe_char = |s: &str| s.chars().any(|c| c.is_control() || c == '\u{202e}');
+        let admin = app.admin_token();
+        let listed: Value = app.list_orgs(&admin).await.json().await.unwrap();
+        let names: Vec<&str> = listed["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["org_name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"Acme Creative[2J]0;pwned31m Team"), "{names:?}");
+        let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
+        assert_eq!(res.status(), 201, "{:?}: never a 500", app.backend);
+        let body: Value = res.json().await.unwrap();
+        assert!(!unsafe_char(body["org_name"].as_str().unwrap()), "{body}");
+        let stored = app.connection_json().await;
+        assert_eq!(stored["org_name"], body["org_name"]);
+        let history = app.history_json().await;
+        assert!(!unsafe_char(history["entries"][0]["org_name"].as_str().unwrap()));
+    });
+}

@@ -340,7 +340,8 @@ async fn a_kid_withdrawn_from_the_jwks_is_refused_even_while_its_certificate_is_
 async fn a_certificate_name_not_found_is_not_downloaded_again_for_a_while() {
     let app = connected_app().await;
     let c = claims(json!(now_ms().to_string()), json!("86400000"));
-    let header = json!({"alg": "RS256", "kid": "gone", "x5u": "gone.cer"});
+    // A name of the development IMS's form that it does not serve.
+    let header = json!({"alg": "RS256", "kid": "dev-key-gone", "x5u": "dev-key-gone.cer"});
     let token = app.ims.sign_raw_with_cert_key(&header, &c);
     expect_invalid(&app, &token).await;
     // Past the one-per-second download limit: still answered from memory.
@@ -349,7 +350,7 @@ async fn a_certificate_name_not_found_is_not_downloaded_again_for_a_while() {
         .ims
         .sign_raw_with_cert_key(&header, &claims(json!(now_ms().to_string()), json!("86400001")));
     expect_invalid(&app, &token).await;
-    assert_eq!(app.ims.faults().requests("/keys/gone.cer"), 1);
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-gone.cer"), 1);
 }
 
 #[tokio::test]
@@ -444,4 +445,126 @@ async fn concurrent_first_uses_of_a_certificate_share_one_download() {
         assert_eq!(r.await.unwrap(), 200, "every waiter gets the one download's key");
     }
     assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
+}
+
+/// Item 4 of the third hardening round: with the JWKS loaded, a certificate base that cannot be
+/// reached says "retry" (503 with `Retry-After`), not "your token is bad" (401).
+#[tokio::test]
+async fn a_certificate_base_that_is_down_answers_503_with_retry_after_not_401() {
+    // A port nothing listens on: every download is refused at connect.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}/keys/", dead.local_addr().unwrap().port());
+    drop(dead);
+    let app = spawn_app_with(Backend::Sqlite, |c| c.ims_cert_url = Some(base)).await;
+    assert!(app.state.verifier.keys().is_loaded(), "the JWKS is loaded");
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    let res = app.get_connection(&app.ims.mint(&spec)).await;
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    assert!(!res.headers().contains_key("www-authenticate"));
+    assert_problem(res, 503, "ims-unavailable").await;
+    // A JWKS-keyed token is served meanwhile.
+    assert_eq!(app.get_connection(&app.integration_token()).await.status(), 404);
+}
+
+/// Item 1 of the third hardening round: while tokens naming made-up certificates (of the right
+/// form, each new) flood in, a genuine certificate-keyed token is served within seconds: the name
+/// asked for again and again is downloaded before names asked for once.
+#[tokio::test]
+async fn a_flood_of_made_up_certificate_names_delays_a_genuine_certificate_by_seconds_at_most() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let app = connected_app().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    let flooders: Vec<_> = (0..16)
+        .map(|_| {
+            let (stop, client, url, ims, c) = (
+                stop.clone(),
+                app.client.clone(),
+                app.url(&TestApp::connection_path(TENANT)),
+                app.ims.clone(),
+                c.clone(),
+            );
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!(
+                        "{}flood-{}",
+                        cc_connection::dev_ims::CERT_NAME_PREFIX,
+                        uuid::Uuid::new_v4().simple()
+                    );
+                    let header = json!({"alg": "RS256", "kid": name, "x5u": format!("{name}.cer")});
+                    let token = ims.sign_raw(&header, &c);
+                    let res = client.get(&url).bearer_auth(token).send().await.unwrap();
+                    statuses.push(res.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let flood_prefix = format!("/keys/{}flood-", cc_connection::dev_ims::CERT_NAME_PREFIX);
+    crate::helpers::wait_for(
+        "the flood to reach the certificate base",
+        Duration::from_secs(10),
+        || async { app.ims.faults().requests_under(&flood_prefix) >= 2 },
+    )
+    .await;
+
+    let spec = TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    };
+    let token = app.ims.mint(&spec);
+    let started = Instant::now();
+    loop {
+        let res = app.get_connection(&token).await;
+        if res.status() == 200 {
+            break;
+        }
+        let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert_problem(res, 503, "ims-unavailable").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the genuine certificate is still not downloaded while the flood runs"
+        );
+        // What a client does: retry after the time it was given.
+        tokio::time::sleep(Duration::from_secs(retry)).await;
+    }
+    let waited = started.elapsed();
+    let flood_downloads = app.ims.faults().requests_under(&flood_prefix);
+    eprintln!("genuine certificate served after {waited:?}; {flood_downloads} flood names downloaded");
+    stop.store(true, Ordering::Relaxed);
+    for f in flooders {
+        let statuses = f.await.unwrap();
+        assert!(statuses.iter().all(|s| *s == 401 || *s == 503), "{statuses:?}");
+    }
+    assert!(
+        waited <= Duration::from_secs(5),
+        "the genuine certificate waited {waited:?} ({flood_downloads} flood names downloaded)"
+    );
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
+}
+
+/// Item 1: names not of the configured IMS's form are refused without a download: another prefix,
+/// or an `x5u` that is not the token's own `kid` plus `.cer`.
+#[tokio::test]
+async fn certificate_names_not_of_the_imss_form_are_never_downloaded() {
+    let app = connected_app().await;
+    let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    for (kid, x5u) in [
+        ("made-up-1", "made-up-1.cer"),
+        ("dev-key-a", "dev-key-b.cer"),
+        ("dev-key-cert-2", "dev-key-cert-1.cer"),
+    ] {
+        let token = app
+            .ims
+            .sign_raw_with_cert_key(&json!({"alg": "RS256", "kid": kid, "x5u": x5u}), &c);
+        expect_invalid(&app, &token).await;
+    }
+    assert_eq!(app.ims.faults().requests_under("/keys/"), 0);
 }
