@@ -44,6 +44,9 @@ pub struct RequestFacts {
     pub tenant_id: Option<String>,
     /// The token's client, once verified.
     pub client_id: Option<String>,
+    /// A watch was held: its time is the wait the client asked for, not the service's latency,
+    /// so it stays out of the latency histogram (`watch_delay_seconds` measures watches).
+    pub held: bool,
 }
 
 /// Notes the tenant of the request (for its request line).
@@ -58,6 +61,11 @@ pub fn note_client(req: &actix_web::HttpRequest, client_id: &str) {
     req.extensions_mut()
         .get_or_insert(RequestFacts::default())
         .client_id = Some(client_id.to_owned());
+}
+
+/// Notes that the request is a held watch (kept out of the latency histogram).
+pub fn note_held(req: &actix_web::HttpRequest) {
+    req.extensions_mut().get_or_insert(RequestFacts::default()).held = true;
 }
 
 /// The id of the request being served, or `-` outside one.
@@ -126,14 +134,16 @@ pub async fn request_context(
     m.http_requests
         .with_label_values(&[method_label, route, status.as_str()])
         .inc();
-    m.http_latency
-        .with_label_values(&[method_label, route])
-        .observe(elapsed);
     // The request line carries its facts as top-level fields (not nested in a span), so a log
     // pipeline can index them; extractors noted the tenant and client on the request.
     {
         let extensions = res.request().extensions();
         let facts = extensions.get::<RequestFacts>();
+        if !facts.is_some_and(|f| f.held) {
+            m.http_latency
+                .with_label_values(&[method_label, route])
+                .observe(elapsed);
+        }
         tracing::info!(
             request_id = %id,
             method = %method,

@@ -254,6 +254,7 @@ pub async fn get_connection(
     let view = reader.view;
     match (wait, if_none_match) {
         (Some(secs), Some(tags)) if still_current(&tags, &view) => {
+            crate::telemetry::note_held(&req);
             watch(&state, view, tags, Duration::from_secs(secs)).await
         }
         (_, tags) => Ok(read_answer(&view, tags.as_ref())),
