@@ -137,6 +137,8 @@ pub struct Faults {
     counts: Mutex<HashMap<String, u64>>,
     /// `(user, org)` -> the user's groups there, in place of the world's.
     groups: Mutex<HashMap<(String, String), Vec<String>>>,
+    /// `(path, traceparent)` of the `/ims/*` requests that carried one, oldest first.
+    traceparents: Mutex<Vec<(String, String)>>,
 }
 
 impl Faults {
@@ -217,6 +219,15 @@ impl Faults {
             .map(|c| c.get(path).copied().unwrap_or(0))
             .unwrap_or(0)
     }
+    /// The `traceparent` headers received on `/ims/*` requests so far, with their paths.
+    pub fn traceparents(&self) -> Vec<(String, String)> {
+        self.traceparents.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+    fn note_traceparent(&self, path: &str, traceparent: &str) {
+        if let Ok(mut t) = self.traceparents.lock() {
+            t.push((path.to_owned(), traceparent.to_owned()));
+        }
+    }
     /// Clears faults and counts.
     pub fn reset(&self) {
         self.set_delay(Duration::ZERO);
@@ -230,6 +241,9 @@ impl Faults {
         }
         if let Ok(mut g) = self.groups.lock() {
             g.clear();
+        }
+        if let Ok(mut t) = self.traceparents.lock() {
+            t.clear();
         }
     }
     fn count(&self, path: &str) {
