@@ -123,6 +123,8 @@ fn main() -> ExitCode {
             },
         }
     });
+    // The spans still buffered, exported before exit (the runtime's workers still run).
+    telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -51,6 +51,14 @@ pub struct Metrics {
     /// Connections the HTTP layer dropped for the client's doing, by kind (`malformed`: a request
     /// that does not parse; `timeout`: one whose head did not arrive in time): counted, not logged.
     pub http_dropped_connections: IntCounterVec,
+    /// Change notifications received on the `LISTEN` connection: every committed change on any
+    /// replica reaches every replica, so none while changes are committed means the feed stalled.
+    pub watch_notifications: IntCounter,
+    /// The cap on watchers (`CCC_MAX_WATCHERS`), so an alert can compare `watchers` with it.
+    pub watchers_max: IntGauge,
+    /// The last `/readyz` answer by check (`database`, `ims_keys`): 1 passed, 0 failed. Absent
+    /// until the first probe.
+    pub readiness_checks: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -142,6 +150,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["kind"],
     )?;
     registry.register(Box::new(http_dropped_connections.clone()))?;
+    let watch_notifications = IntCounter::new(
+        "watch_notifications_total",
+        "Change notifications received on the LISTEN connection",
+    )?;
+    let watchers_max = IntGauge::new("watchers_max", "The cap on watchers (CCC_MAX_WATCHERS)")?;
+    let readiness_checks = IntGaugeVec::new(
+        Opts::new(
+            "readiness_check",
+            "The last /readyz answer by check (1 passed, 0 failed)",
+        ),
+        &["check"],
+    )?;
+    registry.register(Box::new(watch_notifications.clone()))?;
+    registry.register(Box::new(watchers_max.clone()))?;
+    registry.register(Box::new(readiness_checks.clone()))?;
     registry.register(Box::new(watchers.clone()))?;
     registry.register(Box::new(watch_delay.clone()))?;
     registry.register(Box::new(watch_feed_up.clone()))?;
@@ -179,6 +202,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         watch_feed_up,
         watch_feed_reconnects,
         http_dropped_connections,
+        watch_notifications,
+        watchers_max,
+        readiness_checks,
     })
 }
 

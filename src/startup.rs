@@ -116,6 +116,9 @@ impl Application {
         tokio::spawn(refresh_keys(Arc::downgrade(&keys)));
         let ims_limiter = ImsRateLimiter::new(config.ims_rate_per_minute, config.ims_rate_burst);
         store.watchers().set_max(config.max_watchers);
+        crate::metrics::metrics()
+            .watchers_max
+            .set(i64::try_from(config.max_watchers).unwrap_or(i64::MAX));
         if store.connection().get_database_backend() == sea_orm::DbBackend::Postgres
             && let Some(url) = config.database_url.as_deref()
         {

@@ -1,6 +1,13 @@
-//! Logging and the request context: a request id on every response, problem and log line, and one
-//! log line per request. Tokens are never logged: nothing here reads the `Authorization` header.
+//! Logging, traces and the request context: a request id on every response, problem and log line,
+//! and one log line per request. Tokens are never logged: nothing here reads the `Authorization`
+//! header.
+//!
+//! Traces (OpenTelemetry) are exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. Otherwise nothing of them exists: no exporter, no
+//! background thread, no subscriber layer, and every span helper below is one atomic load that
+//! returns [`Span::none`] or leaves the request as it was.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use actix_web::HttpMessage;
@@ -8,8 +15,14 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use tracing::Instrument;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
 
@@ -20,12 +33,69 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
-/// Installs the global subscriber (`RUST_LOG`, default `info`). Safe to call more than once.
-/// Connection errors any client can cause are counted, not logged ([`crate::logfilter`]).
+/// The tracer provider, when traces are exported (set once, by [`init`]).
+static TRACER_PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Whether traces are exported (the OTLP exporter was configured at start).
+pub fn traces_on() -> bool {
+    TRACER_PROVIDER.get().is_some()
+}
+
+/// Whether the standard OpenTelemetry variables ask for trace export: an OTLP endpoint is set,
+/// and neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` says otherwise.
+fn export_requested(var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let none = var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    !disabled && !none && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// The OTLP/gRPC exporter and its provider: endpoint, headers, timeout, sampler
+/// (`OTEL_TRACES_SAMPLER`/`_ARG`) and resource (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`)
+/// as the standard variables say. Built inside the runtime (the gRPC client needs it).
+fn tracer_provider() -> Result<SdkTracerProvider, String> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("cc-connection");
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// Installs the global subscriber (`RUST_LOG`, default `info`), with trace export when the
+/// OpenTelemetry variables ask for it. Safe to call more than once. Connection errors any client
+/// can cause are counted, not logged ([`crate::logfilter`]).
 pub fn init(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if export_requested(|name| std::env::var(name).ok()) && TRACER_PROVIDER.get().is_none() {
+        match tracer_provider() {
+            Ok(provider) => {
+                init_with_traces(format, filter, &provider);
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
+                let _ = TRACER_PROVIDER.set(provider);
+                return;
+            }
+            Err(e) => {
+                init_logs(format, filter);
+                tracing::error!(error = %e, "the OTLP trace exporter could not be built; traces are not exported");
+                return;
+            }
+        }
+    }
+    init_logs(format, filter);
+}
+
+fn init_logs(format: LogFormat, filter: EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -43,6 +113,254 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// Logs as [`init_logs`], plus the OpenTelemetry layer: the service's own spans (target
+/// `cc_connection`, info and above) whatever `RUST_LOG` says, as `RUST_LOG` filters the log only.
+fn init_with_traces(format: LogFormat, filter: EnvFilter, provider: &SdkTracerProvider) {
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("cc-connection"))
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_filter(
+            tracing_subscriber::filter::Targets::new().with_target("cc_connection", tracing::Level::INFO),
+        );
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .compact()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(otel)
+        .with(logs.with_filter(filter))
+        .try_init();
+}
+
+/// Exports the spans still buffered and stops the exporter (at exit; waits a few seconds at most).
+pub fn shutdown() {
+    if let Some(provider) = TRACER_PROVIDER.get()
+        && let Err(e) = provider.shutdown_with_timeout(std::time::Duration::from_secs(5))
+    {
+        eprintln!("traces: the last spans could not be exported: {e}");
+    }
+}
+
+/// The headers of an incoming request, for the W3C trace-context propagator.
+struct RequestHeaders<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for RequestHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The server span of a request (traces on): continues the caller's `traceparent`/`tracestate`,
+/// carries the stable HTTP attributes, and names its trace and span ids for the log lines.
+fn server_span(req: &ServiceRequest, request_id: &str, method: &'static str) -> Span {
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&RequestHeaders(req.headers())));
+    let _ = span.set_parent(parent);
+    span.set_attribute("http.request.method", method);
+    span.set_attribute("url.path", req.path().to_owned());
+    span.set_attribute("url.scheme", req.connection_info().scheme().to_owned());
+    if let Some(q) = Some(req.query_string()).filter(|q| !q.is_empty()) {
+        span.set_attribute("url.query", q.to_owned());
+    }
+    if let Some(ua) = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.set_attribute("user_agent.original", ua.to_owned());
+    }
+    span.set_attribute("network.protocol.version", protocol_version(req.version()));
+    record_ids(&span);
+    span
+}
+
+/// Records the span's trace and span ids as its fields, so the log lines within it name them.
+fn record_ids(span: &Span) {
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", tracing::field::display(ids.trace_id()));
+        span.record("span_id", tracing::field::display(ids.span_id()));
+    }
+}
+
+fn protocol_version(v: actix_web::http::Version) -> &'static str {
+    use actix_web::http::Version;
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// Ends the server span with what the response says (route, status; 5xx is an error).
+fn finish_server_span(span: &Span, method: &'static str, route: Option<&str>, status: u16) {
+    if let Some(route) = route {
+        // The span has started (its ids are in the log): renamed on the span itself.
+        span.context().span().update_name(format!("{method} {route}"));
+        span.set_attribute("http.route", route.to_owned());
+    }
+    span.set_attribute("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+        span.set_attribute("error.type", status.to_string());
+    }
+}
+
+/// The trace and span ids of `span`, for its request line.
+fn ids_of(span: &Span) -> Option<(String, String)> {
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    ids.is_valid()
+        .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+}
+
+/// A client span for one IMS call (traces on; else [`Span::none`]).
+pub fn ims_call_span(endpoint: &str, url: &str) -> Span {
+    if !traces_on() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "IMS call",
+        otel.name = "GET",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    span.set_attribute("http.request.method", "GET");
+    span.set_attribute("url.template", endpoint.to_owned());
+    if let Ok(url) = url::Url::parse(url) {
+        if let Some(host) = url.host_str() {
+            span.set_attribute("server.address", host.to_owned());
+        }
+        if let Some(port) = url.port_or_known_default() {
+            span.set_attribute("server.port", i64::from(port));
+        }
+    }
+    record_ids(&span);
+    span
+}
+
+/// Ends an IMS call's span with its outcome: anything but `ok` is an error of that type.
+pub fn end_ims_call_span(span: &Span, outcome: &'static str) {
+    if traces_on() && outcome != "ok" {
+        span.record("otel.status_code", "ERROR");
+        span.set_attribute("error.type", outcome);
+    }
+}
+
+/// The current span's `traceparent` (and `tracestate`) for an outgoing request (traces on).
+pub fn outgoing_trace_headers() -> Vec<(String, String)> {
+    if !traces_on() {
+        return Vec::new();
+    }
+    let context = Span::current().context();
+    let mut headers = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut headers));
+    headers.into_iter().collect()
+}
+
+/// Records an outgoing call's response status on the current span (traces on).
+pub fn note_response_status(status: u16) {
+    if traces_on() {
+        let span = Span::current();
+        span.set_attribute("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+/// An internal span (traces on; else [`Span::none`]): the switch transaction.
+pub fn switch_span(operation: &'static str) -> Span {
+    if !traces_on() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "switch transaction",
+        otel.name = operation,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    span.set_attribute("db.operation.name", operation);
+    record_ids(&span);
+    span
+}
+
+/// The span context of the current span, to link a batched read query to the read (traces on).
+pub fn current_span_context() -> Option<SpanContext> {
+    if !traces_on() {
+        return None;
+    }
+    let ids = Span::current().context().span().span_context().clone();
+    ids.is_valid().then_some(ids)
+}
+
+/// The span of one batched read query (traces on; else [`Span::none`]): a root of its own with a
+/// link to each read it answers (it answers many requests, it has no one parent).
+pub fn batch_query_span(reads: usize, links: impl IntoIterator<Item = SpanContext>) -> Span {
+    if !traces_on() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(parent: None, "batched read query", otel.name = "SELECT tenant views", otel.kind = "client");
+    span.set_attribute("db.operation.name", "SELECT");
+    span.set_attribute(
+        "db.operation.batch.size",
+        i64::try_from(reads).unwrap_or(i64::MAX),
+    );
+    for link in links {
+        span.add_link(link);
+    }
+    span
+}
+
+/// Links the current span (a read) to the batched read query that answered it.
+pub fn link_to_query(query: SpanContext) {
+    Span::current().add_link_with_attributes(
+        query,
+        vec![opentelemetry::KeyValue::new(
+            "link.kind",
+            "answered by batched read query",
+        )],
+    );
+}
+
+/// The span context of `span` (traces on and valid).
+pub fn span_context_of(span: &Span) -> Option<SpanContext> {
+    if !traces_on() {
+        return None;
+    }
+    let ids = span.context().span().span_context().clone();
+    ids.is_valid().then_some(ids)
+}
+
 /// What the request line reports beyond method, route and status: set by the extractors.
 #[derive(Debug, Clone, Default)]
 pub struct RequestFacts {
@@ -50,6 +368,9 @@ pub struct RequestFacts {
     pub tenant_id: Option<String>,
     /// The token's client, once verified.
     pub client_id: Option<String>,
+    /// A watch was held: its time is the wait the client asked for, not the service's latency,
+    /// so it stays out of the latency histogram (`watch_delay_seconds` measures watches).
+    pub held: bool,
 }
 
 /// Notes the tenant of the request (for its request line).
@@ -64,6 +385,11 @@ pub fn note_client(req: &actix_web::HttpRequest, client_id: &str) {
     req.extensions_mut()
         .get_or_insert(RequestFacts::default())
         .client_id = Some(client_id.to_owned());
+}
+
+/// Notes that the request is a held watch (kept out of the latency histogram).
+pub fn note_held(req: &actix_web::HttpRequest) {
+    req.extensions_mut().get_or_insert(RequestFacts::default()).held = true;
 }
 
 /// The id of the request being served, or `-` outside one.
@@ -112,16 +438,34 @@ pub async fn request_context(
         .get(&REQUEST_ID_HEADER)
         .and_then(sane_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!("request", request_id = %id);
     // Taken before the handlers run: HEAD on the documentation is served as GET.
     let method = req.method().clone();
     let method_label = method_label(&method);
     let started = Instant::now();
-    let result = REQUEST_ID
-        .scope(id.clone(), next.call(req).instrument(span))
-        .await;
+    let (result, traced) = if traces_on() {
+        let otel_method = if method_label == "other" {
+            "_OTHER"
+        } else {
+            method_label
+        };
+        let span = server_span(&req, &id, otel_method);
+        let result = REQUEST_ID
+            .scope(id.clone(), next.call(req).instrument(span.clone()))
+            .await;
+        (result, Some((span, otel_method)))
+    } else {
+        let span = tracing::info_span!("request", request_id = %id);
+        let result = REQUEST_ID
+            .scope(id.clone(), next.call(req).instrument(span))
+            .await;
+        (result, None)
+    };
     let mut res = result?;
     let route = res.request().match_pattern();
+    let trace_ids = traced.as_ref().and_then(|(span, otel_method)| {
+        finish_server_span(span, otel_method, route.as_deref(), res.status().as_u16());
+        ids_of(span)
+    });
     let route = route.as_deref().unwrap_or("-");
     let status = res.status();
     let elapsed = started.elapsed().as_secs_f64();
@@ -132,14 +476,16 @@ pub async fn request_context(
     m.http_requests
         .with_label_values(&[method_label, route, status.as_str()])
         .inc();
-    m.http_latency
-        .with_label_values(&[method_label, route])
-        .observe(elapsed);
     // The request line carries its facts as top-level fields (not nested in a span), so a log
     // pipeline can index them; extractors noted the tenant and client on the request.
     {
         let extensions = res.request().extensions();
         let facts = extensions.get::<RequestFacts>();
+        if !facts.is_some_and(|f| f.held) {
+            m.http_latency
+                .with_label_values(&[method_label, route])
+                .observe(elapsed);
+        }
         tracing::info!(
             request_id = %id,
             method = %method,
@@ -148,6 +494,8 @@ pub async fn request_context(
             latency_ms = format_args!("{latency_ms:.2}"),
             tenant_id = facts.and_then(|f| f.tenant_id.as_deref()),
             client_id = facts.and_then(|f| f.client_id.as_deref()),
+            trace_id = trace_ids.as_ref().map(|(t, _)| t.as_str()),
+            span_id = trace_ids.as_ref().map(|(_, s)| s.as_str()),
             "request"
         );
     }

@@ -207,6 +207,7 @@ impl Watchers {
 
     /// A notification's payload from [`CHANNEL`]; one that does not parse re-checks everyone.
     pub fn notified(&self, payload: &str) {
+        crate::metrics::metrics().watch_notifications.inc();
         match parse_payload(payload) {
             Some((tenant, committed)) => self.changed(&tenant, committed),
             None => {

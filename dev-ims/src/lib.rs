@@ -142,6 +142,8 @@ pub struct Faults {
     groups: Mutex<HashMap<(String, String), Vec<String>>>,
     /// org -> the `orgName` listed for it, in place of the world's.
     org_names: Mutex<HashMap<String, String>>,
+    /// `(path, traceparent)` of the `/ims/*` requests that carried one, oldest first.
+    traceparents: Mutex<Vec<(String, String)>>,
 }
 
 impl Faults {
@@ -245,6 +247,15 @@ impl Faults {
             .map(|c| c.get(path).copied().unwrap_or(0))
             .unwrap_or(0)
     }
+    /// The `traceparent` headers received on `/ims/*` requests so far, with their paths.
+    pub fn traceparents(&self) -> Vec<(String, String)> {
+        self.traceparents.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+    fn note_traceparent(&self, path: &str, traceparent: &str) {
+        if let Ok(mut t) = self.traceparents.lock() {
+            t.push((path.to_owned(), traceparent.to_owned()));
+        }
+    }
     /// Clears faults and counts.
     pub fn reset(&self) {
         self.set_delay(Duration::ZERO);
@@ -261,6 +272,8 @@ impl Faults {
         }
         if let Ok(mut n) = self.org_names.lock() {
             n.clear();
+        if let Ok(mut t) = self.traceparents.lock() {
+            t.clear();
         }
     }
     fn count(&self, path: &str) {

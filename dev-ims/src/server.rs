@@ -50,6 +50,9 @@ fn ims_error(status: u16, error: &str, description: &str) -> HttpResponse {
 /// Counts the request and applies injected faults; `Some` is the answer to send instead.
 async fn faulted(ims: &Ims, req: &HttpRequest) -> Option<HttpResponse> {
     ims.faults.count(req.path());
+    if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        ims.faults.note_traceparent(req.path(), tp);
+    }
     let delay = ims.faults.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use tracing::Instrument as _;
 
 use super::breaker::Breaker;
 use super::cache::{Freshness, RefusedTokens, UserCache};
@@ -176,17 +177,22 @@ impl ImsClient {
 
     async fn get_once(&self, url: &str, token: Option<&BearerToken>) -> Result<Vec<u8>, ImsError> {
         let started = Instant::now();
-        let result = self.get_once_unmeasured(url, token).await;
+        let endpoint = url
+            .strip_prefix(&*self.base)
+            .filter(|p| p.starts_with("/ims/"))
+            .unwrap_or("/keys/*");
+        let span = crate::telemetry::ims_call_span(endpoint, url);
+        let result = self
+            .get_once_unmeasured(url, token)
+            .instrument(span.clone())
+            .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(ImsError::Rejected) => "rejected",
             Err(ImsError::Unavailable { .. }) => "unavailable",
             Err(ImsError::BadResponse(_)) => "bad_response",
         };
-        let endpoint = url
-            .strip_prefix(&*self.base)
-            .filter(|p| p.starts_with("/ims/"))
-            .unwrap_or("/keys/*");
+        crate::telemetry::end_ims_call_span(&span, outcome);
         crate::metrics::metrics()
             .ims_calls
             .with_label_values(&[endpoint, outcome])
@@ -197,6 +203,9 @@ impl ImsClient {
     async fn get_once_unmeasured(&self, url: &str, token: Option<&BearerToken>) -> Result<Vec<u8>, ImsError> {
         let started = Instant::now();
         let mut req = self.http.get(url);
+        for (name, value) in crate::telemetry::outgoing_trace_headers() {
+            req = req.header(name, value);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t.expose());
         }
@@ -212,6 +221,7 @@ impl ImsClient {
             })
         })?;
         let status = res.status();
+        crate::telemetry::note_response_status(status.as_u16());
         let path = res.url().path().to_owned();
         tracing::debug!(path = %path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "IMS call");
         match status {

@@ -264,6 +264,7 @@ pub async fn get_connection(
     let (view, integration) = (reader.view, reader.integration);
     match (wait, if_none_match) {
         (Some(secs), Some(tags)) if still_current(&tags, &view) => {
+            crate::telemetry::note_held(&req);
             watch(&state, view, tags, Duration::from_secs(secs))
                 .await
                 .map_err(|e| match e {

@@ -25,9 +25,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use opentelemetry::trace::SpanContext;
 use sea_orm::sqlx::{self, ColumnIndex, Decode, Row, Type};
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, RuntimeErr};
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use super::tenant::corrupt;
 use super::{ConnectionRecord, StoreError, TenantRecord, TenantView, classify};
@@ -69,11 +71,15 @@ pub struct BatchOptions {
 /// How long the newest query in flight runs before an arriving read may start another.
 pub const OVERTAKE_AFTER: Duration = Duration::from_millis(5);
 
-type Reply = oneshot::Sender<Result<Option<TenantView>, StoreError>>;
+/// A read's answer, and (traces on) the span of the query that gave it.
+type Answer = (Result<Option<TenantView>, StoreError>, Option<SpanContext>);
+type Reply = oneshot::Sender<Answer>;
 
 struct Waiter {
     tenant_id: TenantId,
     reply: Reply,
+    /// The read's span (traces on), for the query's span to link to.
+    read_span: Option<SpanContext>,
 }
 
 #[derive(Default)]
@@ -164,6 +170,7 @@ impl ReadBatcher {
             queue.pending.push_back(Waiter {
                 tenant_id: tenant_id.clone(),
                 reply,
+                read_span: crate::telemetry::current_span_context(),
             });
             if queue.may_start(self.inner.opts.max_in_flight) {
                 Some(queue.start(self.inner.opts.max_batch))
@@ -179,11 +186,17 @@ impl ReadBatcher {
                 Err(_) => self.inner.spawn_elsewhere(task),
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(DbErr::Custom(
+        match answer.await {
+            Ok((result, query_span)) => {
+                if let Some(query) = query_span {
+                    crate::telemetry::link_to_query(query);
+                }
+                result
+            }
+            Err(_) => Err(StoreError::Unavailable(DbErr::Custom(
                 "the read query was abandoned".into(),
-            )))
-        })
+            ))),
+        }
     }
 }
 
@@ -283,16 +296,22 @@ async fn answer(inner: &Inner, batch: Vec<Waiter>) {
     let m = crate::metrics::metrics();
     m.db_read_queries.inc();
     m.db_reads.inc_by(batch.len() as u64);
-    match fetch(inner, &ids).await {
+    // Traces on: a span of its own, linked to every read it answers (it has no one parent).
+    let span =
+        crate::telemetry::batch_query_span(batch.len(), batch.iter().filter_map(|w| w.read_span.clone()));
+    let query_span = crate::telemetry::span_context_of(&span);
+    match fetch(inner, &ids).instrument(span).await {
         Ok(views) => {
             for w in batch {
                 // A reader gone away (closed receiver) is no concern of the others.
-                let _ = w.reply.send(Ok(views.get(w.tenant_id.as_str()).cloned()));
+                let _ = w
+                    .reply
+                    .send((Ok(views.get(w.tenant_id.as_str()).cloned()), query_span.clone()));
             }
         }
         Err(e) => {
             for w in batch {
-                let _ = w.reply.send(Err(e.clone()));
+                let _ = w.reply.send((Err(e.clone()), query_span.clone()));
             }
         }
     }

@@ -7,6 +7,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QueryResult, QuerySelect, Statement, TransactionTrait, Value,
 };
+use tracing::Instrument as _;
 
 use super::tenant::corrupt;
 use super::{
@@ -141,7 +142,9 @@ impl Store {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_switch(req).await {
+            // One span per transaction (traces on): a lost race shows as a second one.
+            let span = crate::telemetry::switch_span("switch");
+            match self.try_switch(req).instrument(span).await {
                 Err(StoreError::ConcurrentSwitch) if attempt < SWITCH_ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
                 }

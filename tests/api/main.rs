@@ -22,6 +22,7 @@ mod probes;
 mod process;
 mod replicas;
 mod tokens;
+mod traces;
 mod watch;
 mod wire;
 

@@ -87,3 +87,25 @@ async fn without_an_ops_listener_metrics_stay_on_the_public_port() {
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("ccc_http_requests_total"));
 }
+
+/// The alert rules (`deploy/prometheus/alerts.yaml`) read the readiness checks and the watcher
+/// cap from `/metrics`: a probe's answer and `CCC_MAX_WATCHERS` are there.
+#[tokio::test]
+async fn metrics_carry_what_the_alert_rules_read() {
+    let app = spawn_app(crate::common::db::Backend::Sqlite).await;
+    assert_eq!(app.call(Method::GET, "/readyz", None).await.status(), 200);
+    let metrics = app
+        .call(Method::GET, "/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "ccc_readiness_check{check=\"database\"}",
+        "ccc_readiness_check{check=\"ims_keys\"}",
+        "ccc_watchers_max ",
+        "ccc_watch_notifications_total ",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
+}
