@@ -72,8 +72,6 @@ fn tracer_provider() -> Result<SdkTracerProvider, String> {
 /// OpenTelemetry variables ask for it. Safe to call more than once. Connection errors any client
 /// can cause are counted, not logged ([`crate::logfilter`]).
 pub fn init(format: LogFormat) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if export_requested(|name| std::env::var(name).ok()) && TRACER_PROVIDER.get().is_none() {
         match tracer_provider() {
@@ -138,6 +136,7 @@ fn init_with_traces(format: LogFormat, filter: EnvFilter, provider: &SdkTracerPr
             .boxed(),
     };
     let _ = tracing_subscriber::registry()
+        .with(crate::logfilter::ClientErrorsCounted)
         .with(otel)
         .with(logs.with_filter(filter))
         .try_init();

@@ -247,10 +247,12 @@ impl Faults {
             .map(|c| c.get(path).copied().unwrap_or(0))
             .unwrap_or(0)
     }
+
     /// The `traceparent` headers received on `/ims/*` requests so far, with their paths.
     pub fn traceparents(&self) -> Vec<(String, String)> {
         self.traceparents.lock().map(|t| t.clone()).unwrap_or_default()
     }
+
     fn note_traceparent(&self, path: &str, traceparent: &str) {
         if let Ok(mut t) = self.traceparents.lock() {
             t.push((path.to_owned(), traceparent.to_owned()));
@@ -272,6 +274,7 @@ impl Faults {
         }
         if let Ok(mut n) = self.org_names.lock() {
             n.clear();
+        }
         if let Ok(mut t) = self.traceparents.lock() {
             t.clear();
         }
