@@ -48,6 +48,11 @@ pub struct Metrics {
     pub watch_feed_up: IntGauge,
     /// Times the `LISTEN` connection was re-established after being lost.
     pub watch_feed_reconnects: IntCounter,
+    /// 1 while this replica finds the database unreachable (an outage: requests answer 503 and
+    /// one probe per back-off goes through), else 0.
+    pub db_outage: IntGauge,
+    /// Database waits that failed or were refused because the database was unreachable.
+    pub db_unavailable: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -131,6 +136,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "watch_feed_reconnects_total",
         "Times the LISTEN connection was re-established",
     )?;
+    let db_outage = IntGauge::new(
+        "db_outage",
+        "1 while the database is unreachable from this replica (requests answer 503)",
+    )?;
+    let db_unavailable = IntCounter::new(
+        "db_unavailable_total",
+        "Database waits failed or refused because the database was unreachable",
+    )?;
+    registry.register(Box::new(db_outage.clone()))?;
+    registry.register(Box::new(db_unavailable.clone()))?;
     registry.register(Box::new(watchers.clone()))?;
     registry.register(Box::new(watch_delay.clone()))?;
     registry.register(Box::new(watch_feed_up.clone()))?;
@@ -167,6 +182,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         watch_delay,
         watch_feed_up,
         watch_feed_reconnects,
+        db_outage,
+        db_unavailable,
     })
 }
 
