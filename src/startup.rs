@@ -116,7 +116,15 @@ impl Application {
         if store.connection().get_database_backend() == sea_orm::DbBackend::Postgres
             && let Some(url) = config.database_url.as_deref()
         {
-            crate::watch::spawn_postgres_feed(store.watchers(), url)?;
+            crate::watch::spawn_postgres_feed(
+                store.watchers(),
+                store.connection().get_postgres_connection_pool(),
+                url,
+                crate::watch::ListenerBounds {
+                    connect: config.db_connect_timeout(),
+                    silence: std::time::Duration::from_millis(config.db_listener_timeout_ms),
+                },
+            )?;
         }
         let state = AppState {
             config: Arc::new(config),

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 
 use crate::domain::TenantId;
@@ -348,17 +348,44 @@ impl Drop for WatchGuard {
     }
 }
 
+/// How the change listener's waits are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerBounds {
+    /// Connecting, and the `LISTEN` statements.
+    pub connect: Duration,
+    /// How long the listener may go without hearing its own heartbeat, which is sent every third
+    /// of this through the request pool: past it the listener counts as stalled (a host gone
+    /// silent sends neither data nor an error), the feed is marked down and the listener replaced.
+    pub silence: Duration,
+}
+
 /// Starts the PostgreSQL change feed of `watchers`: the `LISTEN` connection on `database_url`
-/// (reconnected when lost) and the re-checks while it is down. Both end when the registry is
-/// dropped.
-pub fn spawn_postgres_feed(watchers: &Watchers, database_url: &str) -> Result<(), StoreError> {
+/// (replaced when lost or silent), its heartbeat sent on `pool`, and the re-checks while it is
+/// down. All end when the registry is dropped.
+pub fn spawn_postgres_feed(
+    watchers: &Watchers,
+    pool: &PgPool,
+    database_url: &str,
+    bounds: ListenerBounds,
+) -> Result<(), StoreError> {
     use std::str::FromStr;
     let options = PgConnectOptions::from_str(database_url)
         .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("listener: {e}"))))?
         .application_name(LISTENER_APPLICATION_NAME);
+    // This replica's own heartbeat channel: no other replica hears (or pays for) it.
+    let heartbeat = format!(
+        "{CHANNEL}_heartbeat_{:016x}",
+        uuid::Uuid::new_v4().as_u128() as u64
+    );
     watchers.set_live(false);
     tokio::spawn(recheck_while_down(watchers.downgrade()));
-    tokio::spawn(listen(watchers.downgrade(), options));
+    tokio::spawn(send_heartbeats(
+        watchers.downgrade(),
+        pool.clone(),
+        heartbeat.clone(),
+        bounds,
+    ));
+    tokio::spawn(listen(watchers.downgrade(), options, heartbeat, bounds));
     Ok(())
 }
 
@@ -376,52 +403,108 @@ async fn recheck_while_down(registry: Weak<Inner>) {
     }
 }
 
-async fn connect_listener(options: &PgConnectOptions) -> Result<PgListener, sea_orm::sqlx::Error> {
+/// `NOTIFY`s the listener's heartbeat channel every third of the silence bound, through the
+/// request pool: heard, it proves the listener's connection delivers what is committed where
+/// switches commit (after a failover too).
+async fn send_heartbeats(registry: Weak<Inner>, pool: PgPool, channel: String, bounds: ListenerBounds) {
+    let every = bounds.silence / 3;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if Watchers::upgrade(&registry).is_none() {
+            return;
+        }
+        // A failure is the listener's to notice (it hears nothing); the request path reports the
+        // database's state.
+        let _ = tokio::time::timeout(
+            every,
+            sea_orm::sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&channel)
+                .execute(&pool),
+        )
+        .await;
+    }
+}
+
+async fn connect_listener(
+    options: &PgConnectOptions,
+    heartbeat: &str,
+    bounds: ListenerBounds,
+) -> Result<PgListener, sea_orm::sqlx::Error> {
     // A pool of one, private to the listener: never a connection of the request pool.
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(bounds.connect)
         .idle_timeout(None)
         .max_lifetime(None)
         .connect_lazy_with(options.clone());
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.ignore_pool_close_event(true);
-    // A lost connection is reported to us; we reconnect (and re-check) ourselves.
-    listener.eager_reconnect(false);
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
+    let listen = async {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.ignore_pool_close_event(true);
+        // A lost connection is reported to us; we reconnect (and re-check) ourselves.
+        listener.eager_reconnect(false);
+        listener.listen_all([CHANNEL, heartbeat]).await?;
+        Ok(listener)
+    };
+    tokio::time::timeout(bounds.connect, listen)
+        .await
+        .unwrap_or(Err(sea_orm::sqlx::Error::PoolTimedOut))
 }
 
-async fn listen(registry: Weak<Inner>, options: PgConnectOptions) {
-    let mut delay = Duration::from_millis(250);
+/// The first wait before reconnecting the listener, doubled (with jitter) up to the last.
+const RECONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
+
+async fn listen(registry: Weak<Inner>, options: PgConnectOptions, heartbeat: String, bounds: ListenerBounds) {
+    let mut delay = RECONNECT_BACKOFF.0;
     let mut first = true;
+    // Failed attempts since the listener was lost: logged once when it is back, not each.
+    let mut failed_attempts: u64 = 0;
     loop {
         if Watchers::upgrade(&registry).is_none() {
             return;
         }
-        match connect_listener(&options).await {
+        match connect_listener(&options, &heartbeat, bounds).await {
             Ok(mut listener) => {
                 let Some(watchers) = Watchers::upgrade(&registry) else {
                     return;
                 };
                 if !first {
                     crate::metrics::metrics().watch_feed_reconnects.inc();
-                    tracing::info!("change listener reconnected");
+                    tracing::warn!(failed_attempts, "change listener back");
                 }
                 first = false;
+                failed_attempts = 0;
                 // LISTEN is in place: whatever changed before it is caught by this re-check,
                 // whatever changes after by a notification.
                 watchers.set_live(true);
                 watchers.recheck_all();
                 drop(watchers);
-                delay = Duration::from_millis(250);
+                delay = RECONNECT_BACKOFF.0;
+                let mut heard = tokio::time::Instant::now();
                 let lost = loop {
-                    match listener.try_recv().await {
-                        Ok(Some(notification)) => match Watchers::upgrade(&registry) {
-                            Some(watchers) => watchers.notified(notification.payload()),
-                            None => return,
-                        },
+                    // Dropping `try_recv` (the silence bound passed) also drops the listener.
+                    let received = tokio::select! {
+                        received = listener.try_recv() => received,
+                        () = tokio::time::sleep_until(heard + bounds.silence) => {
+                            break format!(
+                                "no heartbeat heard for {} ms: the connection is silent",
+                                bounds.silence.as_millis()
+                            );
+                        }
+                    };
+                    match received {
+                        Ok(Some(notification)) => {
+                            heard = tokio::time::Instant::now();
+                            if notification.channel() == heartbeat {
+                                continue;
+                            }
+                            match Watchers::upgrade(&registry) {
+                                Some(watchers) => watchers.notified(notification.payload()),
+                                None => return,
+                            }
+                        }
                         Ok(None) => break "connection lost".to_owned(),
                         Err(e) => break e.to_string(),
                     }
@@ -432,11 +515,14 @@ async fn listen(registry: Weak<Inner>, options: PgConnectOptions) {
                 tracing::warn!(error = %lost, "change listener lost; re-checking watched tenants until it is back");
             }
             Err(e) => {
-                tracing::warn!(error = %e, "change listener could not connect; retrying");
+                failed_attempts += 1;
+                if failed_attempts == 1 {
+                    tracing::warn!(error = %e, "change listener could not connect; retrying with back-off");
+                }
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(crate::store::jittered(delay)).await;
+        delay = (delay * 2).min(RECONNECT_BACKOFF.1);
     }
 }
 

@@ -15,7 +15,7 @@ use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 use crate::error::ApiError;
 use crate::ims::Freshness;
 use crate::state::AppState;
-use crate::store::{ConnectionRecord, SwitchOutcome, SwitchRequest, TenantView};
+use crate::store::{ConnectionRecord, StoreError, SwitchOutcome, SwitchRequest, TenantView};
 use crate::watch::Event;
 
 /// The tenant's active Creative Cloud connection.
@@ -291,10 +291,25 @@ async fn watch(
             return Ok(read_answer(view, None));
         }
         match guard.next(deadline).await {
-            Event::TimedOut | Event::ShuttingDown => return Ok(not_modified(view)),
+            Event::TimedOut | Event::ShuttingDown => {
+                // Never 304 on a read older than the deadline: a change the feed missed (a
+                // listener that stalled unnoticed for a while) shows here at the latest.
+                let last = state.store.tenant_view(&tenant_id).await?;
+                return match last.as_ref() {
+                    None => Err(ApiError::UnknownTenant),
+                    Some(view) if still_current(&tags, view) => Ok(not_modified(view)),
+                    Some(view) => Ok(read_answer(view, None)),
+                };
+            }
             Event::Woken(wake) => {
                 committed = wake.committed;
-                current = guard.read(&state.store, &wake).await?;
+                match guard.read(&state.store, &wake).await {
+                    Ok(view) => current = view,
+                    // The database is unreachable: nothing is known to have changed, so the watch
+                    // goes on (the re-check when it is back, or the read at the deadline, tells).
+                    Err(StoreError::Unavailable(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }

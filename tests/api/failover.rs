@@ -1,0 +1,394 @@
+//! The database's address going silent under the running service: an in-test TCP endpoint in front
+//! of PostgreSQL that stops forwarding on the connections it holds without closing them (no FIN,
+//! no RST: what a client sees when the host behind a floating address dies), while new connections
+//! reach the database again (the address moved). The sessions behind the silenced connections are
+//! ended on the server, as a dead host's would be.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cc_connection::dev_ims::world;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::db::{self, Backend};
+use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app_with, wait_for};
+
+/// Statement timeout of the apps here; our bound on a statement is this plus half a second.
+const STATEMENT_TIMEOUT_MS: u64 = 1_000;
+/// How long the change listener may go without its heartbeat.
+const LISTENER_TIMEOUT_MS: u64 = 1_500;
+
+/// A TCP endpoint forwarding to `target` that can go silent.
+struct Endpoint {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Connections accepted under an older generation forward nothing more.
+    generation: AtomicU64,
+    /// Go silent right after forwarding the next `COMMIT` a client sends.
+    silence_on_commit: AtomicBool,
+    /// Halves of silenced connections, kept open (never closed: no FIN) while the endpoint lives.
+    held: Mutex<Vec<(OwnedReadHalf, OwnedWriteHalf)>>,
+}
+
+impl Endpoint {
+    async fn start(target: SocketAddr) -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let s = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Some(shared) = s.upgrade() else { return };
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let generation = shared.generation.load(Ordering::SeqCst);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, shared.clone(), generation, true));
+                tokio::spawn(pump(sr, cw, shared, generation, false));
+            }
+        });
+        Endpoint { addr, shared }
+    }
+
+    /// Every connection open now stops forwarding, in both directions, and stays open.
+    fn silence(&self) {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    shared: Arc<Shared>,
+    generation: u64,
+    to_server: bool,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        let data = &buf[..n];
+        if to_server && shared.silence_on_commit.load(Ordering::SeqCst) && contains(data, b"COMMIT") {
+            shared.silence_on_commit.store(false, Ordering::SeqCst);
+            shared.generation.fetch_add(1, Ordering::SeqCst);
+            // The commit reaches the database; its answer never comes back.
+            let _ = to.write_all(data).await;
+        } else if shared.generation.load(Ordering::SeqCst) == generation {
+            if n == 0 || to.write_all(data).await.is_err() {
+                // An end while forwarding is passed on (the write half closes on drop).
+                return;
+            }
+            continue;
+        }
+        // Silenced: hold both halves open, forward nothing.
+        shared.held.lock().unwrap().push((from, to));
+        return;
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// An app on a fresh PostgreSQL database reached through a new [`Endpoint`], and a direct
+/// connection to that database (outside the endpoint) for the test's own statements.
+async fn app_behind_endpoint() -> (TestApp, Endpoint, sea_orm::DatabaseConnection) {
+    db::require_postgres();
+    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
+    let target = host_port(&admin_url);
+    let target_addr: SocketAddr = tokio::net::lookup_host(&target).await.unwrap().next().unwrap();
+    let endpoint = Endpoint::start(target_addr).await;
+    let through = endpoint.addr.to_string();
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        let direct = c.database_url.take().unwrap();
+        // Every statement's text on the wire (no prepared-statement cache), so the endpoint can
+        // tell a COMMIT; no TLS in front of it.
+        c.database_url = Some(format!(
+            "{}?sslmode=disable&statement-cache-capacity=0",
+            direct.replacen(&target, &through, 1)
+        ));
+        c.db_statement_timeout_ms = STATEMENT_TIMEOUT_MS;
+        c.db_connect_timeout_ms = 1_000;
+        c.db_listener_timeout_ms = LISTENER_TIMEOUT_MS;
+        // One read query at a time: a slot kept by a read that never ends would stop every read.
+        c.db_read_batches_in_flight = 1;
+    })
+    .await;
+    let direct = sea_orm::Database::connect(format!("{}?application_name={DIRECT}", app.db.url))
+        .await
+        .unwrap();
+    (app, endpoint, direct)
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    let authority = rest.split('/').next().unwrap();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// `application_name` of the test's own sessions, which go around the endpoint.
+const DIRECT: &str = "ccc-test-direct";
+
+/// Ends, on the server, every session of the app's database but the test's own: what the death of the
+/// host under the silenced connections does to them.
+async fn end_sessions_behind(direct: &sea_orm::DatabaseConnection) {
+    direct
+        .execute_unprepared(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name <> 'ccc-test-direct'",
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until a session of the app waits on a lock on the server.
+async fn until_waiting_on_a_lock(direct: &sea_orm::DatabaseConnection, sessions: i64) {
+    wait_for(
+        "the requests to wait on the lock",
+        Duration::from_secs(5),
+        || async {
+            let row = direct
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<i64>("", "n").unwrap() >= sessions
+        },
+    )
+    .await;
+}
+
+/// The demo tenant's ETag, read once the service finds the database (503 until then).
+async fn etag_of(app: &TestApp) -> String {
+    let since = Instant::now();
+    loop {
+        let res = app.get_connection(&app.integration_token()).await;
+        if res.status() == 200 {
+            return res.headers()["etag"].to_str().unwrap().to_owned();
+        }
+        assert_eq!(res.status(), 503, "a read answers or is 503");
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "the database was not found again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a watch of the demo tenant from `etag`, answered as (status, body, when).
+fn watch(app: &TestApp, etag: &str) -> tokio::task::JoinHandle<(u16, Value, Instant)> {
+    let req = app
+        .request(
+            reqwest::Method::GET,
+            &format!("{}?wait=30", TestApp::connection_path(TENANT)),
+            Some(&app.integration_token()),
+        )
+        .header("If-None-Match", etag);
+    tokio::spawn(async move {
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null), Instant::now())
+    })
+}
+
+/// Switches until the switch is acknowledged (503s while the database is back but the service
+/// has not yet found out are retried); returns when it was.
+async fn switch_until_acknowledged(app: &TestApp, org: &str) -> Instant {
+    let admin = app.admin_token();
+    let since = Instant::now();
+    loop {
+        let res = app.put_connection(&admin, org).await;
+        match res.status().as_u16() {
+            200 | 201 => return Instant::now(),
+            503 => assert!(
+                since.elapsed() < Duration::from_secs(15),
+                "the switch never succeeded"
+            ),
+            other => panic!("switch answered {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
+async fn a_silent_database_address_ends_requests_in_flight_and_the_listener_is_replaced() {
+    let (app, endpoint, direct) = app_behind_endpoint().await;
+    let admin = app.connected_by_admin().await;
+    let reader = app.integration_token();
+    let before = etag_of(&app).await;
+    let held_watch = watch(&app, &before);
+
+    // A switch and a read in flight: both wait on a lock when the address goes silent (the
+    // switch on the tenant's row, in its transaction; the read on the connection table).
+    let path = TestApp::connection_path(TENANT);
+    let lock = direct.begin().await.unwrap();
+    lock.execute_unprepared(&format!(
+        "SELECT 1 FROM tenant WHERE tenant_id = '{TENANT}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let switch = app
+        .request(reqwest::Method::PUT, &path, Some(&admin))
+        .json(&serde_json::json!({ "org_id": world::ACME_DESIGN_ORG }))
+        .send();
+    let switch = tokio::spawn(async move { switch.await.unwrap() });
+    until_waiting_on_a_lock(&direct, 1).await;
+    lock.execute_unprepared("LOCK TABLE connection IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let read = app.request(reqwest::Method::GET, &path, Some(&reader)).send();
+    let read = tokio::spawn(async move { read.await.unwrap() });
+    until_waiting_on_a_lock(&direct, 2).await;
+
+    let silent = Instant::now();
+    endpoint.silence();
+    end_sessions_behind(&direct).await;
+    lock.rollback().await.unwrap();
+
+    let bound = Duration::from_millis(STATEMENT_TIMEOUT_MS + 500);
+    for (what, answer) in [("read", read), ("switch", switch)] {
+        let res = tokio::time::timeout(bound + Duration::from_secs(5), answer)
+            .await
+            .unwrap_or_else(|_| panic!("the {what} in flight never answered"))
+            .unwrap();
+        let took = silent.elapsed();
+        assert!(
+            took < bound + Duration::from_secs(2),
+            "the {what} in flight answered {took:?} after the silence; bound {bound:?}"
+        );
+        assert!(res.headers().contains_key("retry-after"), "{what}");
+        assert_problem(res, 503, "database-unavailable").await;
+    }
+
+    // The listener notices its silence within its bound and is replaced through the address.
+    let watchers = app.state.store.watchers().clone();
+    wait_for(
+        "the silent listener to be noticed",
+        Duration::from_millis(LISTENER_TIMEOUT_MS) + Duration::from_secs(2),
+        || {
+            let w = watchers.clone();
+            async move { !w.is_live() }
+        },
+    )
+    .await;
+    wait_for("a new listener", Duration::from_secs(10), || {
+        let w = watchers.clone();
+        async move { w.is_live() }
+    })
+    .await;
+    let listeners: i64 = direct
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = '{}'",
+                cc_connection::watch::LISTENER_APPLICATION_NAME
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(listeners, 1, "the new listener is connected");
+
+    // A watch started now is woken by the first switch, through the new listener.
+    let after = etag_of(&app).await;
+    assert_eq!(after, before, "the switch in flight was not made");
+    let new_watch = watch(&app, &after);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let acknowledged = switch_until_acknowledged(&app, world::ACME_DESIGN_ORG).await;
+    for (which, w) in [
+        ("held over the silence", held_watch),
+        ("started after it", new_watch),
+    ] {
+        let (status, body, at) = w.await.unwrap();
+        assert_eq!(status, 200, "the watch {which} answered the switch");
+        assert_eq!(body["org_id"], world::ACME_DESIGN_ORG, "{which}");
+        assert!(
+            at.saturating_duration_since(acknowledged) < Duration::from_secs(2),
+            "the watch {which} was woken by the switch, not its deadline"
+        );
+    }
+    // Reads go on: no read-query slot was kept by the read that never got its answer.
+    assert_eq!(app.get_connection(&reader).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
+async fn a_commit_whose_answer_never_comes_is_503_outcome_unknown_and_repeating_it_is_safe() {
+    let (app, endpoint, direct) = app_behind_endpoint().await;
+    let admin = app.connected_by_admin().await;
+
+    endpoint.shared.silence_on_commit.store(true, Ordering::SeqCst);
+    let sent = Instant::now();
+    let res = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.put_connection(&admin, world::ACME_DESIGN_ORG),
+    )
+    .await
+    .expect("the switch whose commit went unanswered answered");
+    let took = sent.elapsed();
+    assert_eq!(res.status(), 503, "took {took:?}: {:?}", res.text().await);
+    assert!(
+        took < Duration::from_millis(STATEMENT_TIMEOUT_MS + 500) + Duration::from_secs(2),
+        "the switch answered after {took:?}"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    let problem = assert_problem(res, 503, "database-unavailable").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("may or may not"),
+        "the outcome is said to be unknown: {detail}"
+    );
+    end_sessions_behind(&direct).await;
+
+    // It was made (the commit reached the database); the same switch again changes nothing.
+    let admin_token = app.admin_token();
+    let since = Instant::now();
+    loop {
+        let res = app.put_connection(&admin_token, world::ACME_DESIGN_ORG).await;
+        if res.status() == 200 {
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["org_id"], world::ACME_DESIGN_ORG);
+            assert_eq!(body["revision"], 2, "the repeated switch made no new revision");
+            break;
+        }
+        assert_eq!(res.status(), 503, "until the service finds the database again");
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "the database was not found again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = app.history_entries().await;
+    assert_eq!(history.len(), 2, "one switch made, not two: {history:?}");
+}
