@@ -104,6 +104,12 @@ pub struct Config {
     /// `CCC_MAX_WATCHERS`: requests that may wait for a change (`?wait=`) at once on this replica;
     /// beyond it a watch answers at once, as a plain read.
     pub max_watchers: usize,
+    /// `CCC_MAX_WATCHERS_PER_CALLER`: watches one caller (a user, or a service token's client) may
+    /// hold at once on this replica; beyond it their watch answers at once.
+    pub max_watchers_per_caller: usize,
+    /// `CCC_MAX_WATCHERS_PER_TENANT`: watches of one tenant held at once on this replica; beyond it
+    /// a watch of that tenant answers at once.
+    pub max_watchers_per_tenant: usize,
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -157,6 +163,8 @@ impl Config {
             ims_breaker_cooldown_ms: 5_000,
             ops_listen: None,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            max_watchers_per_caller: crate::watch::DEFAULT_MAX_WATCHERS_PER_CALLER,
+            max_watchers_per_tenant: crate::watch::DEFAULT_MAX_WATCHERS_PER_TENANT,
         }
     }
 

@@ -112,7 +112,11 @@ impl Application {
         // IMS is unreachable, and refreshes so that keys IMS withdraws stop verifying.
         tokio::spawn(refresh_keys(Arc::downgrade(&keys)));
         let ims_limiter = ImsRateLimiter::new(config.ims_rate_per_minute, config.ims_rate_burst);
-        store.watchers().set_max(config.max_watchers);
+        store.watchers().set_caps(crate::watch::WatcherCaps {
+            replica: config.max_watchers,
+            caller: config.max_watchers_per_caller,
+            tenant: config.max_watchers_per_tenant,
+        });
         if store.connection().get_database_backend() == sea_orm::DbBackend::Postgres
             && let Some(url) = config.database_url.as_deref()
         {

@@ -33,8 +33,41 @@ pub const CHANNEL: &str = "ccc_connection";
 /// `pg_stat_activity`).
 pub const LISTENER_APPLICATION_NAME: &str = "cc-connection-listener";
 
-/// The default cap on watchers per replica (`CCC_MAX_WATCHERS`).
-pub const DEFAULT_MAX_WATCHERS: usize = 20_000;
+/// The default cap on watchers per replica (`CCC_MAX_WATCHERS`), sized to the pod of
+/// `deploy/k8s` (memory limit 256 MiB): a held watch costs about 23 KiB (10,000 held watches,
+/// 255 MiB RSS, `BENCH_SECONDS=5 target/release/examples/bench_watch`, actix-http as published), so
+/// 6,000 take about 135 MiB, leaving the rest to the process's baseline (about 30 MiB) and to
+/// requests, caches and the pool.
+pub const DEFAULT_MAX_WATCHERS: usize = 6_000;
+
+/// The default cap on watchers of one caller per replica (`CCC_MAX_WATCHERS_PER_CALLER`): no
+/// caller takes more than a twelfth of the replica's.
+pub const DEFAULT_MAX_WATCHERS_PER_CALLER: usize = 500;
+
+/// The default cap on watchers of one tenant per replica (`CCC_MAX_WATCHERS_PER_TENANT`): no
+/// tenant takes more than a third of the replica's.
+pub const DEFAULT_MAX_WATCHERS_PER_TENANT: usize = 2_000;
+
+/// The caps on watchers of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatcherCaps {
+    /// In all.
+    pub replica: usize,
+    /// Of one caller (a user, or a service token's client).
+    pub caller: usize,
+    /// Of one tenant.
+    pub tenant: usize,
+}
+
+impl Default for WatcherCaps {
+    fn default() -> Self {
+        Self {
+            replica: DEFAULT_MAX_WATCHERS,
+            caller: DEFAULT_MAX_WATCHERS_PER_CALLER,
+            tenant: DEFAULT_MAX_WATCHERS_PER_TENANT,
+        }
+    }
+}
 
 /// How often watched tenants are re-checked while the feed is down.
 const RECHECK_WHILE_DOWN: Duration = Duration::from_millis(500);
@@ -75,8 +108,12 @@ struct Entry {
 #[derive(Debug)]
 struct Inner {
     slots: Mutex<HashMap<TenantId, Entry>>,
+    /// Watchers by caller (changed under the `slots` lock).
+    callers: Mutex<HashMap<String, usize>>,
     count: AtomicUsize,
     max: AtomicUsize,
+    max_per_caller: AtomicUsize,
+    max_per_tenant: AtomicUsize,
     /// Whether the change feed is delivering (always on SQLite; the `LISTEN` connection on PostgreSQL).
     live: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -109,8 +146,11 @@ impl Watchers {
         Self {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
+                callers: Mutex::new(HashMap::new()),
                 count: AtomicUsize::new(0),
                 max: AtomicUsize::new(max),
+                max_per_caller: AtomicUsize::new(DEFAULT_MAX_WATCHERS_PER_CALLER.min(max)),
+                max_per_tenant: AtomicUsize::new(DEFAULT_MAX_WATCHERS_PER_TENANT.min(max)),
                 live: AtomicBool::new(feed == Feed::Live),
                 shutdown: watch::channel(false).0,
             }),
@@ -127,6 +167,18 @@ impl Watchers {
         self.inner.max.store(max, Ordering::Relaxed);
     }
 
+    /// Sets every cap on watchers.
+    pub fn set_caps(&self, caps: WatcherCaps) {
+        self.set_max(caps.replica);
+        self.inner.max_per_caller.store(caps.caller, Ordering::Relaxed);
+        self.inner.max_per_tenant.store(caps.tenant, Ordering::Relaxed);
+    }
+
+    fn callers(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        // As `slots`: no multi-step updates.
+        self.inner.callers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Watchers waiting now.
     pub fn count(&self) -> usize {
         self.inner.count.load(Ordering::Relaxed)
@@ -137,10 +189,20 @@ impl Watchers {
         self.slots().len()
     }
 
-    /// Registers a watcher of `tenant`; `None` when the cap is reached or the server is stopping
-    /// (the request then answers at once, as a plain read).
-    pub fn watch(&self, tenant: &TenantId) -> Option<WatchGuard> {
+    /// Registers a watcher of `tenant` for `caller`; `None` when a cap (the replica's, the
+    /// caller's or the tenant's) is reached or the server is stopping (the request then answers
+    /// at once, as a plain read).
+    pub fn watch(&self, tenant: &TenantId, caller: &str) -> Option<WatchGuard> {
         if *self.inner.shutdown.borrow() {
+            return None;
+        }
+        let mut slots = self.slots();
+        let mut callers = self.callers();
+        let of_tenant = slots.get(tenant).map_or(0, |e| e.watchers);
+        let of_caller = callers.get(caller).copied().unwrap_or(0);
+        if of_tenant >= self.inner.max_per_tenant.load(Ordering::Relaxed)
+            || of_caller >= self.inner.max_per_caller.load(Ordering::Relaxed)
+        {
             return None;
         }
         let max = self.inner.max.load(Ordering::Relaxed);
@@ -154,8 +216,9 @@ impl Watchers {
             return None;
         }
         crate::metrics::metrics().watchers.inc();
+        *callers.entry(caller.to_owned()).or_insert(0) += 1;
+        drop(callers);
         let (slot, wake) = {
-            let mut slots = self.slots();
             let entry = slots.entry(tenant.clone()).or_insert_with(|| Entry {
                 slot: Arc::new(Slot {
                     wake: watch::channel(Wake::default()).0,
@@ -166,9 +229,11 @@ impl Watchers {
             entry.watchers += 1;
             (entry.slot.clone(), entry.slot.wake.subscribe())
         };
+        drop(slots);
         Some(WatchGuard {
             watchers: self.clone(),
             tenant: tenant.clone(),
+            caller: caller.to_owned(),
             slot,
             wake,
             shutdown: self.inner.shutdown.subscribe(),
@@ -285,6 +350,7 @@ pub enum Event {
 pub struct WatchGuard {
     watchers: Watchers,
     tenant: TenantId,
+    caller: String,
     slot: Arc<Slot>,
     wake: watch::Receiver<Wake>,
     shutdown: watch::Receiver<bool>,
@@ -340,6 +406,13 @@ impl Drop for WatchGuard {
                 entry.watchers -= 1;
                 if entry.watchers == 0 {
                     slots.remove(&self.tenant);
+                }
+            }
+            let mut callers = self.watchers.callers();
+            if let Some(n) = callers.get_mut(&self.caller) {
+                *n -= 1;
+                if *n == 0 {
+                    callers.remove(&self.caller);
                 }
             }
         }
@@ -547,15 +620,15 @@ mod tests {
     async fn the_cap_refuses_and_the_last_watcher_cleans_its_tenant() {
         let watchers = Watchers::new(2, Feed::Live);
         let t = TenantId::parse("t1").unwrap();
-        let a = watchers.watch(&t).unwrap();
-        let b = watchers.watch(&t).unwrap();
-        assert!(watchers.watch(&t).is_none(), "over the cap");
+        let a = watchers.watch(&t, "u1").unwrap();
+        let b = watchers.watch(&t, "u2").unwrap();
+        assert!(watchers.watch(&t, "u3").is_none(), "over the cap");
         assert_eq!((watchers.count(), watchers.tenants()), (2, 1));
         drop(a);
         assert_eq!((watchers.count(), watchers.tenants()), (1, 1));
         drop(b);
         assert_eq!((watchers.count(), watchers.tenants()), (0, 0));
         watchers.shut_down();
-        assert!(watchers.watch(&t).is_none(), "stopping");
+        assert!(watchers.watch(&t, "u1").is_none(), "stopping");
     }
 }

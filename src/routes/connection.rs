@@ -254,7 +254,13 @@ pub async fn get_connection(
     let view = reader.view;
     match (wait, if_none_match) {
         (Some(secs), Some(tags)) if still_current(&tags, &view) => {
-            watch(&state, view, tags, Duration::from_secs(secs)).await
+            // Whom the per-caller watcher cap counts: the user, or a service token's client.
+            let token = &reader.caller.token;
+            let caller = match &token.user_id {
+                Some(user) => format!("user:{}", user.as_str()),
+                None => format!("client:{}", token.client_id),
+            };
+            watch(&state, view, tags, &caller, Duration::from_secs(secs)).await
         }
         (_, tags) => Ok(read_answer(&view, tags.as_ref())),
     }
@@ -265,12 +271,13 @@ async fn watch(
     state: &AppState,
     view: TenantView,
     tags: EntityTags,
+    caller: &str,
     wait: Duration,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let tenant_id = view.tenant.tenant_id.clone();
     // Over the cap, or stopping: a plain read.
-    let Some(mut guard) = state.store.watchers().watch(&tenant_id) else {
+    let Some(mut guard) = state.store.watchers().watch(&tenant_id, caller) else {
         return Ok(read_answer(&view, Some(&tags)));
     };
     // Not kept while the watch waits: held watches are many (docs/design.md, "Watching").
