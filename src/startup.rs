@@ -117,6 +117,13 @@ impl Application {
             caller: config.max_watchers_per_caller,
             tenant: config.max_watchers_per_tenant,
         });
+        if store.connection().get_database_backend() == sea_orm::DbBackend::Sqlite
+            && let Some(url) = config.database_url.as_deref()
+            // An in-memory database is this process's alone.
+            && !(url.contains(":memory:") || url.contains("mode=memory"))
+        {
+            crate::watch::spawn_sqlite_feed(store.watchers(), url, config.db_connect_timeout())?;
+        }
         if store.connection().get_database_backend() == sea_orm::DbBackend::Postgres
             && let Some(url) = config.database_url.as_deref()
         {

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tokio::sync::watch;
 
 use crate::domain::TenantId;
@@ -524,6 +525,59 @@ async fn connect_listener(
     tokio::time::timeout(bounds.connect, listen)
         .await
         .unwrap_or(Err(sea_orm::sqlx::Error::PoolTimedOut))
+}
+
+/// How often the SQLite feed asks whether another process committed.
+const SQLITE_POLL: Duration = Duration::from_secs(1);
+
+/// Starts the SQLite feed of other processes' commits (a `tenant` command beside a running
+/// `start-dev`): a connection of its own asks `PRAGMA data_version` every [`SQLITE_POLL`], which
+/// changes when any other connection committed, and every watched tenant is then re-checked
+/// (which tenant changed is not known; this process's own commits already woke theirs). Ends when
+/// the registry is dropped.
+pub fn spawn_sqlite_feed(watchers: &Watchers, database_url: &str, bound: Duration) -> Result<(), StoreError> {
+    use std::str::FromStr;
+    let options = SqliteConnectOptions::from_str(database_url)
+        .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("sqlite feed: {e}"))))?;
+    tokio::spawn(poll_data_version(watchers.downgrade(), options, bound));
+    Ok(())
+}
+
+async fn poll_data_version(registry: Weak<Inner>, options: SqliteConnectOptions, bound: Duration) {
+    use sea_orm::sqlx::ConnectOptions;
+    let mut conn: Option<SqliteConnection> = None;
+    let mut last: Option<i64> = None;
+    let mut tick = tokio::time::interval(SQLITE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(watchers) = Watchers::upgrade(&registry) else {
+            return;
+        };
+        if conn.is_none() {
+            conn = tokio::time::timeout(bound, options.connect())
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        let version = sea_orm::sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(c);
+        match tokio::time::timeout(bound, version).await {
+            Ok(Ok(version)) => {
+                // The first answer is a baseline: re-check once, for a commit made before it.
+                if last != Some(version) {
+                    watchers.recheck_all();
+                }
+                last = Some(version);
+            }
+            _ => {
+                conn = None;
+                last = None;
+            }
+        }
+    }
 }
 
 /// The first wait before reconnecting the listener, doubled (with jitter) up to the last.
