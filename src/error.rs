@@ -395,7 +395,8 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         // A database outage is logged where it starts and ends (`store/outage.rs`), not once per
         // request it fails.
-        if status.is_server_error() && !matches!(self, Self::DatabaseUnavailable) {
+        // An unknown outcome is logged where it is found (`From<StoreError>`).
+        if status.is_server_error() && !matches!(self, Self::DatabaseUnavailable | Self::OutcomeUnknown) {
             // The cause chain goes to the log only; the body stays generic.
             tracing::error!(problem = self.slug(), cause = %error_chain(self), "request failed");
         }

@@ -120,7 +120,7 @@ impl Store {
                                 None => ping.await?,
                                 Some(limit) => tokio::time::timeout(limit, ping)
                                     .await
-                                    .unwrap_or(Err(sea_orm::sqlx::Error::PoolTimedOut))?,
+                                    .unwrap_or_else(|_| Err(no_ping_answer(limit)))?,
                             }
                         }
                         Ok(true)
@@ -134,7 +134,7 @@ impl Store {
                             None => ping.await.map(|()| true),
                             Some(limit) => tokio::time::timeout(limit, ping)
                                 .await
-                                .unwrap_or(Err(sea_orm::sqlx::Error::PoolTimedOut))
+                                .unwrap_or_else(|_| Err(no_ping_answer(limit)))
                                 .map(|()| true),
                         }
                     })
@@ -327,6 +327,14 @@ pub(crate) async fn within<T>(
             .await
             .unwrap_or_else(|_| Err(timed_out(limit))),
     }
+}
+
+/// A ping of a pooled connection that got no answer within `limit`: the connection is closed.
+fn no_ping_answer(limit: Duration) -> sea_orm::sqlx::Error {
+    sea_orm::sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer to a ping within {} ms", limit.as_millis()),
+    ))
 }
 
 /// The error of a database wait ended at our bound `limit`.

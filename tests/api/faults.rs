@@ -25,7 +25,7 @@ struct Cluster {
     port: u16,
 }
 
-fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
+pub(crate) fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
     // PostgreSQL refuses to run as root; CI runs as root.
     let running_as_root = Command::new("id")
         .arg("-u")
