@@ -75,8 +75,12 @@ pub struct Config {
     /// `CCC_DB_CONNECT_TIMEOUT_MS`: how long a request waits for a database connection, a pooled
     /// one or a new one opened (connecting included), in milliseconds.
     pub db_connect_timeout_ms: u64,
-    /// `CCC_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL statement timeout (0: none).
+    /// `CCC_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL statement timeout; the same plus half a second
+    /// bounds each statement and each commit on our side (at least 1).
     pub db_statement_timeout_ms: u64,
+    /// `CCC_DB_LISTENER_TIMEOUT_MS`: how long the PostgreSQL change listener may go without
+    /// hearing its own heartbeat (sent every third of this) before it is replaced.
+    pub db_listener_timeout_ms: u64,
     /// `CCC_DB_READ_BATCH_SIZE`: most distinct tenants one batched read query fetches.
     pub db_read_batch_size: usize,
     /// `CCC_DB_READ_BATCHES_IN_FLIGHT`: most batched read queries at once (each holds a pooled
@@ -109,6 +113,12 @@ pub struct Config {
     /// have; then 408 `request-timeout`.
     #[serde(default = "default_request_body_timeout_ms")]
     pub request_body_timeout_ms: u64,
+    /// `CCC_MAX_WATCHERS_PER_CALLER`: watches one caller (a user, or a service token's client) may
+    /// hold at once on this replica; beyond it their watch answers at once.
+    pub max_watchers_per_caller: usize,
+    /// `CCC_MAX_WATCHERS_PER_TENANT`: watches of one tenant held at once on this replica; beyond it
+    /// a watch of that tenant answers at once.
+    pub max_watchers_per_tenant: usize,
 }
 
 /// The default of `CCC_REQUEST_BODY_TIMEOUT_MS`: a switch body is under 100 bytes.
@@ -159,6 +169,7 @@ impl Config {
             db_max_connections: 10,
             db_connect_timeout_ms: 3_000,
             db_statement_timeout_ms: 5_000,
+            db_listener_timeout_ms: 3_000,
             db_read_batch_size: 256,
             db_read_batches_in_flight: 2,
             ims_timeout_ms: 5_000,
@@ -170,6 +181,8 @@ impl Config {
             ops_listen: None,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
             request_body_timeout_ms: default_request_body_timeout_ms(),
+            max_watchers_per_caller: crate::watch::DEFAULT_MAX_WATCHERS_PER_CALLER,
+            max_watchers_per_tenant: crate::watch::DEFAULT_MAX_WATCHERS_PER_TENANT,
         }
     }
 
@@ -278,7 +291,18 @@ impl Config {
                 reason: "must use another port than CCC_LISTEN".to_owned(),
             });
         }
+        if self.db_listener_timeout_ms < 300 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_DB_LISTENER_TIMEOUT_MS",
+                reason: "must be at least 300".to_owned(),
+            });
+        }
         for (name, value) in [
+            // Every database wait is bounded on our side.
+            (
+                "CCC_DB_STATEMENT_TIMEOUT_MS",
+                self.db_statement_timeout_ms as usize,
+            ),
             ("CCC_DB_READ_BATCH_SIZE", self.db_read_batch_size),
             ("CCC_DB_READ_BATCHES_IN_FLIGHT", self.db_read_batches_in_flight),
         ] {

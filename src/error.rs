@@ -111,6 +111,14 @@ pub enum ApiError {
     /// 503: the database is down, slow or out of connections.
     #[error("the database is unavailable")]
     DatabaseUnavailable,
+    /// 503 (`database-unavailable`): the database stopped answering while a change was being
+    /// committed, so it may or may not have been made.
+    #[error(
+        "the database stopped answering while this change was being committed: it may or may not \
+         have been made; read the connection to see, or repeat the same request (the same org \
+         again changes nothing, and If-Match guards against acting on a stale view)"
+    )]
+    OutcomeUnknown,
     /// 500: a bug or an unexpected failure; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -149,7 +157,7 @@ impl ApiError {
             Self::RateLimited(_) => ProblemKind::RateLimited,
             Self::ImsBadGateway => ProblemKind::ImsError,
             Self::ImsUnavailable(_) => ProblemKind::ImsUnavailable,
-            Self::DatabaseUnavailable => ProblemKind::DatabaseUnavailable,
+            Self::DatabaseUnavailable | Self::OutcomeUnknown => ProblemKind::DatabaseUnavailable,
             Self::Internal(_) => ProblemKind::Internal,
         }
     }
@@ -163,7 +171,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<RetryAfter> {
         match self {
             Self::ImsUnavailable(wait) | Self::RateLimited(wait) => Some(*wait),
-            Self::DatabaseUnavailable => Some(RetryAfter::DATABASE),
+            Self::DatabaseUnavailable | Self::OutcomeUnknown => Some(RetryAfter::DATABASE),
             _ => None,
         }
     }
@@ -393,7 +401,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        // A database outage is logged where it starts and ends (`store/outage.rs`), not once per
+        // request it fails.
+        // An unknown outcome is logged where it is found (`From<StoreError>`).
+        if status.is_server_error() && !matches!(self, Self::DatabaseUnavailable | Self::OutcomeUnknown) {
             // The cause chain goes to the log only; the body stays generic.
             tracing::error!(problem = self.slug(), cause = %error_chain(self), "request failed");
         }
@@ -440,9 +451,15 @@ impl From<StoreError> for ApiError {
             StoreError::PreconditionFailed => Self::PreconditionFailed,
             StoreError::ConcurrentSwitch => Self::ConcurrentSwitch,
             StoreError::TenantExists => Self::invalid("tenant is already registered"),
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(cause = %cause, "database unavailable");
+            e @ StoreError::Unavailable(_) => {
+                if !crate::store::is_outage(&e) {
+                    tracing::warn!(cause = %error_chain(&e), "database statement timed out");
+                }
                 Self::DatabaseUnavailable
+            }
+            StoreError::OutcomeUnknown(cause) => {
+                tracing::warn!(cause = %cause, "commit outcome unknown: the database stopped answering");
+                Self::OutcomeUnknown
             }
             other @ StoreError::Database(_) => Self::Internal(Box::new(other)),
         }

@@ -59,6 +59,11 @@ pub struct Metrics {
     /// The last `/readyz` answer by check (`database`, `ims_keys`): 1 passed, 0 failed. Absent
     /// until the first probe.
     pub readiness_checks: IntGaugeVec,
+    /// 1 while this replica finds the database unreachable (an outage: requests answer 503 and
+    /// one probe per back-off goes through), else 0.
+    pub db_outage: IntGauge,
+    /// Database waits that failed or were refused because the database was unreachable.
+    pub db_unavailable: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -165,6 +170,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(watch_notifications.clone()))?;
     registry.register(Box::new(watchers_max.clone()))?;
     registry.register(Box::new(readiness_checks.clone()))?;
+    let db_outage = IntGauge::new(
+        "db_outage",
+        "1 while the database is unreachable from this replica (requests answer 503)",
+    )?;
+    let db_unavailable = IntCounter::new(
+        "db_unavailable_total",
+        "Database waits failed or refused because the database was unreachable",
+    )?;
+    registry.register(Box::new(db_outage.clone()))?;
+    registry.register(Box::new(db_unavailable.clone()))?;
     registry.register(Box::new(watchers.clone()))?;
     registry.register(Box::new(watch_delay.clone()))?;
     registry.register(Box::new(watch_feed_up.clone()))?;
@@ -205,6 +220,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         watch_notifications,
         watchers_max,
         readiness_checks,
+        db_outage,
+        db_unavailable,
     })
 }
 

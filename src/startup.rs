@@ -115,14 +115,33 @@ impl Application {
         // IMS is unreachable, and refreshes so that keys IMS withdraws stop verifying.
         tokio::spawn(refresh_keys(Arc::downgrade(&keys)));
         let ims_limiter = ImsRateLimiter::new(config.ims_rate_per_minute, config.ims_rate_burst);
-        store.watchers().set_max(config.max_watchers);
+        store.watchers().set_caps(crate::watch::WatcherCaps {
+            replica: config.max_watchers,
+            caller: config.max_watchers_per_caller,
+            tenant: config.max_watchers_per_tenant,
+        });
         crate::metrics::metrics()
             .watchers_max
             .set(i64::try_from(config.max_watchers).unwrap_or(i64::MAX));
+        if store.connection().get_database_backend() == sea_orm::DbBackend::Sqlite
+            && let Some(url) = config.database_url.as_deref()
+            // An in-memory database is this process's alone.
+            && !(url.contains(":memory:") || url.contains("mode=memory"))
+        {
+            crate::watch::spawn_sqlite_feed(store.watchers(), url, config.db_connect_timeout())?;
+        }
         if store.connection().get_database_backend() == sea_orm::DbBackend::Postgres
             && let Some(url) = config.database_url.as_deref()
         {
-            crate::watch::spawn_postgres_feed(store.watchers(), url)?;
+            crate::watch::spawn_postgres_feed(
+                store.watchers(),
+                store.connection().get_postgres_connection_pool(),
+                url,
+                crate::watch::ListenerBounds {
+                    connect: config.db_connect_timeout(),
+                    silence: std::time::Duration::from_millis(config.db_listener_timeout_ms),
+                },
+            )?;
         }
         let state = AppState {
             config: Arc::new(config),

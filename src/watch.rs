@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tokio::sync::watch;
 
 use crate::domain::TenantId;
@@ -33,8 +34,41 @@ pub const CHANNEL: &str = "ccc_connection";
 /// `pg_stat_activity`).
 pub const LISTENER_APPLICATION_NAME: &str = "cc-connection-listener";
 
-/// The default cap on watchers per replica (`CCC_MAX_WATCHERS`).
-pub const DEFAULT_MAX_WATCHERS: usize = 20_000;
+/// The default cap on watchers per replica (`CCC_MAX_WATCHERS`), sized to the pod of
+/// `deploy/k8s` (memory limit 256 MiB): a held watch costs about 23 KiB (10,000 held watches,
+/// 255 MiB RSS, `BENCH_SECONDS=5 target/release/examples/bench_watch`, actix-http as published), so
+/// 6,000 take about 135 MiB, leaving the rest to the process's baseline (about 30 MiB) and to
+/// requests, caches and the pool.
+pub const DEFAULT_MAX_WATCHERS: usize = 6_000;
+
+/// The default cap on watchers of one caller per replica (`CCC_MAX_WATCHERS_PER_CALLER`): no
+/// caller takes more than a twelfth of the replica's.
+pub const DEFAULT_MAX_WATCHERS_PER_CALLER: usize = 500;
+
+/// The default cap on watchers of one tenant per replica (`CCC_MAX_WATCHERS_PER_TENANT`): no
+/// tenant takes more than a third of the replica's.
+pub const DEFAULT_MAX_WATCHERS_PER_TENANT: usize = 2_000;
+
+/// The caps on watchers of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatcherCaps {
+    /// In all.
+    pub replica: usize,
+    /// Of one caller (a user, or a service token's client).
+    pub caller: usize,
+    /// Of one tenant.
+    pub tenant: usize,
+}
+
+impl Default for WatcherCaps {
+    fn default() -> Self {
+        Self {
+            replica: DEFAULT_MAX_WATCHERS,
+            caller: DEFAULT_MAX_WATCHERS_PER_CALLER,
+            tenant: DEFAULT_MAX_WATCHERS_PER_TENANT,
+        }
+    }
+}
 
 /// How often watched tenants are re-checked while the feed is down.
 const RECHECK_WHILE_DOWN: Duration = Duration::from_millis(500);
@@ -75,8 +109,12 @@ struct Entry {
 #[derive(Debug)]
 struct Inner {
     slots: Mutex<HashMap<TenantId, Entry>>,
+    /// Watchers by caller (changed under the `slots` lock).
+    callers: Mutex<HashMap<String, usize>>,
     count: AtomicUsize,
     max: AtomicUsize,
+    max_per_caller: AtomicUsize,
+    max_per_tenant: AtomicUsize,
     /// Whether the change feed is delivering (always on SQLite; the `LISTEN` connection on PostgreSQL).
     live: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -109,8 +147,11 @@ impl Watchers {
         Self {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
+                callers: Mutex::new(HashMap::new()),
                 count: AtomicUsize::new(0),
                 max: AtomicUsize::new(max),
+                max_per_caller: AtomicUsize::new(DEFAULT_MAX_WATCHERS_PER_CALLER.min(max)),
+                max_per_tenant: AtomicUsize::new(DEFAULT_MAX_WATCHERS_PER_TENANT.min(max)),
                 live: AtomicBool::new(feed == Feed::Live),
                 shutdown: watch::channel(false).0,
             }),
@@ -127,6 +168,18 @@ impl Watchers {
         self.inner.max.store(max, Ordering::Relaxed);
     }
 
+    /// Sets every cap on watchers.
+    pub fn set_caps(&self, caps: WatcherCaps) {
+        self.set_max(caps.replica);
+        self.inner.max_per_caller.store(caps.caller, Ordering::Relaxed);
+        self.inner.max_per_tenant.store(caps.tenant, Ordering::Relaxed);
+    }
+
+    fn callers(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        // As `slots`: no multi-step updates.
+        self.inner.callers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Watchers waiting now.
     pub fn count(&self) -> usize {
         self.inner.count.load(Ordering::Relaxed)
@@ -137,10 +190,20 @@ impl Watchers {
         self.slots().len()
     }
 
-    /// Registers a watcher of `tenant`; `None` when the cap is reached or the server is stopping
-    /// (the request then answers at once, as a plain read).
-    pub fn watch(&self, tenant: &TenantId) -> Option<WatchGuard> {
+    /// Registers a watcher of `tenant` for `caller`; `None` when a cap (the replica's, the
+    /// caller's or the tenant's) is reached or the server is stopping (the request then answers
+    /// at once, as a plain read).
+    pub fn watch(&self, tenant: &TenantId, caller: &str) -> Option<WatchGuard> {
         if *self.inner.shutdown.borrow() {
+            return None;
+        }
+        let mut slots = self.slots();
+        let mut callers = self.callers();
+        let of_tenant = slots.get(tenant).map_or(0, |e| e.watchers);
+        let of_caller = callers.get(caller).copied().unwrap_or(0);
+        if of_tenant >= self.inner.max_per_tenant.load(Ordering::Relaxed)
+            || of_caller >= self.inner.max_per_caller.load(Ordering::Relaxed)
+        {
             return None;
         }
         let max = self.inner.max.load(Ordering::Relaxed);
@@ -154,8 +217,9 @@ impl Watchers {
             return None;
         }
         crate::metrics::metrics().watchers.inc();
+        *callers.entry(caller.to_owned()).or_insert(0) += 1;
+        drop(callers);
         let (slot, wake) = {
-            let mut slots = self.slots();
             let entry = slots.entry(tenant.clone()).or_insert_with(|| Entry {
                 slot: Arc::new(Slot {
                     wake: watch::channel(Wake::default()).0,
@@ -166,9 +230,11 @@ impl Watchers {
             entry.watchers += 1;
             (entry.slot.clone(), entry.slot.wake.subscribe())
         };
+        drop(slots);
         Some(WatchGuard {
             watchers: self.clone(),
             tenant: tenant.clone(),
+            caller: caller.to_owned(),
             slot,
             wake,
             shutdown: self.inner.shutdown.subscribe(),
@@ -286,6 +352,7 @@ pub enum Event {
 pub struct WatchGuard {
     watchers: Watchers,
     tenant: TenantId,
+    caller: String,
     slot: Arc<Slot>,
     wake: watch::Receiver<Wake>,
     shutdown: watch::Receiver<bool>,
@@ -343,23 +410,57 @@ impl Drop for WatchGuard {
                     slots.remove(&self.tenant);
                 }
             }
+            let mut callers = self.watchers.callers();
+            if let Some(n) = callers.get_mut(&self.caller) {
+                *n -= 1;
+                if *n == 0 {
+                    callers.remove(&self.caller);
+                }
+            }
         }
         self.watchers.inner.count.fetch_sub(1, Ordering::AcqRel);
         crate::metrics::metrics().watchers.dec();
     }
 }
 
+/// How the change listener's waits are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerBounds {
+    /// Connecting, and the `LISTEN` statements.
+    pub connect: Duration,
+    /// How long the listener may go without hearing its own heartbeat, which is sent every third
+    /// of this through the request pool: past it the listener counts as stalled (a host gone
+    /// silent sends neither data nor an error), the feed is marked down and the listener replaced.
+    pub silence: Duration,
+}
+
 /// Starts the PostgreSQL change feed of `watchers`: the `LISTEN` connection on `database_url`
-/// (reconnected when lost) and the re-checks while it is down. Both end when the registry is
-/// dropped.
-pub fn spawn_postgres_feed(watchers: &Watchers, database_url: &str) -> Result<(), StoreError> {
+/// (replaced when lost or silent), its heartbeat sent on `pool`, and the re-checks while it is
+/// down. All end when the registry is dropped.
+pub fn spawn_postgres_feed(
+    watchers: &Watchers,
+    pool: &PgPool,
+    database_url: &str,
+    bounds: ListenerBounds,
+) -> Result<(), StoreError> {
     use std::str::FromStr;
     let options = PgConnectOptions::from_str(database_url)
         .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("listener: {e}"))))?
         .application_name(LISTENER_APPLICATION_NAME);
+    // This replica's own heartbeat channel: no other replica hears (or pays for) it.
+    let heartbeat = format!(
+        "{CHANNEL}_heartbeat_{:016x}",
+        uuid::Uuid::new_v4().as_u128() as u64
+    );
     watchers.set_live(false);
     tokio::spawn(recheck_while_down(watchers.downgrade()));
-    tokio::spawn(listen(watchers.downgrade(), options));
+    tokio::spawn(send_heartbeats(
+        watchers.downgrade(),
+        pool.clone(),
+        heartbeat.clone(),
+        bounds,
+    ));
+    tokio::spawn(listen(watchers.downgrade(), options, heartbeat, bounds));
     Ok(())
 }
 
@@ -377,52 +478,161 @@ async fn recheck_while_down(registry: Weak<Inner>) {
     }
 }
 
-async fn connect_listener(options: &PgConnectOptions) -> Result<PgListener, sea_orm::sqlx::Error> {
+/// `NOTIFY`s the listener's heartbeat channel every third of the silence bound, through the
+/// request pool: heard, it proves the listener's connection delivers what is committed where
+/// switches commit (after a failover too).
+async fn send_heartbeats(registry: Weak<Inner>, pool: PgPool, channel: String, bounds: ListenerBounds) {
+    let every = bounds.silence / 3;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if Watchers::upgrade(&registry).is_none() {
+            return;
+        }
+        // A failure is the listener's to notice (it hears nothing); the request path reports the
+        // database's state.
+        let _ = tokio::time::timeout(
+            every,
+            sea_orm::sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&channel)
+                .execute(&pool),
+        )
+        .await;
+    }
+}
+
+async fn connect_listener(
+    options: &PgConnectOptions,
+    heartbeat: &str,
+    bounds: ListenerBounds,
+) -> Result<PgListener, sea_orm::sqlx::Error> {
     // A pool of one, private to the listener: never a connection of the request pool.
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(bounds.connect)
         .idle_timeout(None)
         .max_lifetime(None)
         .connect_lazy_with(options.clone());
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.ignore_pool_close_event(true);
-    // A lost connection is reported to us; we reconnect (and re-check) ourselves.
-    listener.eager_reconnect(false);
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
+    let listen = async {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.ignore_pool_close_event(true);
+        // A lost connection is reported to us; we reconnect (and re-check) ourselves.
+        listener.eager_reconnect(false);
+        listener.listen_all([CHANNEL, heartbeat]).await?;
+        Ok(listener)
+    };
+    tokio::time::timeout(bounds.connect, listen)
+        .await
+        .unwrap_or(Err(sea_orm::sqlx::Error::PoolTimedOut))
 }
 
-async fn listen(registry: Weak<Inner>, options: PgConnectOptions) {
-    let mut delay = Duration::from_millis(250);
+/// How often the SQLite feed asks whether another process committed.
+const SQLITE_POLL: Duration = Duration::from_secs(1);
+
+/// Starts the SQLite feed of other processes' commits (a `tenant` command beside a running
+/// `start-dev`): a connection of its own asks `PRAGMA data_version` every [`SQLITE_POLL`], which
+/// changes when any other connection committed, and every watched tenant is then re-checked
+/// (which tenant changed is not known; this process's own commits already woke theirs). Ends when
+/// the registry is dropped.
+pub fn spawn_sqlite_feed(watchers: &Watchers, database_url: &str, bound: Duration) -> Result<(), StoreError> {
+    use std::str::FromStr;
+    let options = SqliteConnectOptions::from_str(database_url)
+        .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(format!("sqlite feed: {e}"))))?;
+    tokio::spawn(poll_data_version(watchers.downgrade(), options, bound));
+    Ok(())
+}
+
+async fn poll_data_version(registry: Weak<Inner>, options: SqliteConnectOptions, bound: Duration) {
+    use sea_orm::sqlx::ConnectOptions;
+    let mut conn: Option<SqliteConnection> = None;
+    let mut last: Option<i64> = None;
+    let mut tick = tokio::time::interval(SQLITE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(watchers) = Watchers::upgrade(&registry) else {
+            return;
+        };
+        if conn.is_none() {
+            conn = tokio::time::timeout(bound, options.connect())
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        let version = sea_orm::sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(c);
+        match tokio::time::timeout(bound, version).await {
+            Ok(Ok(version)) => {
+                // The first answer is a baseline: re-check once, for a commit made before it.
+                if last != Some(version) {
+                    watchers.recheck_all();
+                }
+                last = Some(version);
+            }
+            _ => {
+                conn = None;
+                last = None;
+            }
+        }
+    }
+}
+
+/// The first wait before reconnecting the listener, doubled (with jitter) up to the last.
+const RECONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
+
+async fn listen(registry: Weak<Inner>, options: PgConnectOptions, heartbeat: String, bounds: ListenerBounds) {
+    let mut delay = RECONNECT_BACKOFF.0;
     let mut first = true;
+    // Failed attempts since the listener was lost: logged once when it is back, not each.
+    let mut failed_attempts: u64 = 0;
     loop {
         if Watchers::upgrade(&registry).is_none() {
             return;
         }
-        match connect_listener(&options).await {
+        match connect_listener(&options, &heartbeat, bounds).await {
             Ok(mut listener) => {
                 let Some(watchers) = Watchers::upgrade(&registry) else {
                     return;
                 };
                 if !first {
                     crate::metrics::metrics().watch_feed_reconnects.inc();
-                    tracing::info!("change listener reconnected");
+                    tracing::warn!(failed_attempts, "change listener back");
                 }
                 first = false;
+                failed_attempts = 0;
                 // LISTEN is in place: whatever changed before it is caught by this re-check,
                 // whatever changes after by a notification.
                 watchers.set_live(true);
                 watchers.recheck_all();
                 drop(watchers);
-                delay = Duration::from_millis(250);
+                delay = RECONNECT_BACKOFF.0;
+                let mut heard = tokio::time::Instant::now();
                 let lost = loop {
-                    match listener.try_recv().await {
-                        Ok(Some(notification)) => match Watchers::upgrade(&registry) {
-                            Some(watchers) => watchers.notified(notification.payload()),
-                            None => return,
-                        },
+                    // Dropping `try_recv` (the silence bound passed) also drops the listener.
+                    let received = tokio::select! {
+                        received = listener.try_recv() => received,
+                        () = tokio::time::sleep_until(heard + bounds.silence) => {
+                            break format!(
+                                "no heartbeat heard for {} ms: the connection is silent",
+                                bounds.silence.as_millis()
+                            );
+                        }
+                    };
+                    match received {
+                        Ok(Some(notification)) => {
+                            heard = tokio::time::Instant::now();
+                            if notification.channel() == heartbeat {
+                                continue;
+                            }
+                            match Watchers::upgrade(&registry) {
+                                Some(watchers) => watchers.notified(notification.payload()),
+                                None => return,
+                            }
+                        }
                         Ok(None) => break "connection lost".to_owned(),
                         Err(e) => break e.to_string(),
                     }
@@ -433,11 +643,14 @@ async fn listen(registry: Weak<Inner>, options: PgConnectOptions) {
                 tracing::warn!(error = %lost, "change listener lost; re-checking watched tenants until it is back");
             }
             Err(e) => {
-                tracing::warn!(error = %e, "change listener could not connect; retrying");
+                failed_attempts += 1;
+                if failed_attempts == 1 {
+                    tracing::warn!(error = %e, "change listener could not connect; retrying with back-off");
+                }
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(crate::store::jittered(delay)).await;
+        delay = (delay * 2).min(RECONNECT_BACKOFF.1);
     }
 }
 
@@ -462,15 +675,15 @@ mod tests {
     async fn the_cap_refuses_and_the_last_watcher_cleans_its_tenant() {
         let watchers = Watchers::new(2, Feed::Live);
         let t = TenantId::parse("t1").unwrap();
-        let a = watchers.watch(&t).unwrap();
-        let b = watchers.watch(&t).unwrap();
-        assert!(watchers.watch(&t).is_none(), "over the cap");
+        let a = watchers.watch(&t, "u1").unwrap();
+        let b = watchers.watch(&t, "u2").unwrap();
+        assert!(watchers.watch(&t, "u3").is_none(), "over the cap");
         assert_eq!((watchers.count(), watchers.tenants()), (2, 1));
         drop(a);
         assert_eq!((watchers.count(), watchers.tenants()), (1, 1));
         drop(b);
         assert_eq!((watchers.count(), watchers.tenants()), (0, 0));
         watchers.shut_down();
-        assert!(watchers.watch(&t).is_none(), "stopping");
+        assert!(watchers.watch(&t, "u1").is_none(), "stopping");
     }
 }

@@ -265,7 +265,13 @@ pub async fn get_connection(
     match (wait, if_none_match) {
         (Some(secs), Some(tags)) if still_current(&tags, &view) => {
             crate::telemetry::note_held(&req);
-            watch(&state, view, tags, Duration::from_secs(secs))
+            // Whom the per-caller watcher cap counts: the user, or a service token's client.
+            let token = &reader.caller.token;
+            let caller = match &token.user_id {
+                Some(user) => format!("user:{}", user.as_str()),
+                None => format!("client:{}", token.client_id),
+            };
+            watch(&state, view, tags, &caller, Duration::from_secs(secs))
                 .await
                 .map_err(|e| match e {
                     ApiError::UnknownTenant => TenantReader::unknown_tenant(integration),
@@ -281,12 +287,13 @@ async fn watch(
     state: &AppState,
     view: TenantView,
     tags: EntityTags,
+    caller: &str,
     wait: Duration,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let tenant_id = view.tenant.tenant_id.clone();
     // Over the cap, or stopping: a plain read.
-    let Some(mut guard) = state.store.watchers().watch(&tenant_id) else {
+    let Some(mut guard) = state.store.watchers().watch(&tenant_id, caller) else {
         return Ok(read_answer(&view, Some(&tags)));
     };
     // Not kept while the watch waits: held watches are many (docs/design.md, "What a held watch costs").
@@ -307,10 +314,25 @@ async fn watch(
             return Ok(read_answer(view, None));
         }
         match guard.next(deadline).await {
-            Event::TimedOut | Event::ShuttingDown => return Ok(not_modified(view)),
+            Event::TimedOut | Event::ShuttingDown => {
+                // Never 304 on a read older than the deadline: a change the feed missed (a
+                // listener that stalled unnoticed for a while) shows here at the latest.
+                let last = state.store.tenant_view(&tenant_id).await?;
+                return match last.as_ref() {
+                    None => Err(ApiError::UnknownTenant),
+                    Some(view) if still_current(&tags, view) => Ok(not_modified(view)),
+                    Some(view) => Ok(read_answer(view, None)),
+                };
+            }
             Event::Woken(wake) => {
                 committed = wake.committed;
-                current = guard.read(&state.store, &wake).await?;
+                match guard.read(&state.store, &wake).await {
+                    Ok(view) => current = view,
+                    // The database is unreachable: nothing is known to have changed, so the watch
+                    // goes on (the re-check when it is back, or the read at the deadline, tells).
+                    Err(StoreError::Unavailable(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }

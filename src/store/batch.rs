@@ -66,6 +66,9 @@ pub struct BatchOptions {
     pub max_batch: usize,
     /// Most read queries running at once (each holds one pooled connection).
     pub max_in_flight: usize,
+    /// The bound on one query on our side (see `DbOptions::statement_timeout_ms`): a query past
+    /// it answers its reads 503, gives its slot back and throws its connection away.
+    pub limit: Option<Duration>,
 }
 
 /// How long the newest query in flight runs before an arriving read may start another.
@@ -145,6 +148,7 @@ impl ReadBatcher {
                 opts: BatchOptions {
                     max_batch: opts.max_batch.max(1),
                     max_in_flight: opts.max_in_flight.max(1),
+                    limit: opts.limit,
                 },
                 queue: Mutex::new(Queue::default()),
                 runtime: tokio::runtime::Handle::try_current().ok(),
@@ -321,20 +325,40 @@ fn sqlx_err(e: sqlx::Error) -> StoreError {
     classify(DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))))
 }
 
+/// The rows of `$query` on a connection of `$pool`, within `$limit`. A query past the bound
+/// closes its connection rather than give it back: it may still be waiting for an answer that
+/// never comes (a host gone silent).
+macro_rules! fetch_within {
+    ($pool:expr, $query:expr, $limit:expr) => {{
+        let mut conn = $pool.acquire().await.map_err(sqlx_err)?;
+        let rows = match $limit {
+            None => $query.fetch_all(&mut *conn).await,
+            Some(limit) => match tokio::time::timeout(limit, $query.fetch_all(&mut *conn)).await {
+                Ok(rows) => rows,
+                Err(_) => {
+                    conn.close_on_drop();
+                    return Err(classify(super::db::timed_out(limit)));
+                }
+            },
+        };
+        rows.map_err(sqlx_err)?
+    }};
+}
+
 /// Runs the batch query; raw sqlx, as this one query is the hot path.
 async fn fetch(inner: &Inner, ids: &[&str]) -> Result<HashMap<String, TenantView>, StoreError> {
     match inner.db.get_database_backend() {
         DbBackend::Postgres => {
             let pool = inner.db.get_postgres_connection_pool();
             let query = sqlx::query(VIEW_SQL_POSTGRES).bind(ids);
-            views_of(&query.fetch_all(pool).await.map_err(sqlx_err)?)
+            views_of(&fetch_within!(pool, query, inner.opts.limit))
         }
         DbBackend::Sqlite => {
             let json =
                 serde_json::to_string(ids).map_err(|e| StoreError::Database(DbErr::Custom(e.to_string())))?;
             let pool = inner.db.get_sqlite_connection_pool();
             let query = sqlx::query(VIEW_SQL_SQLITE).bind(json);
-            views_of(&query.fetch_all(pool).await.map_err(sqlx_err)?)
+            views_of(&fetch_within!(pool, query, inner.opts.limit))
         }
         other => Err(StoreError::Database(DbErr::Custom(format!(
             "unsupported backend {other:?}"

@@ -9,6 +9,7 @@ use sea_orm::{
 };
 use tracing::Instrument as _;
 
+use super::db::within;
 use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
@@ -81,7 +82,7 @@ impl Store {
     /// The tenant and its active connection; `None` if the tenant is unknown. Answered by a
     /// batched query that starts after this call (linearizable; see `batch.rs`).
     pub async fn tenant_view(&self, id: &TenantId) -> Result<Option<TenantView>, StoreError> {
-        self.reads.read(id).await
+        self.wait_store(self.reads.read(id)).await
     }
 
     /// Begins a transaction whose first statement bumps the tenant's revision (and, on PostgreSQL,
@@ -92,7 +93,7 @@ impl Store {
     /// row once that committed (PostgreSQL re-evaluates the WHERE), so it finds the tenant gone.
     async fn lock_tenant(&self, tenant_id: &TenantId) -> Result<Locked, StoreError> {
         let backend = self.db.get_database_backend();
-        let txn = self.db.begin().await.map_err(classify)?;
+        let txn = self.wait(self.db.begin()).await?;
         let bump = match backend {
             // The change notification rides on the lock (no round trip of its own while the
             // tenant is locked); PostgreSQL delivers it only if the transaction commits.
@@ -113,9 +114,9 @@ impl Store {
                 vec![tenant_id.as_str().into()],
             ),
         };
-        let bumped = txn.query_one_raw(bump).await.map_err(classify)?;
+        let bumped = self.wait(txn.query_one_raw(bump)).await?;
         let Some(bumped) = bumped else {
-            txn.rollback().await.map_err(classify)?;
+            self.wait(txn.rollback()).await?;
             return Err(StoreError::UnknownTenant);
         };
         let revision: i64 = bumped.try_get("", "revision").map_err(StoreError::Database)?;
@@ -123,10 +124,9 @@ impl Store {
             "SELECT {CONNECTION_COLUMNS} FROM connection WHERE tenant_id = $1 AND {}",
             is_active(backend, "")
         );
-        let active = txn
-            .query_one_raw(stmt(backend, &sql, vec![tenant_id.as_str().into()]))
-            .await
-            .map_err(classify)?
+        let active = self
+            .wait(txn.query_one_raw(stmt(backend, &sql, vec![tenant_id.as_str().into()])))
+            .await?
             .map(|row| record(&row, ""))
             .transpose()?;
         Ok(Locked {
@@ -161,18 +161,19 @@ impl Store {
             active,
         } = self.lock_tenant(&req.tenant_id).await?;
         if !precondition_holds(req.if_match, active.as_ref()) {
-            txn.rollback().await.map_err(classify)?;
+            self.wait(txn.rollback()).await?;
             return Err(StoreError::PreconditionFailed);
         }
         if let Some(current) = active.as_ref().filter(|a| a.org_id == req.org_id) {
             // Nothing changes, not even the revision.
-            txn.rollback().await.map_err(classify)?;
+            self.wait(txn.rollback()).await?;
             return Ok(SwitchOutcome::Unchanged(current.clone()));
         }
         // PostgreSQL keeps microseconds: answer with what a later read returns.
         let at = req.at.trunc_subsecs(6);
         if active.is_some() {
             end_active(
+                self,
                 &txn,
                 backend,
                 &req.tenant_id,
@@ -194,7 +195,7 @@ impl Store {
             ended_at: None,
             end_reason: None,
         };
-        txn.execute_raw(stmt(
+        within(self.limit, txn.execute_raw(stmt(
             backend,
             "INSERT INTO connection (tenant_id, org_id, org_name, connected_by, connected_at, revision, active) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -207,7 +208,7 @@ impl Store {
                 new.revision.into(),
                 true.into(),
             ],
-        ))
+        )))
         .await
         .map_err(|e| match e.sql_err() {
             // The partial unique index refused a second active row: another writer won.
@@ -234,7 +235,7 @@ impl Store {
         let at = at.trunc_subsecs(6);
         let Locked { txn, active, .. } = self.lock_tenant(tenant_id).await?;
         let Some(current) = active else {
-            txn.rollback().await.map_err(classify)?;
+            self.wait(txn.rollback()).await?;
             return Err(if if_match.is_some() {
                 StoreError::PreconditionFailed
             } else {
@@ -242,10 +243,19 @@ impl Store {
             });
         };
         if !precondition_holds(if_match, Some(&current)) {
-            txn.rollback().await.map_err(classify)?;
+            self.wait(txn.rollback()).await?;
             return Err(StoreError::PreconditionFailed);
         }
-        end_active(&txn, backend, tenant_id, by.as_str(), at, EndReason::Disconnected).await?;
+        end_active(
+            self,
+            &txn,
+            backend,
+            tenant_id,
+            by.as_str(),
+            at,
+            EndReason::Disconnected,
+        )
+        .await?;
         self.commit_locked(txn, tenant_id).await?;
         Ok(ConnectionRecord {
             active: false,
@@ -290,6 +300,7 @@ impl Store {
         let Locked { txn, active, .. } = self.lock_tenant(tenant_id).await?;
         if active.is_some() {
             end_active(
+                self,
                 &txn,
                 backend,
                 tenant_id,
@@ -299,13 +310,12 @@ impl Store {
             )
             .await?;
         }
-        txn.execute_raw(stmt(
+        self.wait(txn.execute_raw(stmt(
             backend,
             "UPDATE tenant SET removed_at = $1 WHERE tenant_id = $2",
             vec![at.into(), tenant_id.as_str().into()],
-        ))
-        .await
-        .map_err(classify)?;
+        )))
+        .await?;
         // Removing a tenant ends its connection like a disconnect: the tenant lock carried the
         // NOTIFY (PostgreSQL); on SQLite the commit wakes this process's watchers.
         self.commit_locked(txn, tenant_id).await?;
@@ -331,13 +341,12 @@ impl Store {
         let backend = txn.get_database_backend();
         if backend == DbBackend::Postgres {
             let payload = crate::watch::payload(tenant, std::time::SystemTime::now());
-            txn.execute_raw(stmt(
+            self.wait(txn.execute_raw(stmt(
                 backend,
                 "SELECT pg_notify($1, $2)",
                 vec![crate::watch::CHANNEL.into(), payload.into()],
-            ))
-            .await
-            .map_err(classify)?;
+            )))
+            .await?;
         }
         self.commit_locked(txn, tenant).await
     }
@@ -346,12 +355,12 @@ impl Store {
     /// queued), then wakes this process's watchers on SQLite.
     async fn commit_locked(&self, txn: DatabaseTransaction, tenant: &TenantId) -> Result<(), StoreError> {
         if txn.get_database_backend() == DbBackend::Postgres {
-            return txn.commit().await.map_err(classify);
+            return self.commit(txn).await;
         }
         // Wakes on drop: also when this future is dropped while the commit goes on. A wake for a
         // commit that failed costs the watchers one read.
         let _wake = self.watchers.wake_on_drop(tenant);
-        txn.commit().await.map_err(classify)
+        self.commit(txn).await
     }
 
     /// The tenant's connections, newest first, older than `before_revision` when given.
@@ -369,12 +378,14 @@ impl Store {
         if let Some(before) = before_revision {
             query = query.filter(connection::Column::Revision.lt(before));
         }
-        let rows = query
-            .order_by_desc(connection::Column::Revision)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(classify)?;
+        let rows = self
+            .wait(
+                query
+                    .order_by_desc(connection::Column::Revision)
+                    .limit(limit)
+                    .all(&self.db),
+            )
+            .await?;
         rows.into_iter().map(from_model).collect()
     }
 }
@@ -393,6 +404,7 @@ fn precondition_holds(if_match: Option<Precondition>, active: Option<&Connection
 }
 
 async fn end_active(
+    store: &Store,
     txn: &DatabaseTransaction,
     backend: DbBackend,
     tenant_id: &TenantId,
@@ -405,18 +417,18 @@ async fn end_active(
          WHERE tenant_id = $5 AND {}",
         is_active(backend, "")
     );
-    txn.execute_raw(stmt(
-        backend,
-        &sql,
-        vec![
-            false.into(),
-            by.into(),
-            at.into(),
-            reason.as_str().into(),
-            tenant_id.as_str().into(),
-        ],
-    ))
-    .await
-    .map_err(classify)?;
+    store
+        .wait(txn.execute_raw(stmt(
+            backend,
+            &sql,
+            vec![
+                false.into(),
+                by.into(),
+                at.into(),
+                reason.as_str().into(),
+                tenant_id.as_str().into(),
+            ],
+        )))
+        .await?;
     Ok(())
 }

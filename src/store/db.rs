@@ -1,12 +1,14 @@
 //! Opening the database: the pool and its options, migrations, the ping and the schema check,
 //! and how database errors are sorted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
 use super::batch::{BatchOptions, ReadBatcher};
+use super::outage::Outage;
 use super::{Store, StoreError};
 use crate::watch::{DEFAULT_MAX_WATCHERS, Feed, Watchers};
 
@@ -18,14 +20,32 @@ pub struct DbOptions {
     /// How long a caller waits for a connection: an idle one from the pool, or a new one opened
     /// (connecting included).
     pub connect_timeout: Duration,
-    /// PostgreSQL `statement_timeout`, in milliseconds (0: none). A statement that runs longer is
-    /// cancelled and the request answers 503 `database-unavailable`.
+    /// PostgreSQL `statement_timeout`, in milliseconds (0: none, for operator commands). A
+    /// statement that runs longer is cancelled and the request answers 503
+    /// `database-unavailable`. The same figure plus [`STATEMENT_GRACE`] bounds each statement and
+    /// each commit on our side, where the server cannot help: a host gone silent, or a commit
+    /// waiting for a synchronous standby (PostgreSQL lifts `statement_timeout` during COMMIT).
     pub statement_timeout_ms: u64,
     /// Most distinct tenants one batched read query fetches.
     pub read_batch_size: usize,
     /// Most batched read queries running at once; at most the pool size less one, so a
     /// connection always stays free for switches.
     pub read_batches_in_flight: usize,
+}
+
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
+
+/// What our own bound on a statement adds to the server's `statement_timeout`: a live server's
+/// timeout (which keeps the connection usable) answers first.
+pub const STATEMENT_GRACE: Duration = Duration::from_millis(500);
+
+impl DbOptions {
+    /// The bound on each statement and commit on our side (`None` without a statement timeout).
+    pub fn statement_limit(&self) -> Option<Duration> {
+        (self.statement_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.statement_timeout_ms) + STATEMENT_GRACE)
+    }
 }
 
 impl Default for DbOptions {
@@ -51,6 +71,9 @@ impl Store {
             opts.max_connections
         };
         let statement_timeout = opts.statement_timeout_ms.to_string();
+        let limit = opts.statement_limit();
+        let outage = Arc::new(Outage::default());
+        let gate = outage.clone();
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .max_connections(max)
@@ -62,7 +85,7 @@ impl Store {
             // Pinging every connection taken from the pool doubles the round trips of a read; a
             // connection busy in the last seconds is alive, and one that died anyway fails its
             // statement (503) and leaves the pool.
-            .test_before_acquire_if_idle_for(Duration::from_secs(5))
+            .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             .sqlx_logging(false)
             // WAL lets readers go on while a switch writes; the busy timeout makes concurrent
             // writers wait for each other instead of failing; a 1 MiB page cache per connection
@@ -74,13 +97,56 @@ impl Store {
                     .create_if_missing(true)
                     .pragma("cache_size", "-1024")
             })
-            .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", statement_timeout.as_str())]));
+            .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", statement_timeout.as_str())]))
+            // A statement abandoned at our bound leaves its connection waiting for an answer that
+            // may never come: sqlx pings every released connection before reusing it, without a
+            // bound, so a ping of ours with one comes first and a connection that does not
+            // answer is thrown away (no pool slot held by a dead host).
+            .map_sqlx_postgres_pool_opts(move |o| {
+                let gate = gate.clone();
+                // Replaces the idle ping configured above (for SQLite), bounded, and first drops a
+                // connection last given back before the database was last found unreachable: it
+                // may lead to a host gone silent, where even a bounded ping costs the bound.
+                o.before_acquire(move |conn, meta| {
+                    let gate = gate.clone();
+                    Box::pin(async move {
+                        use sea_orm::sqlx::Connection;
+                        if gate.predates_last_outage(meta.idle_for) {
+                            return Ok(false);
+                        }
+                        if meta.idle_for >= PING_IF_IDLE_FOR {
+                            let ping = conn.ping();
+                            match limit {
+                                None => ping.await?,
+                                Some(limit) => tokio::time::timeout(limit, ping)
+                                    .await
+                                    .unwrap_or_else(|_| Err(no_ping_answer(limit)))?,
+                            }
+                        }
+                        Ok(true)
+                    })
+                })
+                .after_release(move |conn, _| {
+                    Box::pin(async move {
+                        use sea_orm::sqlx::Connection;
+                        let ping = conn.ping();
+                        match limit {
+                            None => ping.await.map(|()| true),
+                            Some(limit) => tokio::time::timeout(limit, ping)
+                                .await
+                                .unwrap_or_else(|_| Err(no_ping_answer(limit)))
+                                .map(|()| true),
+                        }
+                    })
+                })
+            });
         let db = Database::connect(options).await.map_err(classify)?;
         let reads = BatchOptions {
             max_batch: opts.read_batch_size,
             max_in_flight: opts.read_batches_in_flight.min(max.saturating_sub(1) as usize),
+            limit,
         };
-        Ok(Store::with_reads(db, reads))
+        Ok(Store::with_reads(db, reads, outage))
     }
 
     /// Connections in the pool, and how many of them are idle.
@@ -104,11 +170,12 @@ impl Store {
         let reads = BatchOptions {
             max_batch: defaults.read_batch_size,
             max_in_flight: defaults.read_batches_in_flight,
+            limit: defaults.statement_limit(),
         };
-        Store::with_reads(db, reads)
+        Store::with_reads(db, reads, Arc::default())
     }
 
-    fn with_reads(db: DatabaseConnection, reads: BatchOptions) -> Store {
+    fn with_reads(db: DatabaseConnection, reads: BatchOptions, outage: Arc<Outage>) -> Store {
         // SQLite's feed is in-process and delivers from the start; PostgreSQL's waits for its
         // listener (see `watch::spawn_postgres_feed`).
         let feed = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
@@ -117,10 +184,71 @@ impl Store {
             Feed::Live
         };
         Store {
+            limit: reads.limit,
             reads: ReadBatcher::new(db.clone(), reads),
             db,
             watchers: Watchers::new(DEFAULT_MAX_WATCHERS, feed),
+            outage,
         }
+    }
+
+    /// Runs one database wait of a request: refused at once while the database is unreachable
+    /// (but for one probe per back-off, see `outage.rs`), ended at the statement bound, and its
+    /// outcome recorded.
+    pub(crate) async fn wait<T>(&self, fut: impl Future<Output = Result<T, DbErr>>) -> Result<T, StoreError> {
+        self.outage.admit()?;
+        let result = within(self.limit, fut).await.map_err(classify);
+        self.record(&result);
+        result
+    }
+
+    fn record<T>(&self, result: &Result<T, StoreError>) {
+        let unreachable = result.as_ref().is_err_and(|e| {
+            // A wait for a connection of a pool whose connections are all in use says the pool is
+            // busy, not that the database is gone.
+            is_outage(e) && !(is_pool_timeout(e) && self.pool_saturated())
+        });
+        self.outage.record(result, unreachable);
+    }
+
+    fn pool_saturated(&self) -> bool {
+        let (size, idle) = self.pool_size();
+        let max = match self.db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => self
+                .db
+                .get_postgres_connection_pool()
+                .options()
+                .get_max_connections(),
+            sea_orm::DbBackend::Sqlite => self
+                .db
+                .get_sqlite_connection_pool()
+                .options()
+                .get_max_connections(),
+            _ => 0,
+        };
+        idle == 0 && size >= max
+    }
+
+    /// Like [`Store::wait`] for a wait already answering [`StoreError`] (the batched reads).
+    pub(crate) async fn wait_store<T>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.outage.admit()?;
+        let result = fut.await;
+        self.record(&result);
+        result
+    }
+
+    /// Commits `txn` within the statement bound. A commit that failed for want of an answer may
+    /// have been made: [`StoreError::OutcomeUnknown`], never a plain "unavailable".
+    pub(crate) async fn commit(&self, txn: sea_orm::DatabaseTransaction) -> Result<(), StoreError> {
+        let result = within(self.limit, txn.commit()).await.map_err(classify);
+        self.record(&result);
+        result.map_err(|e| match e {
+            StoreError::Unavailable(cause) => StoreError::OutcomeUnknown(cause),
+            other => other,
+        })
     }
 
     /// This replica's watchers (blocking reads), woken by the changes this store commits.
@@ -174,11 +302,7 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.db
-            .execute_unprepared("SELECT 1")
-            .await
-            .map(drop)
-            .map_err(classify)
+        self.wait(self.db.execute_unprepared("SELECT 1")).await.map(drop)
     }
 
     /// How many of the binary's migrations the database lacks (their names), found without
@@ -189,6 +313,65 @@ impl Store {
             .await
             .map_err(classify)?;
         Ok(pending.iter().map(|m| m.name().to_owned()).collect())
+    }
+}
+
+/// `fut`, ended after `limit` (when given) as a connection failure: 503 `database-unavailable`.
+pub(crate) async fn within<T>(
+    limit: Option<Duration>,
+    fut: impl Future<Output = Result<T, DbErr>>,
+) -> Result<T, DbErr> {
+    match limit {
+        None => fut.await,
+        Some(limit) => tokio::time::timeout(limit, fut)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(limit))),
+    }
+}
+
+/// A ping of a pooled connection that got no answer within `limit`: the connection is closed.
+fn no_ping_answer(limit: Duration) -> sea_orm::sqlx::Error {
+    sea_orm::sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer to a ping within {} ms", limit.as_millis()),
+    ))
+}
+
+/// The error of a database wait ended at our bound `limit`.
+pub(crate) fn timed_out(limit: Duration) -> DbErr {
+    DbErr::Conn(sea_orm::RuntimeErr::Internal(format!(
+        "no answer from the database within {} ms",
+        limit.as_millis()
+    )))
+}
+
+/// Whether `e` says the database is unreachable (not merely slow on one statement: a server's
+/// `statement_timeout` leaves the database answering).
+pub(crate) fn is_outage(e: &StoreError) -> bool {
+    use sea_orm::RuntimeErr;
+    let (StoreError::Unavailable(cause) | StoreError::OutcomeUnknown(cause)) = e else {
+        return false;
+    };
+    match cause {
+        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => !matches!(
+            x.as_ref(),
+            sea_orm::sqlx::Error::Database(db) if db.code().as_deref() == Some("57014")
+        ),
+        _ => true,
+    }
+}
+
+/// Whether `e` is a wait for a pooled connection that ran out.
+fn is_pool_timeout(e: &StoreError) -> bool {
+    use sea_orm::RuntimeErr;
+    match e {
+        StoreError::Unavailable(DbErr::ConnectionAcquire(_)) => true,
+        StoreError::Unavailable(
+            DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)),
+        ) => {
+            matches!(x.as_ref(), sea_orm::sqlx::Error::PoolTimedOut)
+        }
+        _ => false,
     }
 }
 

@@ -8,13 +8,15 @@
 mod batch;
 mod connection;
 mod db;
+mod outage;
 mod tenant;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 
 pub use db::DbOptions;
-pub(crate) use db::classify;
+pub(crate) use db::{classify, is_outage};
+pub(crate) use outage::jittered;
 
 use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 
@@ -39,6 +41,10 @@ pub enum StoreError {
     /// The database could not be reached or did not answer in time.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
+    /// The database stopped answering (or the connection died) while a change was being
+    /// committed: it may or may not have been made.
+    #[error("the outcome of the commit is unknown")]
+    OutcomeUnknown(#[source] DbErr),
     /// Any other database error.
     #[error("database error")]
     Database(#[source] DbErr),
@@ -148,4 +154,7 @@ pub struct Store {
     db: DatabaseConnection,
     watchers: crate::watch::Watchers,
     reads: batch::ReadBatcher,
+    /// The bound on each statement and commit, on our side (`None`: unbounded, operator commands).
+    limit: Option<std::time::Duration>,
+    outage: std::sync::Arc<outage::Outage>,
 }

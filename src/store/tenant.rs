@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 
+use super::db::within;
 use super::{Store, StoreError, TenantRecord, classify};
 use crate::domain::{OrgId, TenantId};
 use crate::entity::tenant;
@@ -27,21 +28,23 @@ impl Store {
             created_at: Set(Utc::now()),
             removed_at: Set(None),
         };
-        match model.insert(&self.db).await {
+        match within(self.limit, model.insert(&self.db)).await {
             Ok(m) => to_record(m),
             Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
-                let readded = tenant::Entity::update_many()
-                    .col_expr(tenant::Column::HomeOrg, Expr::value(home_org.as_str()))
-                    .col_expr(tenant::Column::AdminGroups, Expr::value(groups))
-                    .col_expr(
-                        tenant::Column::RemovedAt,
-                        Expr::value(Option::<DateTime<Utc>>::None),
+                let readded = self
+                    .wait(
+                        tenant::Entity::update_many()
+                            .col_expr(tenant::Column::HomeOrg, Expr::value(home_org.as_str()))
+                            .col_expr(tenant::Column::AdminGroups, Expr::value(groups))
+                            .col_expr(
+                                tenant::Column::RemovedAt,
+                                Expr::value(Option::<DateTime<Utc>>::None),
+                            )
+                            .filter(tenant::Column::TenantId.eq(tenant_id.as_str()))
+                            .filter(tenant::Column::RemovedAt.is_not_null())
+                            .exec(&self.db),
                     )
-                    .filter(tenant::Column::TenantId.eq(tenant_id.as_str()))
-                    .filter(tenant::Column::RemovedAt.is_not_null())
-                    .exec(&self.db)
-                    .await
-                    .map_err(classify)?;
+                    .await?;
                 if readded.rows_affected == 0 {
                     return Err(StoreError::TenantExists);
                 }
@@ -57,16 +60,18 @@ impl Store {
         tenant_id: &TenantId,
         admin_groups: &[String],
     ) -> Result<TenantRecord, StoreError> {
-        let updated = tenant::Entity::update_many()
-            .col_expr(
-                tenant::Column::AdminGroups,
-                Expr::value(groups_json(admin_groups)?),
+        let updated = self
+            .wait(
+                tenant::Entity::update_many()
+                    .col_expr(
+                        tenant::Column::AdminGroups,
+                        Expr::value(groups_json(admin_groups)?),
+                    )
+                    .filter(tenant::Column::TenantId.eq(tenant_id.as_str()))
+                    .filter(tenant::Column::RemovedAt.is_null())
+                    .exec(&self.db),
             )
-            .filter(tenant::Column::TenantId.eq(tenant_id.as_str()))
-            .filter(tenant::Column::RemovedAt.is_null())
-            .exec(&self.db)
-            .await
-            .map_err(classify)?;
+            .await?;
         if updated.rows_affected == 0 {
             return Err(StoreError::UnknownTenant);
         }
@@ -75,22 +80,26 @@ impl Store {
 
     /// Every registered tenant (removed ones left out), by id.
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let rows = tenant::Entity::find()
-            .filter(tenant::Column::RemovedAt.is_null())
-            .order_by_asc(tenant::Column::TenantId)
-            .all(&self.db)
-            .await
-            .map_err(classify)?;
+        let rows = self
+            .wait(
+                tenant::Entity::find()
+                    .filter(tenant::Column::RemovedAt.is_null())
+                    .order_by_asc(tenant::Column::TenantId)
+                    .all(&self.db),
+            )
+            .await?;
         rows.into_iter().map(to_record).collect()
     }
 
     /// One tenant, if registered (and not removed).
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
-        let row = tenant::Entity::find_by_id(id.as_str().to_owned())
-            .filter(tenant::Column::RemovedAt.is_null())
-            .one(&self.db)
-            .await
-            .map_err(classify)?;
+        let row = self
+            .wait(
+                tenant::Entity::find_by_id(id.as_str().to_owned())
+                    .filter(tenant::Column::RemovedAt.is_null())
+                    .one(&self.db),
+            )
+            .await?;
         row.map(to_record).transpose()
     }
 }

@@ -494,3 +494,46 @@ fn tenant_commands_on_a_missing_sqlite_file_create_nothing() {
         "nothing created"
     );
 }
+
+#[tokio::test]
+async fn tenant_remove_beside_a_running_app_wakes_a_held_watch() {
+    // Another process's commit: on SQLite no notification carries it (PostgreSQL's NOTIFY does,
+    // tested with the change feed).
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let reader = app.integration_token();
+    let res = put(
+        &app.client,
+        &app.address,
+        &app.admin_token(),
+        world::ACME_CREATIVE_ORG,
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let watch = app
+        .request(
+            reqwest::Method::GET,
+            &format!("{}?wait=30", TestApp::connection_path(TENANT)),
+            Some(&reader),
+        )
+        .header("If-None-Match", etag)
+        .send();
+    let started = std::time::Instant::now();
+    let watch = tokio::spawn(watch);
+    crate::helpers::wait_for("the watch to be held", Duration::from_secs(5), || {
+        std::future::ready(app.state.store.watchers().count() == 1)
+    })
+    .await;
+
+    let url = app.db.url.clone();
+    tokio::task::spawn_blocking(move || ok(&url, &["tenant", "remove", TENANT]))
+        .await
+        .unwrap();
+    let res = watch.await.unwrap().unwrap();
+    let took = started.elapsed();
+    assert_problem(res, 404, "unknown-tenant").await;
+    assert!(
+        took < Duration::from_secs(10),
+        "woken within about a second of the other process's commit, not at the 30 s deadline: {took:?}"
+    );
+}

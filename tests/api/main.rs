@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod connection;
 mod errors;
+mod failover;
 mod faults;
 mod head;
 mod helpers;

@@ -294,6 +294,47 @@ async fn beyond_ccc_max_watchers_a_watch_answers_at_once_and_a_gone_client_leave
 }
 
 #[tokio::test]
+async fn one_caller_or_one_tenant_cannot_take_every_watcher_slot() {
+    for backend in db::backends() {
+        let app = spawn_app_with(backend, |c| {
+            c.max_watchers = 100;
+            c.max_watchers_per_caller = 2;
+            c.max_watchers_per_tenant = 3;
+        })
+        .await;
+        let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
+        let greedy = app.integration_token();
+        let held = [
+            spawn_watch(&app.client, &app.address, &greedy, revision, 30),
+            spawn_watch(&app.client, &app.address, &greedy, revision, 30),
+        ];
+        until_watching(&app, 2).await;
+        let over = spawn_watch(&app.client, &app.address, &greedy, revision, 30)
+            .await
+            .unwrap();
+        assert_eq!(over.status, 304, "over the caller's cap: a plain read, {over:?}");
+        assert!(over.took < PROMPT, "{over:?}");
+
+        // Another caller is still held, up to the tenant's cap.
+        let alice = spawn_watch(&app.client, &app.address, &app.admin_token(), revision, 30);
+        until_watching(&app, 3).await;
+        let bob = app.user_token(world::BOB_MEMBER, false);
+        let over = spawn_watch(&app.client, &app.address, &bob, revision, 30)
+            .await
+            .unwrap();
+        assert_eq!(over.status, 304, "over the tenant's cap: a plain read, {over:?}");
+        assert!(over.took < PROMPT, "{over:?}");
+
+        connect(&app, world::ACME_DESIGN_ORG).await;
+        for watcher in held.into_iter().chain([alice]) {
+            let got = watcher.await.unwrap();
+            assert_eq!(got.status, 200, "a held watch is woken by the switch: {got:?}");
+            assert!(got.took < PROMPT, "{got:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn metrics_show_watchers_and_the_delay_from_commit_to_answer() {
     each_backend!(|app| {
         let revision = connect(&app, world::ACME_CREATIVE_ORG).await;
