@@ -344,7 +344,7 @@ impl KeyStore {
                     && self
                         .certs
                         .as_ref()
-                        .and_then(|c| c.usable(name))
+                        .and_then(|c| c.in_use(name))
                         .is_some_and(|c| c.published.fingerprint == *fp)
             }
         }
@@ -425,23 +425,25 @@ impl CertCache {
         held.get(name).filter(|h| h.usable()).map(|h| h.cert.clone())
     }
 
+    /// The certificate `name` if it is held and usable, put first in line for a download when it
+    /// is about to lapse (tokens verified by it are checked here on every use, cached or not).
+    fn in_use(self: &Arc<Self>, name: &str) -> Option<Arc<Cert>> {
+        let (cert, due) = {
+            let held = self.held.read().ok()?;
+            let h = held.get(name).filter(|h| h.usable())?;
+            let due = h.fetched.elapsed() >= CERT_TTL.saturating_sub(CERT_REFRESH_AHEAD);
+            (h.cert.clone(), due)
+        };
+        if due {
+            self.refresh_soon(name);
+        }
+        Some(cert)
+    }
+
     /// The certificate `name`: the one held while usable (downloaded again ahead of its lapse),
     /// else downloaded, waiting at most [`CERT_WAIT`].
     async fn certificate(self: &Arc<Self>, name: &str) -> Result<Arc<Cert>, CertMiss> {
-        let due = {
-            let held = self.held.read().map_err(|_| CertMiss::NotFound)?;
-            match held.get(name) {
-                Some(h) if h.usable() => {
-                    let due = h.fetched.elapsed() >= CERT_TTL.saturating_sub(CERT_REFRESH_AHEAD);
-                    Some((h.cert.clone(), due))
-                }
-                _ => None,
-            }
-        };
-        if let Some((cert, due)) = due {
-            if due {
-                self.refresh_soon(name);
-            }
+        if let Some(cert) = self.in_use(name) {
             return Ok(cert);
         }
         if self.missing.contains_key(name) {
