@@ -393,7 +393,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // IMS or the database unavailable (or a certificate download deferred): anyone can
+            // cause these by the thousand (made-up certificate names), and the breaker, the key
+            // loader and the store warn once about the cause; the request line says 503.
+            tracing::info!(problem = self.slug(), cause = %error_chain(self), "request refused for now");
+        } else if status.is_server_error() {
             // The cause chain goes to the log only; the body stays generic.
             tracing::error!(problem = self.slug(), cause = %error_chain(self), "request failed");
         }
