@@ -578,6 +578,11 @@ impl CertCache {
 
     /// Downloads `name` and publishes the outcome to the requests waiting on it.
     async fn download(self: Arc<Self>, name: String) {
+        // Frees the slot however the task ends (its runtime may stop it mid-download).
+        let _in_flight = InFlight {
+            cache: &self,
+            name: &name,
+        };
         let outcome = self.fetch(&name).await;
         let now = tokio::time::Instant::now();
         match outcome {
@@ -615,12 +620,6 @@ impl CertCache {
             }
             Err(CertMiss::Skipped) => {}
         }
-        {
-            let mut d = self.downloads();
-            d.in_flight = None;
-            d.wanted.remove(&name);
-        }
-        self.settled.notify_waiters();
     }
 
     async fn fetch(&self, name: &str) -> Result<Cert, CertMiss> {
@@ -633,6 +632,23 @@ impl CertCache {
             tracing::warn!(certificate = name, "IMS certificate could not be used");
             CertMiss::NotFound
         })
+    }
+}
+
+/// The download of a name running; dropping it frees the slot and wakes the waiting requests.
+struct InFlight<'a> {
+    cache: &'a CertCache,
+    name: &'a str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        {
+            let mut d = self.cache.downloads();
+            d.in_flight = None;
+            d.wanted.remove(self.name);
+        }
+        self.cache.settled.notify_waiters();
     }
 }
 
