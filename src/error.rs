@@ -401,10 +401,15 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        // A database outage is logged where it starts and ends (`store/outage.rs`), not once per
-        // request it fails.
-        // An unknown outcome is logged where it is found (`From<StoreError>`).
-        if status.is_server_error() && !matches!(self, Self::DatabaseUnavailable | Self::OutcomeUnknown) {
+        if matches!(self, Self::DatabaseUnavailable | Self::OutcomeUnknown) {
+            // A database outage is logged where it starts and ends (`store/outage.rs`), not once
+            // per request it fails; an unknown outcome where it is found (`From<StoreError>`).
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            // IMS unavailable (or a certificate download deferred): anyone can cause these by the
+            // thousand (made-up certificate names), and the breaker and the key loader warn once
+            // about the cause; the request line says 503.
+            tracing::info!(problem = self.slug(), cause = %error_chain(self), "request refused for now");
+        } else if status.is_server_error() {
             // The cause chain goes to the log only; the body stays generic.
             tracing::error!(problem = self.slug(), cause = %error_chain(self), "request failed");
         }

@@ -62,6 +62,10 @@ pub fn serve_command<'a>(cmd: &'a mut Command, db_url: &str, port: u16, ims: &De
         .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
         .env("CCC_IMS_URL", ims.url())
         .env("CCC_IMS_CERT_URL", ims.cert_base_url())
+        .env(
+            "CCC_IMS_CERT_NAME_PREFIX",
+            cc_connection::dev_ims::CERT_NAME_PREFIX,
+        )
         .env("CCC_IMS_REGION", world::REGION)
         .env(
             "CCC_CLIENT_IDS",

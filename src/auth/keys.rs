@@ -344,7 +344,7 @@ impl KeyStore {
                     && self
                         .certs
                         .as_ref()
-                        .and_then(|c| c.usable(name))
+                        .and_then(|c| c.in_use(name))
                         .is_some_and(|c| c.published.fingerprint == *fp)
             }
         }
@@ -425,23 +425,25 @@ impl CertCache {
         held.get(name).filter(|h| h.usable()).map(|h| h.cert.clone())
     }
 
+    /// The certificate `name` if it is held and usable, put first in line for a download when it
+    /// is about to lapse (tokens verified by it are checked here on every use, cached or not).
+    fn in_use(self: &Arc<Self>, name: &str) -> Option<Arc<Cert>> {
+        let (cert, due) = {
+            let held = self.held.read().ok()?;
+            let h = held.get(name).filter(|h| h.usable())?;
+            let due = h.fetched.elapsed() >= CERT_TTL.saturating_sub(CERT_REFRESH_AHEAD);
+            (h.cert.clone(), due)
+        };
+        if due {
+            self.refresh_soon(name);
+        }
+        Some(cert)
+    }
+
     /// The certificate `name`: the one held while usable (downloaded again ahead of its lapse),
     /// else downloaded, waiting at most [`CERT_WAIT`].
     async fn certificate(self: &Arc<Self>, name: &str) -> Result<Arc<Cert>, CertMiss> {
-        let due = {
-            let held = self.held.read().map_err(|_| CertMiss::NotFound)?;
-            match held.get(name) {
-                Some(h) if h.usable() => {
-                    let due = h.fetched.elapsed() >= CERT_TTL.saturating_sub(CERT_REFRESH_AHEAD);
-                    Some((h.cert.clone(), due))
-                }
-                _ => None,
-            }
-        };
-        if let Some((cert, due)) = due {
-            if due {
-                self.refresh_soon(name);
-            }
+        if let Some(cert) = self.in_use(name) {
             return Ok(cert);
         }
         if self.missing.contains_key(name) {
@@ -576,6 +578,11 @@ impl CertCache {
 
     /// Downloads `name` and publishes the outcome to the requests waiting on it.
     async fn download(self: Arc<Self>, name: String) {
+        // Frees the slot however the task ends (its runtime may stop it mid-download).
+        let _in_flight = InFlight {
+            cache: &self,
+            name: &name,
+        };
         let outcome = self.fetch(&name).await;
         let now = tokio::time::Instant::now();
         match outcome {
@@ -613,12 +620,6 @@ impl CertCache {
             }
             Err(CertMiss::Skipped) => {}
         }
-        {
-            let mut d = self.downloads();
-            d.in_flight = None;
-            d.wanted.remove(&name);
-        }
-        self.settled.notify_waiters();
     }
 
     async fn fetch(&self, name: &str) -> Result<Cert, CertMiss> {
@@ -631,6 +632,23 @@ impl CertCache {
             tracing::warn!(certificate = name, "IMS certificate could not be used");
             CertMiss::NotFound
         })
+    }
+}
+
+/// The download of a name running; dropping it frees the slot and wakes the waiting requests.
+struct InFlight<'a> {
+    cache: &'a CertCache,
+    name: &'a str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        {
+            let mut d = self.cache.downloads();
+            d.in_flight = None;
+            d.wanted.remove(self.name);
+        }
+        self.cache.settled.notify_waiters();
     }
 }
 

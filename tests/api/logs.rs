@@ -119,3 +119,42 @@ async fn malformed_requests_are_counted_not_logged_as_errors() {
         "nothing at ERROR:\n{log}"
     );
 }
+
+/// Item 1 of the third hardening round, in the log: tokens naming made-up certificates, answered 503
+/// while the download slot is taken, write nothing at ERROR (anyone can send thousands).
+#[tokio::test]
+async fn deferred_certificate_downloads_are_not_logged_as_errors() {
+    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(
+        &ims,
+        &format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
+    );
+    let serve = ServeProcess::start(&mut cmd);
+    let client = reqwest::Client::new();
+    serve.wait_ready(&client).await;
+    let url = format!("{}/tenants/acme-prod/creative-cloud-connection", serve.base());
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    let claims = serde_json::json!({
+        "type": "access_token", "client_id": world::INTEGRATION_CLIENT, "as": world::REGION,
+        "scope": world::READ_SCOPE, "created_at": now, "expires_in": "86400000",
+    });
+    let requests: Vec<_> = (0..8)
+        .map(|i| {
+            let name = format!("{}made-up-{i}", cc_connection::dev_ims::CERT_NAME_PREFIX);
+            let header = serde_json::json!({"alg": "RS256", "kid": name, "x5u": format!("{name}.cer")});
+            let req = client.get(&url).bearer_auth(ims.sign_raw(&header, &claims));
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap());
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    let log = serve.kill_and_log();
+    assert!(
+        !log.lines().any(|l| l.contains("\"level\":\"ERROR\"")),
+        "nothing at ERROR:\n{log}"
+    );
+}

@@ -69,6 +69,10 @@ pub fn serve_command(ims: &DevIms, database_url: &str) -> Command {
         .env("CCC_LISTEN", "127.0.0.1:0")
         .env("CCC_IMS_URL", ims.url())
         .env("CCC_IMS_CERT_URL", ims.cert_base_url())
+        .env(
+            "CCC_IMS_CERT_NAME_PREFIX",
+            cc_connection::dev_ims::CERT_NAME_PREFIX,
+        )
         .env("CCC_IMS_REGION", world::REGION)
         .env(
             "CCC_CLIENT_IDS",
