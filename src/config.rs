@@ -100,6 +100,12 @@ pub struct Config {
     /// `CCC_MAX_WATCHERS`: requests that may wait for a change (`?wait=`) at once on this replica;
     /// beyond it a watch answers at once, as a plain read.
     pub max_watchers: usize,
+    /// `CCC_FEED_HEARTBEAT_MS`: how long a change feed stream (Server-Sent Events) goes without a
+    /// change before it sends `event: position`.
+    pub feed_heartbeat_ms: u64,
+    /// `CCC_FEED_BUFFER`: changes this replica's feed broadcast holds for its Server-Sent Events
+    /// subscribers; one that falls further behind is closed (it resumes from its last id).
+    pub feed_buffer: usize,
 }
 
 /// A configuration that cannot be used, said in one line.
@@ -152,6 +158,8 @@ impl Config {
             ims_breaker_cooldown_ms: 5_000,
             ops_listen: None,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            feed_heartbeat_ms: 15_000,
+            feed_buffer: 4_096,
         }
     }
 
@@ -257,6 +265,11 @@ impl Config {
         for (name, value) in [
             ("CCC_DB_READ_BATCH_SIZE", self.db_read_batch_size),
             ("CCC_DB_READ_BATCHES_IN_FLIGHT", self.db_read_batches_in_flight),
+            ("CCC_FEED_BUFFER", self.feed_buffer),
+            (
+                "CCC_FEED_HEARTBEAT_MS",
+                usize::try_from(self.feed_heartbeat_ms).unwrap_or(usize::MAX),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

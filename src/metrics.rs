@@ -48,6 +48,12 @@ pub struct Metrics {
     pub watch_feed_up: IntGauge,
     /// Times the `LISTEN` connection was re-established after being lost.
     pub watch_feed_reconnects: IntCounter,
+    /// Server-Sent Events subscribers of the change feed now.
+    pub feed_subscribers: IntGauge,
+    /// Changes sent to change feed subscribers (Server-Sent Events).
+    pub feed_changes_sent: IntCounter,
+    /// Change feed subscribers closed because they fell behind the broadcast (they resume).
+    pub feed_subscribers_cut: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -131,6 +137,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "watch_feed_reconnects_total",
         "Times the LISTEN connection was re-established",
     )?;
+    let feed_subscribers = IntGauge::new(
+        "feed_subscribers",
+        "Server-Sent Events subscribers of the change feed",
+    )?;
+    let feed_changes_sent = IntCounter::new(
+        "feed_changes_sent_total",
+        "Changes sent to change feed subscribers",
+    )?;
+    let feed_subscribers_cut = IntCounter::new(
+        "feed_subscribers_cut_total",
+        "Change feed subscribers closed because they fell behind",
+    )?;
+    registry.register(Box::new(feed_subscribers.clone()))?;
+    registry.register(Box::new(feed_changes_sent.clone()))?;
+    registry.register(Box::new(feed_subscribers_cut.clone()))?;
     registry.register(Box::new(watchers.clone()))?;
     registry.register(Box::new(watch_delay.clone()))?;
     registry.register(Box::new(watch_feed_up.clone()))?;
@@ -167,6 +188,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         watch_delay,
         watch_feed_up,
         watch_feed_reconnects,
+        feed_subscribers,
+        feed_changes_sent,
+        feed_subscribers_cut,
     })
 }
 

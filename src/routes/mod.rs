@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod etag;
+pub mod feed;
 pub mod health;
 pub mod metrics;
 pub mod orgs;
@@ -38,6 +39,8 @@ pub fn configure_public(cfg: &mut ServiceConfig<'_>) {
         .service(connection::put_connection)
         .service(connection::delete_connection)
         .service(connection::get_history)
+        .service(feed::list_connections)
+        .service(feed::get_changes)
         .service(orgs::get_user_orgs)
         .service(health::healthz)
         .service(health::readyz);
@@ -116,6 +119,8 @@ const ANY_REQUEST: &[ProblemKind] = &[
 ];
 /// What a request naming a tenant can also be answered with: the caller's rights, the tenant.
 const TENANT_ROUTE: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden, P::UnknownTenant];
+/// What a request of the change feed can also be answered with: anyone but an integration.
+const INTEGRATIONS: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden];
 /// What a request that may ask IMS can also be answered with.
 const ASKS_IMS: &[ProblemKind] = &[P::ImsError, P::ImsUnavailable];
 /// What a write (a switch or a disconnect) can also be answered with.
@@ -164,6 +169,14 @@ pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
     (
         "get_history",
         &[ANY_REQUEST, TENANT_ROUTE, ASKS_IMS, &[P::DatabaseUnavailable]],
+    ),
+    (
+        "list_connections",
+        &[ANY_REQUEST, INTEGRATIONS, &[P::DatabaseUnavailable]],
+    ),
+    (
+        "get_changes",
+        &[ANY_REQUEST, INTEGRATIONS, &[P::DatabaseUnavailable]],
     ),
     (
         "get_user_orgs",

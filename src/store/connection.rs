@@ -8,6 +8,7 @@ use sea_orm::{
     QueryOrder, QueryResult, QuerySelect, Statement, TransactionTrait, Value,
 };
 
+use super::change::{self, ChangeKind, NewChange};
 use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
@@ -19,7 +20,7 @@ use crate::entity::connection;
 const SWITCH_ATTEMPTS: u32 = 5;
 
 /// A statement with `$n` placeholders, made right for the backend (SQLite numbers them `?n`).
-fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+pub(super) fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = match backend {
         DbBackend::Sqlite => sql.replace('$', "?"),
         _ => sql.to_owned(),
@@ -28,7 +29,7 @@ fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
 }
 
 /// The predicate of the partial unique index, spelled as the index spells it so the planner uses it.
-fn is_active(backend: DbBackend, alias: &str) -> String {
+pub(super) fn is_active(backend: DbBackend, alias: &str) -> String {
     match backend {
         DbBackend::Sqlite => format!("{alias}active = 1"),
         _ => format!("{alias}active"),
@@ -211,6 +212,23 @@ impl Store {
             Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::ConcurrentSwitch,
             _ => classify(e),
         })?;
+        change::record(
+            &txn,
+            NewChange {
+                tenant_id: &req.tenant_id,
+                kind: if active.is_some() {
+                    ChangeKind::Switched
+                } else {
+                    ChangeKind::Connected
+                },
+                org: Some((&new.org_id, &new.org_name)),
+                previous_org_id: active.as_ref().map(|a| &a.org_id),
+                revision,
+                at,
+                by: req.by.as_str(),
+            },
+        )
+        .await?;
         self.commit_locked(txn, &req.tenant_id).await?;
         Ok(if active.is_some() {
             SwitchOutcome::Replaced(new)
@@ -229,7 +247,11 @@ impl Store {
     ) -> Result<ConnectionRecord, StoreError> {
         let backend = self.db.get_database_backend();
         let at = at.trunc_subsecs(6);
-        let Locked { txn, active, .. } = self.lock_tenant(tenant_id).await?;
+        let Locked {
+            txn,
+            revision,
+            active,
+        } = self.lock_tenant(tenant_id).await?;
         let Some(current) = active else {
             txn.rollback().await.map_err(classify)?;
             return Err(if if_match.is_some() {
@@ -243,6 +265,19 @@ impl Store {
             return Err(StoreError::PreconditionFailed);
         }
         end_active(&txn, backend, tenant_id, by.as_str(), at, EndReason::Disconnected).await?;
+        change::record(
+            &txn,
+            NewChange {
+                tenant_id,
+                kind: ChangeKind::Disconnected,
+                org: None,
+                previous_org_id: Some(&current.org_id),
+                revision,
+                at,
+                by: by.as_str(),
+            },
+        )
+        .await?;
         self.commit_locked(txn, tenant_id).await?;
         Ok(ConnectionRecord {
             active: false,
@@ -284,7 +319,11 @@ impl Store {
     ) -> Result<Option<ConnectionRecord>, StoreError> {
         let backend = self.db.get_database_backend();
         let at = at.trunc_subsecs(6);
-        let Locked { txn, active, .. } = self.lock_tenant(tenant_id).await?;
+        let Locked {
+            txn,
+            revision,
+            active,
+        } = self.lock_tenant(tenant_id).await?;
         if active.is_some() {
             end_active(
                 &txn,
@@ -303,6 +342,19 @@ impl Store {
         ))
         .await
         .map_err(classify)?;
+        change::record(
+            &txn,
+            NewChange {
+                tenant_id,
+                kind: ChangeKind::TenantRemoved,
+                org: None,
+                previous_org_id: active.as_ref().map(|a| &a.org_id),
+                revision,
+                at,
+                by: by.as_str(),
+            },
+        )
+        .await?;
         // Removing a tenant ends its connection like a disconnect: the tenant lock carried the
         // NOTIFY (PostgreSQL); on SQLite the commit wakes this process's watchers.
         self.commit_locked(txn, tenant_id).await?;

@@ -120,7 +120,13 @@ impl Store {
             reads: ReadBatcher::new(db.clone(), reads),
             db,
             watchers: Watchers::new(DEFAULT_MAX_WATCHERS, feed),
+            feed: crate::feed::Hub::default(),
         }
+    }
+
+    /// This replica's broadcast of committed changes (the change feed's Server-Sent Events).
+    pub fn feed(&self) -> &crate::feed::Hub {
+        &self.feed
     }
 
     /// This replica's watchers (blocking reads), woken by the changes this store commits.

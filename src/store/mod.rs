@@ -6,6 +6,7 @@
 //! Functions here return [`StoreError`], never HTTP types; `error.rs` maps them once.
 
 mod batch;
+mod change;
 mod connection;
 mod db;
 mod tenant;
@@ -13,6 +14,7 @@ mod tenant;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 
+pub use change::{ChangeKind, ChangeRecord, ListedTenant};
 pub use db::DbOptions;
 pub(crate) use db::classify;
 
@@ -148,4 +150,5 @@ pub struct Store {
     db: DatabaseConnection,
     watchers: crate::watch::Watchers,
     reads: batch::ReadBatcher,
+    feed: crate::feed::Hub,
 }

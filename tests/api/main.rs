@@ -11,6 +11,7 @@ mod concurrency;
 mod connection;
 mod errors;
 mod faults;
+mod feed;
 mod head;
 mod helpers;
 mod ims_guard;
