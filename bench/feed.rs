@@ -10,6 +10,8 @@
 //! <= 64 MiB above idle, catch-up >= 100,000 changes/s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// wrk's durations are not read here.
+#[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
 
@@ -237,7 +239,7 @@ async fn main() {
         for k in 0..total {
             tick.tick().await;
             let tenant = format!("t{:05}", k % TENANTS);
-            let org = if (k / TENANTS) % 2 == 0 {
+            let org = if (k / TENANTS).is_multiple_of(2) {
                 world::ACME_DESIGN_ORG
             } else {
                 world::ACME_CREATIVE_ORG
