@@ -762,9 +762,9 @@ async fn after_an_upgrade_the_listing_and_the_feed_bring_a_client_to_the_current
     }
 }
 
-/// SIGTERM ends every change feed stream and long poll at once, so they do not hold up the drain.
+/// SIGTERM ends every change feed stream at once, so they do not hold up the drain.
 #[tokio::test]
-async fn sigterm_ends_the_streams_and_long_polls_and_the_drain_is_not_held_up() {
+async fn sigterm_ends_the_streams_and_the_drain_is_not_held_up() {
     use crate::process::{LoneReplica, lone_replica};
     let LoneReplica {
         ims,
@@ -783,7 +783,6 @@ async fn sigterm_ends_the_streams_and_long_polls_and_the_drain_is_not_held_up() 
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let poll = tokio::spawn(client.get(format!("{url}?wait=60")).bearer_auth(&token).send());
     wait_for("the stream to subscribe", Duration::from_secs(5), || async {
         crate::helpers::metrics_at(&client, replica.base())
             .await
@@ -799,8 +798,6 @@ async fn sigterm_ends_the_streams_and_long_polls_and_the_drain_is_not_held_up() 
     })
     .await;
     assert!(end.is_ok(), "the stream ended at once");
-    let polled: Value = poll.await.unwrap().unwrap().json().await.unwrap();
-    assert_eq!(polled, serde_json::json!({"changes": [], "position": "0"}));
     assert!(
         terminated.elapsed() < Duration::from_secs(3),
         "{:?}",
