@@ -12,7 +12,7 @@
 //! again if it ever meets a position further than the next one. A subscriber that falls further
 //! behind than the broadcast holds (it does not read) is cut off: its stream ends and the client
 //! resumes from the last id it got (`Last-Event-ID`). What a subscriber holds is bounded: one
-//! catch-up page, and its place in the shared broadcast.
+//! catch-up page of 100 events, and its place in the shared broadcast.
 //!
 //! [`Watchers::commits`]: crate::watch::Watchers::commits
 
@@ -26,8 +26,12 @@ use tokio::sync::{broadcast, watch};
 use crate::routes::feed::Change;
 use crate::store::{ChangeRecord, Store};
 
-/// Changes read from the database at once (the tail's and a subscriber's catch-up pages).
+/// Changes the tail reads from the database at once.
 pub const PAGE: u64 = 1_000;
+
+/// Changes a subscriber reads at once while it catches up: what it holds ready to send is at most
+/// this many events (about 40 KiB), so many subscribers catching up at once stay small.
+const CATCH_UP_PAGE: u64 = 100;
 
 /// How often the tail (and a long poll) reads the database even without a signal: a signal lost
 /// to a stalled change channel is made up for within this.
@@ -184,14 +188,14 @@ impl Subscriber {
                 return None;
             }
             if !self.caught_up {
-                let page = match self.store.changes_after(self.position, PAGE).await {
+                let page = match self.store.changes_after(self.position, CATCH_UP_PAGE).await {
                     Ok(page) => page,
                     Err(e) => {
                         tracing::warn!(error = %e, "change feed: a subscriber's catch-up failed; closing it");
                         return None;
                     }
                 };
-                self.caught_up = (page.len() as u64) < PAGE;
+                self.caught_up = (page.len() as u64) < CATCH_UP_PAGE;
                 for change in &page {
                     self.position = change.position;
                     self.ready.push_back(Frame::of(change).bytes);
