@@ -139,7 +139,9 @@ fn print_dev_banner(ims: &DevIms, base: &str, admin_scope: &str, read_scope: &st
          Try:\n\
          curl -s -X PUT -H \"Authorization: Bearer {admin}\" -H 'Content-Type: application/json' \
          -d '{{\"org_id\":\"{creative}\"}}' {base}/tenants/{t}/creative-cloud-connection\n\
-         curl -s -H \"Authorization: Bearer {integration}\" {base}/tenants/{t}/creative-cloud-connection\n",
+         curl -s -H \"Authorization: Bearer {integration}\" {base}/tenants/{t}/creative-cloud-connection\n\
+         # follow every tenant's changes (Server-Sent Events):\n\
+         curl -sN -H \"Authorization: Bearer {integration}\" -H 'Accept: text/event-stream' {base}/creative-cloud-connections/changes\n",
         ims_url = ims.url(),
         home = world::ACME_HOME_ORG,
         admin_group = world::ACME_ADMIN_GROUP,

@@ -119,6 +119,12 @@ pub struct Config {
     /// `CCC_MAX_WATCHERS_PER_TENANT`: watches of one tenant held at once on this replica; beyond it
     /// a watch of that tenant answers at once.
     pub max_watchers_per_tenant: usize,
+    /// `CCC_FEED_HEARTBEAT_MS`: how long a change feed stream (Server-Sent Events) goes without a
+    /// change before it sends `event: position`.
+    pub feed_heartbeat_ms: u64,
+    /// `CCC_FEED_BUFFER`: changes this replica's feed broadcast holds for its Server-Sent Events
+    /// subscribers; one that falls further behind is closed (it resumes from its last id).
+    pub feed_buffer: usize,
 }
 
 /// The default of `CCC_REQUEST_BODY_TIMEOUT_MS`: a switch body is under 100 bytes.
@@ -183,6 +189,8 @@ impl Config {
             request_body_timeout_ms: default_request_body_timeout_ms(),
             max_watchers_per_caller: crate::watch::DEFAULT_MAX_WATCHERS_PER_CALLER,
             max_watchers_per_tenant: crate::watch::DEFAULT_MAX_WATCHERS_PER_TENANT,
+            feed_heartbeat_ms: 15_000,
+            feed_buffer: 4_096,
         }
     }
 
@@ -305,6 +313,11 @@ impl Config {
             ),
             ("CCC_DB_READ_BATCH_SIZE", self.db_read_batch_size),
             ("CCC_DB_READ_BATCHES_IN_FLIGHT", self.db_read_batches_in_flight),
+            ("CCC_FEED_BUFFER", self.feed_buffer),
+            (
+                "CCC_FEED_HEARTBEAT_MS",
+                usize::try_from(self.feed_heartbeat_ms).unwrap_or(usize::MAX),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

@@ -14,6 +14,7 @@ pub use cc_connection_dev_ims as dev_ims;
 pub mod domain;
 pub mod entity;
 pub mod error;
+pub mod feed;
 pub mod ims;
 pub mod logfilter;
 pub mod metrics;

@@ -64,6 +64,12 @@ pub struct Metrics {
     pub db_outage: IntGauge,
     /// Database waits that failed or were refused because the database was unreachable.
     pub db_unavailable: IntCounter,
+    /// Server-Sent Events subscribers of the change feed now.
+    pub feed_subscribers: IntGauge,
+    /// Changes sent to change feed subscribers (Server-Sent Events).
+    pub feed_changes_sent: IntCounter,
+    /// Change feed subscribers closed because they fell behind the broadcast (they resume).
+    pub feed_subscribers_cut: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -180,6 +186,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(db_outage.clone()))?;
     registry.register(Box::new(db_unavailable.clone()))?;
+    let feed_subscribers = IntGauge::new(
+        "feed_subscribers",
+        "Server-Sent Events subscribers of the change feed",
+    )?;
+    let feed_changes_sent = IntCounter::new(
+        "feed_changes_sent_total",
+        "Changes sent to change feed subscribers",
+    )?;
+    let feed_subscribers_cut = IntCounter::new(
+        "feed_subscribers_cut_total",
+        "Change feed subscribers closed because they fell behind",
+    )?;
+    registry.register(Box::new(feed_subscribers.clone()))?;
+    registry.register(Box::new(feed_changes_sent.clone()))?;
+    registry.register(Box::new(feed_subscribers_cut.clone()))?;
     registry.register(Box::new(watchers.clone()))?;
     registry.register(Box::new(watch_delay.clone()))?;
     registry.register(Box::new(watch_feed_up.clone()))?;
@@ -222,6 +243,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         readiness_checks,
         db_outage,
         db_unavailable,
+        feed_subscribers,
+        feed_changes_sent,
+        feed_subscribers_cut,
     })
 }
 

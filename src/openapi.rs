@@ -31,6 +31,7 @@ use crate::routes::connection::SwitchBody;
     tags(
         (name = "connection", description = "The tenant's Creative Cloud connection"),
         (name = "orgs", description = "The org picker"),
+        (name = "feed", description = "Every tenant's connection and the change feed (integrations)"),
         (name = "operations", description = "Probes"),
     ),
 )]

@@ -118,6 +118,9 @@ struct Inner {
     /// Whether the change feed is delivering (always on SQLite; the `LISTEN` connection on PostgreSQL).
     live: AtomicBool,
     shutdown: watch::Sender<bool>,
+    /// Bumped whenever a commit may have happened (a change delivered, a re-check): the change
+    /// feed's "something committed" signal (`feed.rs`).
+    commits: watch::Sender<u64>,
 }
 
 /// Whether the change feed delivers commits to the watchers.
@@ -154,6 +157,7 @@ impl Watchers {
                 max_per_tenant: AtomicUsize::new(DEFAULT_MAX_WATCHERS_PER_TENANT.min(max)),
                 live: AtomicBool::new(feed == Feed::Live),
                 shutdown: watch::channel(false).0,
+                commits: watch::channel(0).0,
             }),
         }
     }
@@ -243,6 +247,7 @@ impl Watchers {
 
     /// Wakes `tenant`'s watchers: it changed, committed at `committed`.
     pub fn changed(&self, tenant: &TenantId, committed: Option<SystemTime>) {
+        self.inner.commits.send_modify(|n| *n += 1);
         let slot = self.slots().get(tenant).map(|e| e.slot.clone());
         if let Some(slot) = slot {
             slot.wake.send_modify(|w| {
@@ -262,6 +267,7 @@ impl Watchers {
 
     /// Wakes every watcher to re-check its tenant (the feed was down, or came back).
     pub fn recheck_all(&self) {
+        self.inner.commits.send_modify(|n| *n += 1);
         let slots: Vec<Arc<Slot>> = self.slots().values().map(|e| e.slot.clone()).collect();
         for slot in slots {
             slot.wake.send_modify(|w| {
@@ -291,6 +297,17 @@ impl Watchers {
     /// Whether the change feed delivers now.
     pub fn is_live(&self) -> bool {
         self.inner.live.load(Ordering::Acquire)
+    }
+
+    /// The "something committed" signal: changes with every change delivered to this replica and
+    /// every re-check (so also while the change channel is down).
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.inner.commits.subscribe()
+    }
+
+    /// Turns true when the server is stopping.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
     }
 
     /// The server is stopping: every watcher answers now (304), and new watches answer at once.

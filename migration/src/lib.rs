@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_create_tenant;
 mod m20261124_000002_create_connection;
 mod m20261125_000003_add_tenant_removed_at;
+mod m20261204_000004_create_change;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_tenant::Migration),
             Box::new(m20261124_000002_create_connection::Migration),
             Box::new(m20261125_000003_add_tenant_removed_at::Migration),
+            Box::new(m20261204_000004_create_change::Migration),
         ]
     }
 }

@@ -367,3 +367,32 @@ impl FromRequest for UserCaller {
         })
     }
 }
+
+/// An integration: a service token of an integration client (`CCC_INTEGRATION_CLIENT_IDS`) with the
+/// read scope. The only caller of the change feed and the listing of every tenant.
+#[derive(Debug)]
+pub struct Integration {
+    /// The caller.
+    pub caller: Caller,
+}
+
+impl FromRequest for Integration {
+    type Error = ApiError;
+    type Future = BoxFut<Self>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        extract(req, |req, state| async move {
+            let caller = Caller::from_parts(&req, &state).await?;
+            let token = &caller.token;
+            let cfg = &state.config;
+            if !(token.is_service() && cfg.integration_client_ids.iter().any(|c| *c == token.client_id)) {
+                return Err(ApiError::Forbidden(
+                    "only an integration's service token may read every tenant",
+                ));
+            }
+            if !token.has_scope(&cfg.read_scope) {
+                return Err(ApiError::InsufficientScope(cfg.read_scope.clone()));
+            }
+            Ok(Self { caller })
+        })
+    }
+}

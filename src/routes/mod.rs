@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod etag;
+pub mod feed;
 pub mod health;
 pub mod metrics;
 pub mod orgs;
@@ -38,6 +39,8 @@ pub fn configure_public(cfg: &mut ServiceConfig<'_>) {
         .service(connection::put_connection)
         .service(connection::delete_connection)
         .service(connection::get_history)
+        .service(feed::list_connections)
+        .service(feed::get_changes)
         .service(orgs::get_user_orgs)
         .service(health::healthz)
         .service(health::readyz);
@@ -118,6 +121,8 @@ const ANY_REQUEST: &[ProblemKind] = &[
 /// caller may not see is `forbidden`, registered or not; only integrations, on reads, are told it is
 /// unknown).
 const TENANT_ROUTE: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden];
+/// What a request of the change feed can also be answered with: anyone but an integration.
+const INTEGRATIONS: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden];
 /// What a request that may ask IMS can also be answered with.
 const ASKS_IMS: &[ProblemKind] = &[P::ImsError, P::ImsUnavailable];
 /// What a write (a switch or a disconnect) can also be answered with.
@@ -173,6 +178,14 @@ pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
             ASKS_IMS,
             &[P::DatabaseUnavailable],
         ],
+    ),
+    (
+        "list_connections",
+        &[ANY_REQUEST, INTEGRATIONS, &[P::DatabaseUnavailable]],
+    ),
+    (
+        "get_changes",
+        &[ANY_REQUEST, INTEGRATIONS, &[P::DatabaseUnavailable]],
     ),
     (
         "get_user_orgs",

@@ -10,6 +10,7 @@ use sea_orm::{
 use tracing::Instrument as _;
 
 use super::db::within;
+use super::change::{self, ChangeKind, NewChange};
 use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
@@ -21,7 +22,7 @@ use crate::entity::connection;
 const SWITCH_ATTEMPTS: u32 = 5;
 
 /// A statement with `$n` placeholders, made right for the backend (SQLite numbers them `?n`).
-fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+pub(super) fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = match backend {
         DbBackend::Sqlite => sql.replace('$', "?"),
         _ => sql.to_owned(),
@@ -30,7 +31,7 @@ fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
 }
 
 /// The predicate of the partial unique index, spelled as the index spells it so the planner uses it.
-fn is_active(backend: DbBackend, alias: &str) -> String {
+pub(super) fn is_active(backend: DbBackend, alias: &str) -> String {
     match backend {
         DbBackend::Sqlite => format!("{alias}active = 1"),
         _ => format!("{alias}active"),
@@ -215,6 +216,24 @@ impl Store {
             Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::ConcurrentSwitch,
             _ => classify(e),
         })?;
+        change::record(
+            self,
+            &txn,
+            NewChange {
+                tenant_id: &req.tenant_id,
+                kind: if active.is_some() {
+                    ChangeKind::Switched
+                } else {
+                    ChangeKind::Connected
+                },
+                org: Some((&new.org_id, &new.org_name)),
+                previous_org_id: active.as_ref().map(|a| &a.org_id),
+                revision,
+                at,
+                by: req.by.as_str(),
+            },
+        )
+        .await?;
         self.commit_locked(txn, &req.tenant_id).await?;
         Ok(if active.is_some() {
             SwitchOutcome::Replaced(new)
@@ -233,7 +252,11 @@ impl Store {
     ) -> Result<ConnectionRecord, StoreError> {
         let backend = self.db.get_database_backend();
         let at = at.trunc_subsecs(6);
-        let Locked { txn, active, .. } = self.lock_tenant(tenant_id).await?;
+        let Locked {
+            txn,
+            revision,
+            active,
+        } = self.lock_tenant(tenant_id).await?;
         let Some(current) = active else {
             self.wait(txn.rollback()).await?;
             return Err(if if_match.is_some() {
@@ -254,6 +277,20 @@ impl Store {
             by.as_str(),
             at,
             EndReason::Disconnected,
+        )
+        .await?;
+        change::record(
+            self,
+            &txn,
+            NewChange {
+                tenant_id,
+                kind: ChangeKind::Disconnected,
+                org: None,
+                previous_org_id: Some(&current.org_id),
+                revision,
+                at,
+                by: by.as_str(),
+            },
         )
         .await?;
         self.commit_locked(txn, tenant_id).await?;
@@ -297,7 +334,11 @@ impl Store {
     ) -> Result<Option<ConnectionRecord>, StoreError> {
         let backend = self.db.get_database_backend();
         let at = at.trunc_subsecs(6);
-        let Locked { txn, active, .. } = self.lock_tenant(tenant_id).await?;
+        let Locked {
+            txn,
+            revision,
+            active,
+        } = self.lock_tenant(tenant_id).await?;
         if active.is_some() {
             end_active(
                 self,
@@ -315,6 +356,20 @@ impl Store {
             "UPDATE tenant SET removed_at = $1 WHERE tenant_id = $2",
             vec![at.into(), tenant_id.as_str().into()],
         )))
+        .await?;
+        change::record(
+            self,
+            &txn,
+            NewChange {
+                tenant_id,
+                kind: ChangeKind::TenantRemoved,
+                org: None,
+                previous_org_id: active.as_ref().map(|a| &a.org_id),
+                revision,
+                at,
+                by: by.as_str(),
+            },
+        )
         .await?;
         // Removing a tenant ends its connection like a disconnect: the tenant lock carried the
         // NOTIFY (PostgreSQL); on SQLite the commit wakes this process's watchers.

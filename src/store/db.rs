@@ -189,7 +189,13 @@ impl Store {
             db,
             watchers: Watchers::new(DEFAULT_MAX_WATCHERS, feed),
             outage,
+            feed: crate::feed::Hub::default(),
         }
+    }
+
+    /// This replica's broadcast of committed changes (the change feed's Server-Sent Events).
+    pub fn feed(&self) -> &crate::feed::Hub {
+        &self.feed
     }
 
     /// Runs one database wait of a request: refused at once while the database is unreachable

@@ -6,6 +6,7 @@
 //! Functions here return [`StoreError`], never HTTP types; `error.rs` maps them once.
 
 mod batch;
+mod change;
 mod connection;
 mod db;
 mod outage;
@@ -14,6 +15,7 @@ mod tenant;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 
+pub use change::{ChangeKind, ChangeRecord, ListedTenant};
 pub use db::DbOptions;
 pub(crate) use db::{classify, is_outage};
 pub(crate) use outage::jittered;
@@ -157,4 +159,5 @@ pub struct Store {
     /// The bound on each statement and commit, on our side (`None`: unbounded, operator commands).
     limit: Option<std::time::Duration>,
     outage: std::sync::Arc<outage::Outage>,
+    feed: crate::feed::Hub,
 }

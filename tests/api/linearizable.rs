@@ -30,7 +30,7 @@ const SLOW_LINK: Duration = Duration::from_millis(20);
 
 /// A TCP proxy to `target` that passes requests at once and delivers the answers `delay` late, in
 /// order; returns its port.
-async fn slow_link(target: String, delay: Duration) -> u16 {
+pub(crate) async fn slow_link(target: String, delay: Duration) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

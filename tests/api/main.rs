@@ -12,6 +12,7 @@ mod connection;
 mod errors;
 mod failover;
 mod faults;
+mod feed;
 mod head;
 mod helpers;
 mod ims_guard;

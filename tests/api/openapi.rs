@@ -41,6 +41,8 @@ fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
         "/tenants/{tenant_id}/creative-cloud-connection",
         "/tenants/{tenant_id}/creative-cloud-connection/history",
         "/users/{user_id}/orgs",
+        "/creative-cloud-connections",
+        "/creative-cloud-connections/changes",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -70,7 +72,7 @@ fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
                     }
                 }
             }
-            if path.starts_with("/tenants") || path.starts_with("/users") {
+            if path.starts_with("/tenants") || path.starts_with("/users") || path.starts_with("/creative") {
                 assert!(responses.contains_key("401"), "{method} {path} documents 401");
                 assert!(op["security"].is_array(), "{method} {path} needs bearer");
             }

@@ -1,0 +1,229 @@
+//! The change feed's push side: one tail per replica reads the changes committed after the last it
+//! published and publishes them on a bounded broadcast; each Server-Sent Events subscriber catches
+//! up from the database, then follows the broadcast.
+//!
+//! The tail wakes on the store's "something committed" signal ([`Watchers::commits`]: every change
+//! delivered to this replica, and the re-checks while the change channel is down), and every few
+//! seconds anyway. It reads the database, so what it publishes is in position order without gaps
+//! (positions follow commit order: `store/change.rs`).
+//!
+//! A subscriber subscribes to the broadcast *before* it catches up, so a change is either in its
+//! catch-up read or received afterwards; it skips what it already sent, and reads the database
+//! again if it ever meets a position further than the next one. A subscriber that falls further
+//! behind than the broadcast holds (it does not read) is cut off: its stream ends and the client
+//! resumes from the last id it got (`Last-Event-ID`). What a subscriber holds is bounded: one
+//! catch-up page of 100 events, and its place in the shared broadcast.
+//!
+//! [`Watchers::commits`]: crate::watch::Watchers::commits
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use tokio::sync::{broadcast, watch};
+
+use crate::routes::feed::Change;
+use crate::store::{ChangeRecord, Store};
+
+/// Changes the tail reads from the database at once.
+pub const PAGE: u64 = 1_000;
+
+/// Changes a subscriber reads at once while it catches up: what it holds ready to send is at most
+/// this many events (about 40 KiB), so many subscribers catching up at once stay small.
+const CATCH_UP_PAGE: u64 = 100;
+
+/// How often the tail (and a long poll) reads the database even without a signal: a signal lost
+/// to a stalled change channel is made up for within this.
+pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// How long the tail waits before reading again after the database failed it.
+const TAIL_RETRY: Duration = Duration::from_millis(500);
+
+/// One change, as a Server-Sent Event ready to send.
+#[derive(Debug)]
+pub struct Frame {
+    /// Its position.
+    pub position: i64,
+    /// `id: <position>\nevent: change\ndata: <json>\n\n`.
+    pub bytes: Bytes,
+}
+
+impl Frame {
+    /// The event of `change`.
+    pub fn of(change: &ChangeRecord) -> Self {
+        let json = serde_json::to_string(&Change::from(change)).unwrap_or_default();
+        Self {
+            position: change.position,
+            bytes: Bytes::from(format!(
+                "id: {}\nevent: change\ndata: {json}\n\n",
+                change.position
+            )),
+        }
+    }
+}
+
+/// The heartbeat event: the last position this subscriber has been sent.
+fn position_event(position: i64) -> Bytes {
+    Bytes::from(format!(
+        "event: position\ndata: {{\"position\":\"{position}\"}}\n\n"
+    ))
+}
+
+/// This replica's broadcast of committed changes, started with its first subscriber. Cheap to
+/// clone.
+#[derive(Debug, Clone, Default)]
+pub struct Hub {
+    changes: Arc<OnceLock<broadcast::Sender<Arc<Frame>>>>,
+}
+
+impl Hub {
+    /// A receiver of every change the tail publishes from now on (the tail starts now if it has
+    /// not yet, with a broadcast holding `capacity` changes).
+    pub fn subscribe(&self, store: &Store, capacity: usize) -> broadcast::Receiver<Arc<Frame>> {
+        self.changes
+            .get_or_init(|| {
+                let (sender, _) = broadcast::channel(capacity.max(1));
+                tokio::spawn(tail(store.clone(), sender.clone()));
+                sender
+            })
+            .subscribe()
+    }
+}
+
+async fn tail(store: Store, changes: broadcast::Sender<Arc<Frame>>) {
+    let mut signal = store.watchers().commits();
+    let mut stopping = store.watchers().stopping();
+    let mut last = loop {
+        match store.change_head().await {
+            Ok(head) => break head,
+            Err(e) => {
+                tracing::warn!(error = %e, "change feed: could not read the head; retrying");
+                tokio::select! {
+                    _ = stopping.wait_for(|s| *s) => return,
+                    () = tokio::time::sleep(TAIL_RETRY) => {}
+                }
+            }
+        }
+    };
+    loop {
+        // Marked seen before the read: a commit signalled during it wakes the next loop.
+        signal.borrow_and_update();
+        let mut failed = false;
+        loop {
+            match store.changes_after(last, PAGE).await {
+                Ok(page) => {
+                    let full = page.len() as u64 == PAGE;
+                    for change in &page {
+                        last = change.position;
+                        // No receiver now is fine: a subscriber catches up from the database.
+                        let _ = changes.send(Arc::new(Frame::of(change)));
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "change feed: could not read the changes; retrying");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let wait = if failed { TAIL_RETRY } else { RECHECK };
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => return,
+            changed = signal.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One Server-Sent Events subscriber: what it has been sent, and what it still has to send.
+pub struct Subscriber {
+    store: Store,
+    changes: broadcast::Receiver<Arc<Frame>>,
+    stopping: watch::Receiver<bool>,
+    /// The last position sent (or the one resumed from).
+    position: i64,
+    /// Events ready to send (at most one catch-up page).
+    ready: VecDeque<Bytes>,
+    /// Whether the database has been read up to the broadcast.
+    caught_up: bool,
+    heartbeat: Duration,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        crate::metrics::metrics().feed_subscribers.dec();
+    }
+}
+
+impl Subscriber {
+    /// A subscriber that resumes after `position`, sending `event: position` after `heartbeat`
+    /// without a change. Subscribes before anything is read.
+    pub fn new(store: &Store, position: i64, heartbeat: Duration, capacity: usize) -> Self {
+        let changes = store.feed().subscribe(store, capacity);
+        crate::metrics::metrics().feed_subscribers.inc();
+        Self {
+            store: store.clone(),
+            changes,
+            stopping: store.watchers().stopping(),
+            position,
+            ready: VecDeque::new(),
+            caught_up: false,
+            heartbeat,
+        }
+    }
+
+    /// The next bytes to send; `None` ends the stream (the server is stopping, the subscriber fell
+    /// behind, or the database failed a catch-up read: the client resumes from its last id).
+    pub async fn next(&mut self) -> Option<Bytes> {
+        let metrics = crate::metrics::metrics();
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            if *self.stopping.borrow() {
+                return None;
+            }
+            if !self.caught_up {
+                let page = match self.store.changes_after(self.position, CATCH_UP_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed: a subscriber's catch-up failed; closing it");
+                        return None;
+                    }
+                };
+                self.caught_up = (page.len() as u64) < CATCH_UP_PAGE;
+                for change in &page {
+                    self.position = change.position;
+                    self.ready.push_back(Frame::of(change).bytes);
+                }
+                metrics.feed_changes_sent.inc_by(page.len() as u64);
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.stopping.wait_for(|s| *s) => return None,
+                received = self.changes.recv() => match received {
+                    Ok(frame) if frame.position <= self.position => {}
+                    Ok(frame) if frame.position == self.position + 1 => {
+                        self.position = frame.position;
+                        metrics.feed_changes_sent.inc();
+                        return Some(frame.bytes.clone());
+                    }
+                    // Positions are dense: a jump means something was not seen; read it.
+                    Ok(_) => self.caught_up = false,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        metrics.feed_subscribers_cut.inc();
+                        tracing::info!(position = self.position, "change feed: a subscriber fell behind; closing it");
+                        return None;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                () = tokio::time::sleep(self.heartbeat) => return Some(position_event(self.position)),
+            }
+        }
+    }
+}
