@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult};
 
 use super::connection::{is_active, stmt};
 use super::tenant::corrupt;
-use super::{Store, StoreError, classify};
+use super::{Store, StoreError};
 use crate::domain::{Actor, OrgId, TenantId, UserId};
 
 /// What a change did.
@@ -127,7 +127,9 @@ pub(super) async fn record(
                 r#"WITH head AS (UPDATE change_head SET "position" = "position" + 1 WHERE id = 1 RETURNING "position")
                    INSERT INTO change ({CHANGE_COLUMNS}) SELECT head."position", $1, $2, $3, $4, $5, $6, $7, $8 FROM head"#
             );
-            store.wait(txn.execute_raw(stmt(backend, &sql, values(None)))).await?;
+            store
+                .wait(txn.execute_raw(stmt(backend, &sql, values(None))))
+                .await?;
         }
         _ => {
             let head = store
@@ -141,7 +143,9 @@ pub(super) async fn record(
             let position: i64 = head.try_get("", "position").map_err(StoreError::Database)?;
             let sql =
                 format!("INSERT INTO change ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
-            store.wait(txn.execute_raw(stmt(backend, &sql, values(Some(position))))).await?;
+            store
+                .wait(txn.execute_raw(stmt(backend, &sql, values(Some(position)))))
+                .await?;
         }
     }
     Ok(())
@@ -195,7 +199,10 @@ impl Store {
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
-            .wait(self.db.query_all_raw(stmt(backend, &sql, vec![after.into(), limit.into()])))
+            .wait(
+                self.db
+                    .query_all_raw(stmt(backend, &sql, vec![after.into(), limit.into()])),
+            )
             .await?;
         rows.iter().map(change_of).collect()
     }
@@ -217,7 +224,10 @@ impl Store {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let after = after.map_or("", TenantId::as_str);
         let rows = self
-            .wait(self.db.query_all_raw(stmt(backend, &sql, vec![after.into(), limit.into()])))
+            .wait(
+                self.db
+                    .query_all_raw(stmt(backend, &sql, vec![after.into(), limit.into()])),
+            )
             .await?;
         rows.iter()
             .map(|row| {

@@ -9,8 +9,8 @@ use sea_orm::{
 };
 use tracing::Instrument as _;
 
-use super::db::within;
 use super::change::{self, ChangeKind, NewChange};
+use super::db::within;
 use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
