@@ -13,8 +13,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use moka::sync::Cache;
 
-use crate::error::RetryAfter;
-
 /// How many callers' buckets are kept at most (a bucket is a few dozen bytes). Past it the least
 /// recently used are dropped: such a caller starts again with a full bucket.
 const MAX_BUCKETS: u64 = 100_000;
@@ -77,15 +75,11 @@ impl ImsRateLimiter {
     }
 }
 
-/// Whole seconds for `Retry-After`: rounded up, at least 1 (see [`RetryAfter::after`]).
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    RetryAfter::after(wait).as_secs()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::error::RetryAfter;
 
     #[test]
     fn a_caller_gets_the_burst_then_waits_others_are_not_affected() {
@@ -98,7 +92,7 @@ mod tests {
             wait > Duration::ZERO && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
-        assert_eq!(retry_after_secs(wait), 1);
+        assert_eq!(RetryAfter::after(wait).as_secs(), 1);
         assert!(limiter.check("bob").is_ok());
     }
 
@@ -112,9 +106,10 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up() {
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
-        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        let secs = |wait| RetryAfter::after(wait).as_secs();
+        assert_eq!(secs(Duration::from_millis(1)), 1);
+        assert_eq!(secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(secs(Duration::from_secs(3)), 3);
+        assert_eq!(secs(Duration::ZERO), 1);
     }
 }

@@ -139,7 +139,7 @@ impl ImsClient {
             return Err(ImsError::Rejected);
         }
         let permit = self.breaker.admit().await.map_err(|wait| ImsError::Unavailable {
-            retry_after_secs: crate::ratelimit::retry_after_secs(wait),
+            retry_after_secs: crate::error::RetryAfter::after(wait).as_secs(),
             cause: Unavailability::CircuitOpen,
         })?;
         let result = self.get_bytes(url, Some(token)).await;

@@ -383,29 +383,6 @@ impl Store {
         }))
     }
 
-    /// Commits `txn`, which changed `tenant`'s connection, and wakes the watchers of every
-    /// replica: on PostgreSQL by a `NOTIFY` inside the transaction (delivered on commit, to every
-    /// replica's listener, this one's too); on SQLite by an in-process signal after the commit.
-    /// Every write path that changes what a read of the tenant answers ends with this (switch and
-    /// disconnect do the same through the tenant lock, which already carries the `NOTIFY`).
-    pub async fn commit_and_notify(
-        &self,
-        txn: DatabaseTransaction,
-        tenant: &TenantId,
-    ) -> Result<(), StoreError> {
-        let backend = txn.get_database_backend();
-        if backend == DbBackend::Postgres {
-            let payload = crate::watch::payload(tenant, std::time::SystemTime::now());
-            self.wait(txn.execute_raw(stmt(
-                backend,
-                "SELECT pg_notify($1, $2)",
-                vec![crate::watch::CHANNEL.into(), payload.into()],
-            )))
-            .await?;
-        }
-        self.commit_locked(txn, tenant).await
-    }
-
     /// Commits a transaction begun by [`Store::lock_tenant`] (on PostgreSQL its `NOTIFY` is
     /// queued), then wakes this process's watchers on SQLite.
     async fn commit_locked(&self, txn: DatabaseTransaction, tenant: &TenantId) -> Result<(), StoreError> {

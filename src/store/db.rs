@@ -164,17 +164,6 @@ impl Store {
         }
     }
 
-    /// Wraps an open connection.
-    pub fn from_connection(db: DatabaseConnection) -> Store {
-        let defaults = DbOptions::default();
-        let reads = BatchOptions {
-            max_batch: defaults.read_batch_size,
-            max_in_flight: defaults.read_batches_in_flight,
-            limit: defaults.statement_limit(),
-        };
-        Store::with_reads(db, reads, Arc::default())
-    }
-
     fn with_reads(db: DatabaseConnection, reads: BatchOptions, outage: Arc<Outage>) -> Store {
         // SQLite's feed is in-process and delivers from the start; PostgreSQL's waits for its
         // listener (see `watch::spawn_postgres_feed`).
