@@ -519,6 +519,29 @@ mod tests {
     }
 
     #[test]
+    fn traces_are_exported_only_when_an_otlp_endpoint_is_set_and_not_disabled() {
+        let with = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            export_requested(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        };
+        assert!(!with(&[]));
+        assert!(!with(&[
+            ("OTEL_SERVICE_NAME", "x"),
+            ("OTEL_TRACES_SAMPLER", "always_on")
+        ]));
+        assert!(!with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]));
+        assert!(with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]));
+        assert!(with(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317")]));
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317");
+        assert!(!with(&[endpoint, ("OTEL_SDK_DISABLED", "true")]));
+        assert!(!with(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]));
+        assert!(with(&[endpoint, ("OTEL_SDK_DISABLED", "false")]));
+    }
+
+    #[test]
     fn only_routed_methods_are_labelled_by_name() {
         use actix_web::http::Method;
         assert_eq!(method_label(&Method::GET), "GET");
