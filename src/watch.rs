@@ -128,7 +128,8 @@ struct Inner {
 pub enum Feed {
     /// It delivers: SQLite's in-process feed, from the start.
     Live,
-    /// Not yet: PostgreSQL's waits for its listener (until then a watch answers as a plain read).
+    /// Not yet: PostgreSQL's waits for its listener; until it is up (and whenever it is down or
+    /// silent) every watched tenant is re-checked twice a second, so watches are still held.
     AwaitingListener,
 }
 
