@@ -9,10 +9,7 @@
 //! PostgreSQL at `BENCH_DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/mod.rs"]
-mod support;
-
-use support::{BenchDb, Service, env_or, free_port, memory_mib, parse_duration_ms};
+use bench_support::{BenchDb, Service, env_or, free_port, memory_mib, parse_duration_ms};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -253,7 +250,7 @@ async fn start_service(place: Placement, db_url: &str, ims: &DevIms) -> (Service
     let port = free_port();
     let started = Instant::now();
     let mut cmd = place.service("target/release/cc-connection");
-    let child = support::serve_command(&mut cmd, db_url, port, ims)
+    let child = bench_support::serve_command(&mut cmd, db_url, port, ims)
         .env("CCC_DB_MAX_CONNECTIONS", env_or("BENCH_DB_POOL", "10"))
         // One administrator token drives the whole load: measure the service, not the per-user limit.
         .env("CCC_IMS_RATE_PER_MINUTE", "0")
@@ -283,7 +280,7 @@ async fn main() {
     };
 
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let support::Tokens { integration, admin } = support::tokens(&ims);
+    let bench_support::Tokens { integration, admin } = bench_support::tokens(&ims);
 
     // The baseline, in this same run.
     let port = free_port();
@@ -320,7 +317,7 @@ async fn main() {
     let mut notes = Vec::new();
     for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         let db = BenchDb::create(backend, &pg_url).await;
-        support::seed(&db.url, TENANTS).await;
+        bench_support::seed(&db.url, TENANTS).await;
         let (service, ready_in) = start_service(place, &db.url, &ims).await;
         notes.push(format!("{backend}: start to ready {} ms", ready_in.as_millis()));
 

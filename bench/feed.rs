@@ -11,51 +11,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // wrk's durations are not read here.
-#[allow(dead_code)]
-#[path = "support/mod.rs"]
-mod support;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench_support::{BenchDb, env_or, memory_mib};
 use cc_connection::dev_ims::{DevIms, world};
 use sea_orm::{ConnectionTrait, Database, Statement};
-use support::{BenchDb, Service, env_or, free_port, memory_mib};
 
 const TENANTS: usize = 1_000;
-
-async fn start_service(db_url: &str, ims: &DevIms) -> Service {
-    let port = free_port();
-    let bin = env_or("BENCH_BIN", "target/release/cc-connection");
-    let mut cmd = Command::new(&bin);
-    let child = support::serve_command(&mut cmd, db_url, port, ims)
-        .env("RUST_LOG", "warn")
-        // The switches are one administrator's, far past a person's pace.
-        .env("CCC_IMS_RATE_PER_MINUTE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin} (bench/feed.sh builds it): {e}"));
-    let service = Service {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..800 {
-        if client
-            .get(format!("{}/readyz", service.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return service;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} not ready", service.base);
-}
 
 async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
     let text = client
@@ -191,13 +156,15 @@ async fn main() {
     let catchup: i64 = env_or("BENCH_CATCHUP", "100000").parse().unwrap();
 
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let support::Tokens { integration, admin } = support::tokens(&ims);
+    let bench_support::Tokens { integration, admin } = bench_support::tokens(&ims);
     let client = reqwest::Client::new();
     let mut lines = Vec::new();
     for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         let db = BenchDb::create(backend, &pg_url).await;
-        support::seed(&db.url, TENANTS).await;
-        let service = start_service(&db.url, &ims).await;
+        bench_support::seed(&db.url, TENANTS).await;
+        // The switches are one administrator's, far past a person's pace: no per-user IMS budget.
+        let no_budget = [("CCC_IMS_RATE_PER_MINUTE", "0")];
+        let service = bench_support::start_service(&db.url, &ims, "bench/feed.sh", &no_budget).await;
         let base = service.base.clone();
         // Idle: ready, nothing subscribed yet.
         let idle_rss = memory_mib(&service.child, "VmRSS:").unwrap();

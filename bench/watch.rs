@@ -10,14 +10,10 @@
 //! within 10% of the run without watchers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/mod.rs"]
-mod support;
-
-use support::{BenchDb, Service, env_or, free_port, memory_mib, parse_duration_ms};
-
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bench_support::{BenchDb, env_or, memory_mib, parse_duration_ms};
 use cc_connection::dev_ims::{DevIms, world};
 
 const THREADS: usize = 2;
@@ -61,35 +57,6 @@ fn wrk_get_one(
             .unwrap_or(0)
             + field("Socket errors:").map_or(0, |_| 1),
     )
-}
-
-async fn start_service(db_url: &str, ims: &DevIms) -> Service {
-    let port = free_port();
-    let bin = env_or("BENCH_BIN", "target/release/cc-connection");
-    let mut cmd = Command::new(&bin);
-    let child = support::serve_command(&mut cmd, db_url, port, ims)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin} (bench/watch.sh builds it): {e}"));
-    let service = Service {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..800 {
-        if client
-            .get(format!("{}/readyz", service.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return service;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} not ready", service.base);
 }
 
 /// The values of the samples named in `prefixes` (name and labels, then a space) on `/metrics`,
@@ -193,12 +160,12 @@ async fn main() {
     let woken: usize = env_or("BENCH_WOKEN_WATCHERS", "1000").parse().unwrap();
 
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let support::Tokens { integration, admin } = support::tokens(&ims);
+    let bench_support::Tokens { integration, admin } = bench_support::tokens(&ims);
     let mut lines = Vec::new();
     for backend in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         let db = BenchDb::create(backend, &pg_url).await;
-        support::seed(&db.url, idle.max(2)).await;
-        let service = start_service(&db.url, &ims).await;
+        bench_support::seed(&db.url, idle.max(2)).await;
+        let service = bench_support::start_service(&db.url, &ims, "bench/watch.sh", &[]).await;
         let probe = reqwest::Client::new();
 
         // The hot GET alone, then with `idle` watchers of other tenants held.

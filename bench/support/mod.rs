@@ -1,8 +1,10 @@
-//! What the benchmark drivers share: the database of a run and its seed, the `serve` command, the
-//! running service and its memory, and small helpers (environment knobs, a free port, wrk's
-//! durations).
+//! What the benchmark drivers share (the library of the benchmarks' crate): the database of a run
+//! and its seed, the `serve` command, the running service and its memory, and small helpers
+//! (environment knobs, a free port, wrk's durations).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use cc_connection::entity::{connection, tenant};
@@ -200,4 +202,36 @@ impl BenchDb {
                 .await;
         }
     }
+}
+
+/// Starts `serve` (the binary at `BENCH_BIN`, else the release build `script` makes) on `db_url`
+/// with `env` added, logging warnings only, and waits until it is ready.
+pub async fn start_service(db_url: &str, ims: &DevIms, script: &str, env: &[(&str, &str)]) -> Service {
+    let port = free_port();
+    let bin = env_or("BENCH_BIN", "target/release/cc-connection");
+    let mut cmd = Command::new(&bin);
+    let child = serve_command(&mut cmd, db_url, port, ims)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} ({script} builds it): {e}"));
+    let service = Service {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..800 {
+        if client
+            .get(format!("{}/readyz", service.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return service;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{} not ready", service.base);
 }
