@@ -16,25 +16,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench_support::{BenchDb, env_or, memory_mib};
+use bench_support::{BenchDb, env_or, memory_mib, metric_values};
 use cc_connection::dev_ims::{DevIms, world};
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 const TENANTS: usize = 1_000;
-
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 async fn head(client: &reqwest::Client, base: &str, token: &str) -> i64 {
     let page: serde_json::Value = client
@@ -189,7 +175,7 @@ async fn main() {
             }
             let want = tasks.len() as f64;
             for _ in 0..400 {
-                if metric(&client, &base, "ccc_feed_subscribers").await >= want {
+                if metric_values(&client, &base, ["ccc_feed_subscribers "]).await[0] >= want {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;

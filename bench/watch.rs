@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench_support::{BenchDb, env_or, memory_mib, parse_duration_ms};
+use bench_support::{BenchDb, env_or, memory_mib, metric_values, parse_duration_ms};
 use cc_connection::dev_ims::{DevIms, world};
 
 const THREADS: usize = 2;
@@ -57,28 +57,6 @@ fn wrk_get_one(
             .unwrap_or(0)
             + field("Socket errors:").map_or(0, |_| 1),
     )
-}
-
-/// The values of the samples named in `prefixes` (name and labels, then a space) on `/metrics`,
-/// 0 for one not there.
-async fn metric_values<const N: usize>(
-    client: &reqwest::Client,
-    base: &str,
-    prefixes: [&str; N],
-) -> [f64; N] {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    prefixes.map(|prefix| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    })
 }
 
 async fn watchers_held(client: &reqwest::Client, base: &str) -> usize {

@@ -235,3 +235,25 @@ pub async fn start_service(db_url: &str, ims: &DevIms, script: &str, env: &[(&st
     }
     panic!("{} not ready", service.base);
 }
+
+/// The values of the samples named in `prefixes` (name and labels, then a space) on `/metrics`,
+/// 0 for one not there.
+pub async fn metric_values<const N: usize>(
+    client: &reqwest::Client,
+    base: &str,
+    prefixes: [&str; N],
+) -> [f64; N] {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    prefixes.map(|prefix| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    })
+}
