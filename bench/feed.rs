@@ -16,22 +16,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench_support::{BenchDb, env_or, memory_mib, metric_values};
+use bench_support::{BenchDb, env_or, get_json, memory_mib, metric_values};
 use cc_connection::dev_ims::{DevIms, world};
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 const TENANTS: usize = 1_000;
 
 async fn head(client: &reqwest::Client, base: &str, token: &str) -> i64 {
-    let page: serde_json::Value = client
-        .get(format!("{base}/creative-cloud-connections?limit=1"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(
+        client,
+        &format!("{base}/creative-cloud-connections?limit=1"),
+        token,
+    )
+    .await;
     page["position"].as_str().unwrap().parse().unwrap()
 }
 
@@ -260,17 +257,8 @@ async fn main() {
         let mut after = from;
         let mut read = 0;
         loop {
-            let page: serde_json::Value = client
-                .get(format!(
-                    "{base}/creative-cloud-connections/changes?after={after}&limit=1000"
-                ))
-                .bearer_auth(&integration)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let url = format!("{base}/creative-cloud-connections/changes?after={after}&limit=1000");
+            let page = get_json(&client, &url, &integration).await;
             let n = page["changes"].as_array().unwrap().len();
             if n == 0 {
                 break;

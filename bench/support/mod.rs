@@ -257,3 +257,16 @@ pub async fn metric_values<const N: usize>(
             .unwrap_or(0.0)
     })
 }
+
+/// `GET url` with `token`, its JSON body.
+pub async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
