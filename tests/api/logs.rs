@@ -6,17 +6,24 @@ use cc_connection::dev_ims::{DevIms, world};
 use crate::helpers::{admin_token, integration_token};
 use crate::process::{ServeProcess, serve_command};
 
-#[tokio::test]
-async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
+/// `serve` on a fresh SQLite file and a development IMS of its own, logging at `level` (the log is
+/// read back with [`ServeProcess::kill_and_log`]).
+async fn serve_logging(level: &str) -> (DevIms, tempfile::TempDir, ServeProcess, reqwest::Client) {
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = serve_command(
         &ims,
         &format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
     );
-    let serve = ServeProcess::start(cmd.env("RUST_LOG", "debug"));
+    let serve = ServeProcess::start(cmd.env("RUST_LOG", level));
     let client = reqwest::Client::new();
     serve.wait_ready(&client).await;
+    (ims, dir, serve, client)
+}
+
+#[tokio::test]
+async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
+    let (ims, _dir, serve, client) = serve_logging("debug").await;
     let base = serve.base().to_owned();
     let token = integration_token(&ims);
     let admin = admin_token(&ims);
@@ -79,15 +86,7 @@ async fn serve_logs_one_json_line_per_request_without_tokens_or_emails() {
 #[tokio::test]
 async fn malformed_requests_are_counted_not_logged_as_errors() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = serve_command(
-        &ims,
-        &format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
-    );
-    let serve = ServeProcess::start(&mut cmd);
-    let client = reqwest::Client::new();
-    serve.wait_ready(&client).await;
+    let (_ims, _dir, serve, client) = serve_logging("info").await;
     let base = serve.base().to_owned();
     let series = r#"ccc_http_dropped_connections_total{kind="malformed"}"#;
     for _ in 0..5 {
@@ -124,15 +123,7 @@ async fn malformed_requests_are_counted_not_logged_as_errors() {
 /// while the download slot is taken, write nothing at ERROR (anyone can send thousands).
 #[tokio::test]
 async fn deferred_certificate_downloads_are_not_logged_as_errors() {
-    let ims = DevIms::start("127.0.0.1:0").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = serve_command(
-        &ims,
-        &format!("sqlite://{}/log.db?mode=rwc", dir.path().display()),
-    );
-    let serve = ServeProcess::start(&mut cmd);
-    let client = reqwest::Client::new();
-    serve.wait_ready(&client).await;
+    let (ims, _dir, serve, client) = serve_logging("info").await;
     let url = format!("{}/tenants/acme-prod/creative-cloud-connection", serve.base());
     let now = chrono::Utc::now().timestamp_millis().to_string();
     let claims = serde_json::json!({
