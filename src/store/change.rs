@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult};
 
-use super::connection::{is_active, stmt};
+use super::sql::{is_active, stmt};
 use super::tenant::corrupt;
 use super::{Store, StoreError};
 use crate::domain::{Actor, OrgId, TenantId, UserId};

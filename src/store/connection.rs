@@ -5,12 +5,13 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QueryResult, QuerySelect, Statement, TransactionTrait, Value,
+    QueryOrder, QueryResult, QuerySelect, TransactionTrait,
 };
 use tracing::Instrument as _;
 
 use super::change::{self, ChangeKind, NewChange};
 use super::db::within;
+use super::sql::{is_active, stmt};
 use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
@@ -20,23 +21,6 @@ use crate::entity::connection;
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
 const SWITCH_ATTEMPTS: u32 = 5;
-
-/// A statement with `$n` placeholders, made right for the backend (SQLite numbers them `?n`).
-pub(super) fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let sql = match backend {
-        DbBackend::Sqlite => sql.replace('$', "?"),
-        _ => sql.to_owned(),
-    };
-    Statement::from_sql_and_values(backend, sql, values)
-}
-
-/// The predicate of the partial unique index, spelled as the index spells it so the planner uses it.
-pub(super) fn is_active(backend: DbBackend, alias: &str) -> String {
-    match backend {
-        DbBackend::Sqlite => format!("{alias}active = 1"),
-        _ => format!("{alias}active"),
-    }
-}
 
 const CONNECTION_COLUMNS: &str = "id, tenant_id, org_id, org_name, connected_by, connected_at, revision, active, ended_by, ended_at, end_reason";
 

@@ -10,6 +10,7 @@ mod change;
 mod connection;
 mod db;
 mod outage;
+mod sql;
 mod tenant;
 
 use chrono::{DateTime, Utc};
