@@ -15,7 +15,7 @@ use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
 use crate::error::ApiError;
 use crate::ims::Freshness;
 use crate::state::AppState;
-use crate::store::{ConnectionRecord, StoreError, SwitchOutcome, SwitchRequest, TenantView};
+use crate::store::{ConnectionRecord, EndReason, StoreError, SwitchOutcome, SwitchRequest, TenantView};
 use crate::watch::Event;
 
 /// The tenant's active Creative Cloud connection.
@@ -82,10 +82,10 @@ pub struct HistoryEntry {
     pub ended_by: Option<Actor>,
     /// When it was replaced or removed.
     pub ended_at: Option<DateTime<Utc>>,
-    /// `replaced`, `disconnected`, or `tenant-removed` (an operator removed the tenant, which
-    /// was registered again later).
+    /// Why it ended: `replaced`, `disconnected`, or `tenant-removed` (an operator removed the
+    /// tenant, which was registered again later).
     #[schema(example = "replaced")]
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
 }
 
 impl From<&ConnectionRecord> for HistoryEntry {
@@ -99,7 +99,7 @@ impl From<&ConnectionRecord> for HistoryEntry {
             active: r.active,
             ended_by: r.ended_by.clone(),
             ended_at: r.ended_at,
-            end_reason: r.end_reason.map(|e| e.as_str().to_owned()),
+            end_reason: r.end_reason,
         }
     }
 }

@@ -91,14 +91,17 @@ pub struct ConnectionRecord {
     pub end_reason: Option<EndReason>,
 }
 
-/// Why a connection stopped being active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a connection stopped being active; stored and sent as `replaced`, `disconnected` or
+/// `tenant-removed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum EndReason {
     /// Another org was connected in its place.
     Replaced,
     /// An administrator disconnected the tenant.
     Disconnected,
-    /// An operator removed the tenant from the registry (`tenant remove`).
+    /// An operator removed the tenant from the registry (`tenant remove`); it may have been
+    /// registered again later.
     TenantRemoved,
 }
 
@@ -110,6 +113,12 @@ impl EndReason {
             Self::Disconnected => "disconnected",
             Self::TenantRemoved => "tenant-removed",
         }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
