@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::config::Mode;
 #[cfg(feature = "dev-ims")]
 use crate::dev_ims::{DevIms, TokenSpec, world};
-use crate::domain::{Actor, OrgId, TenantId};
+use crate::domain::{Actor, OrgId, Revision, TenantId};
 use crate::routes::connection::{Connection, HistoryEntry};
 use crate::startup::Application;
 use crate::store::{DbOptions, Store, StoreError, TenantRecord};
@@ -307,7 +307,7 @@ pub struct TenantJson {
     /// The IMS group idents (in the home org) whose members administer it.
     pub admin_groups: Vec<String>,
     /// The tenant's revision (bumped by every switch, disconnect and removal).
-    pub revision: i64,
+    pub revision: Revision,
 }
 
 impl From<&TenantRecord> for TenantJson {

@@ -28,7 +28,7 @@ pub async fn seed(url: &str, tenants: usize) {
             tenant_id: Set(format!("t{i:05}")),
             home_org: Set(world::ACME_HOME_ORG.to_owned()),
             admin_groups: Set(format!("[\"{}\"]", world::ACME_ADMIN_GROUP)),
-            revision: Set(1),
+            revision: Set(cc_connection::domain::Revision::new(1)),
             created_at: Set(now),
             removed_at: Set(None),
         });
@@ -42,7 +42,7 @@ pub async fn seed(url: &str, tenants: usize) {
             org_name: Set("Acme Creative".to_owned()),
             connected_by: Set(world::ALICE_FEDERATED.to_owned()),
             connected_at: Set(now),
-            revision: Set(1),
+            revision: Set(cc_connection::domain::Revision::new(1)),
             active: Set(true),
             ..Default::default()
         });

@@ -218,18 +218,54 @@ macro_rules! id_impls {
 }
 id_impls!(TenantId, OrgId, UserId);
 
+/// A tenant's revision: bumped by every switch and disconnect; the ETag of its state, the history's
+/// cursor and what `If-Match` names. Sent as the plain JSON number (`value_type = i64` where used).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sea_orm::DeriveValueType,
+)]
+#[serde(transparent)]
+pub struct Revision(i64);
+
+impl Revision {
+    /// The revision of a tenant just registered, before any connection.
+    pub const INITIAL: Self = Self(0);
+
+    /// The revision numbered `n`.
+    pub const fn new(n: i64) -> Self {
+        Self(n)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::str::FromStr for Revision {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self)
+    }
+}
+
 /// What a write requires of the tenant's active connection (`If-Match`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
     /// `*`: a connection must exist, whatever its revision.
     Any,
     /// The active connection must be at this revision (the one the caller last saw).
-    Revision(i64),
+    Revision(Revision),
 }
 
 impl Precondition {
     /// Whether it holds for the active connection's revision (`None`: no connection).
-    pub fn holds(self, active_revision: Option<i64>) -> bool {
+    pub fn holds(self, active_revision: Option<Revision>) -> bool {
         match self {
             Self::Any => active_revision.is_some(),
             Self::Revision(rev) => active_revision == Some(rev),

@@ -21,7 +21,7 @@ pub struct Model {
     /// When.
     pub connected_at: DateTimeUtc,
     /// The tenant revision it was created at.
-    pub revision: i64,
+    pub revision: crate::domain::Revision,
     /// Whether this is the tenant's active connection.
     pub active: bool,
     /// Who replaced or removed it.

@@ -14,7 +14,7 @@ pub struct Model {
     /// JSON array of administrator group idents.
     pub admin_groups: String,
     /// Bumped by every switch and disconnect.
-    pub revision: i64,
+    pub revision: crate::domain::Revision,
     /// When the tenant was registered.
     pub created_at: DateTimeUtc,
     /// When an operator removed the tenant (`tenant remove`); a removed tenant is unknown to the

@@ -13,7 +13,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult};
 use super::connection::{is_active, stmt};
 use super::tenant::corrupt;
 use super::{Store, StoreError};
-use crate::domain::{Actor, OrgId, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Revision, TenantId, UserId};
 
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub struct ChangeRecord {
     /// The org connected before (None if there was none).
     pub previous_org_id: Option<OrgId>,
     /// The tenant's revision after the change.
-    pub revision: i64,
+    pub revision: Revision,
     /// When.
     pub at: DateTime<Utc>,
     /// Who: an administrator, or `cli:<login>`.
@@ -79,7 +79,7 @@ pub struct ListedTenant {
     /// The tenant.
     pub tenant_id: TenantId,
     /// The tenant's revision (bumped by every change of the feed).
-    pub revision: i64,
+    pub revision: Revision,
     /// The connected org, its name, who connected it and when.
     pub active: Option<(OrgId, String, UserId, DateTime<Utc>)>,
 }
@@ -90,7 +90,7 @@ pub(super) struct NewChange<'a> {
     pub kind: ChangeKind,
     pub org: Option<(&'a OrgId, &'a str)>,
     pub previous_org_id: Option<&'a OrgId>,
-    pub revision: i64,
+    pub revision: Revision,
     pub at: DateTime<Utc>,
     pub by: &'a str,
 }

@@ -15,7 +15,7 @@ use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
-use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Precondition, Revision, TenantId, UserId};
 use crate::entity::connection;
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
@@ -75,7 +75,7 @@ fn from_model(m: connection::Model) -> Result<ConnectionRecord, StoreError> {
 /// What a locked transaction found: the bumped revision and the active connection before it.
 struct Locked {
     txn: DatabaseTransaction,
-    revision: i64,
+    revision: Revision,
     active: Option<ConnectionRecord>,
 }
 
@@ -120,7 +120,7 @@ impl Store {
             self.wait(txn.rollback()).await?;
             return Err(StoreError::UnknownTenant);
         };
-        let revision: i64 = bumped.try_get("", "revision").map_err(StoreError::Database)?;
+        let revision: Revision = bumped.try_get("", "revision").map_err(StoreError::Database)?;
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connection WHERE tenant_id = $1 AND {}",
             is_active(backend, "")
@@ -423,7 +423,7 @@ impl Store {
         &self,
         tenant_id: &TenantId,
         limit: u64,
-        before_revision: Option<i64>,
+        before_revision: Option<Revision>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
         if self.tenant(tenant_id).await?.is_none() {
             return Err(StoreError::UnknownTenant);

@@ -20,7 +20,7 @@ pub use db::DbOptions;
 pub(crate) use db::{classify, is_outage};
 pub(crate) use outage::jittered;
 
-use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Precondition, Revision, TenantId, UserId};
 
 /// What can go wrong in the store. `Clone`: one failed batch query answers every read in it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,7 +62,7 @@ pub struct TenantRecord {
     /// IMS group idents (in the home org) whose members are administrators of this tenant.
     pub admin_groups: Vec<String>,
     /// Bumped by every switch and disconnect; the ETag of the active connection is this revision.
-    pub revision: i64,
+    pub revision: Revision,
 }
 
 /// One connection row: the active one or a past one from the history.
@@ -79,7 +79,7 @@ pub struct ConnectionRecord {
     /// When it was connected.
     pub connected_at: DateTime<Utc>,
     /// The tenant revision this connection was created at (its ETag while active).
-    pub revision: i64,
+    pub revision: Revision,
     /// Whether this is the tenant's active connection.
     pub active: bool,
     /// Who replaced or removed it (None while active): an administrator, or the operator who

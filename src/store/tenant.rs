@@ -7,7 +7,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 
 use super::db::within;
 use super::{Store, StoreError, TenantRecord, classify};
-use crate::domain::{OrgId, TenantId};
+use crate::domain::{OrgId, Revision, TenantId};
 use crate::entity::tenant;
 
 impl Store {
@@ -24,7 +24,7 @@ impl Store {
             tenant_id: Set(tenant_id.as_str().to_owned()),
             home_org: Set(home_org.as_str().to_owned()),
             admin_groups: Set(groups.clone()),
-            revision: Set(0),
+            revision: Set(Revision::INITIAL),
             created_at: Set(Utc::now()),
             removed_at: Set(None),
         };
