@@ -666,3 +666,29 @@ async fn reads_queued_behind_a_query_whose_worker_stopped_are_still_answered() {
         assert_view_of(backend, 1, N, answer.unwrap());
     }
 }
+
+#[tokio::test]
+async fn a_stored_id_that_does_not_parse_is_a_database_error() {
+    for backend in db::backends() {
+        let (_db, store) = with_tenant(backend).await;
+        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        let conn = store.connection();
+        conn.execute_unprepared("UPDATE connection SET connected_by = 'not a user id'")
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.history(&tenant(), 10, None).await,
+                Err(StoreError::Database(_))
+            ),
+            "{backend:?}: a malformed user id"
+        );
+        conn.execute_unprepared("UPDATE tenant SET home_org = 'not an org'")
+            .await
+            .unwrap();
+        assert!(
+            matches!(store.list_tenants().await, Err(StoreError::Database(_))),
+            "{backend:?}: a malformed org id"
+        );
+    }
+}

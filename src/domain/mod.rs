@@ -19,6 +19,8 @@ pub struct InvalidId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[schema(value_type = String, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", example = "acme-prod")]
 #[serde(transparent)]
+#[derive(sea_orm::DeriveValueType)]
+#[sea_orm(value_type = "String")]
 pub struct TenantId(String);
 
 impl TenantId {
@@ -54,6 +56,8 @@ impl TenantId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[schema(value_type = String, pattern = r"^[0-9A-Fa-f]{24}@AdobeOrg$", example = "0123456789ABCDEF01234567@AdobeOrg")]
 #[serde(transparent)]
+#[derive(sea_orm::DeriveValueType)]
+#[sea_orm(value_type = "String")]
 pub struct OrgId(String);
 
 impl OrgId {
@@ -88,6 +92,8 @@ impl OrgId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[schema(value_type = String, example = "ABCDEF0123456789ABCDEF01@AdobeID")]
 #[serde(transparent)]
+#[derive(sea_orm::DeriveValueType)]
+#[sea_orm(value_type = "String")]
 pub struct UserId(String);
 
 impl UserId {
@@ -217,6 +223,14 @@ macro_rules! id_impls {
     )*};
 }
 id_impls!(TenantId, OrgId, UserId);
+
+// The tenant id is the `tenant` table's primary key, which sea-orm asks to be buildable from an
+// auto-incremented number; it never is (ids are given, not generated).
+impl sea_orm::TryFromU64 for TenantId {
+    fn try_from_u64(_: u64) -> Result<Self, sea_orm::DbErr> {
+        Err(sea_orm::DbErr::ConvertFromU64("TenantId"))
+    }
+}
 
 /// A tenant's revision: bumped by every switch and disconnect; the ETag of its state, the history's
 /// cursor and what `If-Match` names. Sent as the plain JSON number (`value_type = i64` where used).

@@ -157,14 +157,13 @@ fn change_of(row: &QueryResult) -> Result<ChangeRecord, StoreError> {
         row.try_get::<Option<String>>("", col)
             .map_err(StoreError::Database)
     };
-    let org = |col: &str| -> Result<Option<OrgId>, StoreError> {
-        get_opt(col)?
-            .map(|o| OrgId::parse(&o).map_err(|_| corrupt("org id")))
-            .transpose()
+    let org = |col: &str| {
+        row.try_get::<Option<OrgId>>("", col)
+            .map_err(StoreError::Database)
     };
     Ok(ChangeRecord {
         position: row.try_get("", "position").map_err(StoreError::Database)?,
-        tenant_id: TenantId::parse(&get_str("tenant_id")?).map_err(|_| corrupt("tenant id"))?,
+        tenant_id: row.try_get("", "tenant_id").map_err(StoreError::Database)?,
         kind: ChangeKind::parse(&get_str("kind")?)?,
         org_id: org("org_id")?,
         org_name: get_opt("org_name")?,
@@ -231,25 +230,19 @@ impl Store {
             .await?;
         rows.iter()
             .map(|row| {
-                let tenant: String = row.try_get("", "tenant_id").map_err(StoreError::Database)?;
-                let org: Option<String> = row.try_get("", "org_id").map_err(StoreError::Database)?;
+                let org: Option<OrgId> = row.try_get("", "org_id").map_err(StoreError::Database)?;
                 let active = match org {
                     None => None,
                     Some(org) => {
                         let name: String = row.try_get("", "org_name").map_err(StoreError::Database)?;
-                        let by: String = row.try_get("", "connected_by").map_err(StoreError::Database)?;
+                        let by: UserId = row.try_get("", "connected_by").map_err(StoreError::Database)?;
                         let at: DateTime<Utc> =
                             row.try_get("", "connected_at").map_err(StoreError::Database)?;
-                        Some((
-                            OrgId::parse(&org).map_err(|_| corrupt("org id"))?,
-                            name,
-                            UserId::parse(&by).map_err(|_| corrupt("user id"))?,
-                            at,
-                        ))
+                        Some((org, name, by, at))
                     }
                 };
                 Ok(ListedTenant {
-                    tenant_id: TenantId::parse(&tenant).map_err(|_| corrupt("tenant id"))?,
+                    tenant_id: row.try_get("", "tenant_id").map_err(StoreError::Database)?,
                     revision: row.try_get("", "revision").map_err(StoreError::Database)?,
                     active,
                 })

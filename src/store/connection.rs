@@ -15,7 +15,7 @@ use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
-use crate::domain::{Actor, OrgId, Precondition, Revision, TenantId, UserId};
+use crate::domain::{Actor, Precondition, Revision, TenantId, UserId};
 use crate::entity::connection;
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
@@ -56,10 +56,10 @@ fn parse_end_reason(stored: &str) -> Result<EndReason, StoreError> {
 
 fn from_model(m: connection::Model) -> Result<ConnectionRecord, StoreError> {
     Ok(ConnectionRecord {
-        tenant_id: TenantId::parse(&m.tenant_id).map_err(|_| corrupt("tenant id"))?,
-        org_id: OrgId::parse(&m.org_id).map_err(|_| corrupt("org id"))?,
+        tenant_id: m.tenant_id,
+        org_id: m.org_id,
         org_name: m.org_name,
-        connected_by: UserId::parse(&m.connected_by).map_err(|_| corrupt("user id"))?,
+        connected_by: m.connected_by,
         connected_at: m.connected_at,
         revision: m.revision,
         active: m.active,
