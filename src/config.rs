@@ -127,6 +127,21 @@ pub struct Config {
     pub feed_buffer: usize,
 }
 
+/// The default of `CCC_DB_MAX_CONNECTIONS`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 10;
+/// The default of `CCC_DB_CONNECT_TIMEOUT_MS`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The default of `CCC_DB_STATEMENT_TIMEOUT_MS`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// The default of `CCC_DB_READ_BATCH_SIZE`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_READ_BATCH_SIZE: usize = 256;
+/// The default of `CCC_DB_READ_BATCHES_IN_FLIGHT`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_READ_BATCHES_IN_FLIGHT: usize = 2;
+/// The default of `CCC_IMS_BREAKER_FAILURES`; also [`crate::ims::ImsClient::new`]'s.
+pub const DEFAULT_IMS_BREAKER_FAILURES: u32 = 5;
+/// The default of `CCC_IMS_BREAKER_COOLDOWN_MS`; also [`crate::ims::ImsClient::new`]'s.
+pub const DEFAULT_IMS_BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
+
 /// The default of `CCC_REQUEST_BODY_TIMEOUT_MS`: a switch body is under 100 bytes.
 pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -172,18 +187,18 @@ impl Config {
             ims_cert_url: (!dev).then(|| "https://static.adobelogin.com/keys/prod/".to_owned()),
             ims_cert_name_prefix: None,
             log_format: if dev { LogFormat::Pretty } else { LogFormat::Json },
-            db_max_connections: 10,
-            db_connect_timeout_ms: 3_000,
-            db_statement_timeout_ms: 5_000,
+            db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
+            db_connect_timeout_ms: DEFAULT_DB_CONNECT_TIMEOUT.as_millis() as u64,
+            db_statement_timeout_ms: DEFAULT_DB_STATEMENT_TIMEOUT_MS,
             db_listener_timeout_ms: 3_000,
-            db_read_batch_size: 256,
-            db_read_batches_in_flight: 2,
+            db_read_batch_size: DEFAULT_DB_READ_BATCH_SIZE,
+            db_read_batches_in_flight: DEFAULT_DB_READ_BATCHES_IN_FLIGHT,
             ims_timeout_ms: 5_000,
             migrate: true,
             ims_rate_per_minute: 60,
             ims_rate_burst: 30,
-            ims_breaker_failures: 5,
-            ims_breaker_cooldown_ms: 5_000,
+            ims_breaker_failures: DEFAULT_IMS_BREAKER_FAILURES,
+            ims_breaker_cooldown_ms: DEFAULT_IMS_BREAKER_COOLDOWN.as_millis() as u64,
             ops_listen: None,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
             request_body_timeout_ms: default_request_body_timeout_ms(),

@@ -96,12 +96,13 @@ impl Application {
             .ims_url
             .clone()
             .ok_or_else(|| StartError::Config("CCC_IMS_URL is required".into()))?;
-        let ims = ImsClient::new(&ims_url, config.ims_timeout())
-            .map_err(|e| StartError::Config(format!("IMS client: {e}")))?
-            .with_breaker(
-                config.ims_breaker_failures,
-                std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
-            );
+        let ims = ImsClient::with_breaker(
+            &ims_url,
+            config.ims_timeout(),
+            config.ims_breaker_failures,
+            std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
+        )
+        .map_err(|e| StartError::Config(format!("IMS client: {e}")))?;
         let keys = Arc::new(
             KeyStore::new(ims.clone(), config.ims_cert_url.clone())
                 .with_cert_name_prefix(config.cert_name_prefix()),
