@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::config::Mode;
 #[cfg(feature = "dev-ims")]
 use crate::dev_ims::{DevIms, TokenSpec, world};
-use crate::domain::{Actor, OrgId, TenantId};
+use crate::domain::{Actor, OrgId, Revision, TenantId};
 use crate::routes::connection::{Connection, HistoryEntry};
 use crate::startup::Application;
 use crate::store::{DbOptions, Store, StoreError, TenantRecord};
@@ -66,13 +66,14 @@ pub async fn start_dev(mut config: Config) -> Result<(), String> {
     std::fs::create_dir_all("data").map_err(|e| format!("could not create ./data: {e}"))?;
     // The development IMS lives as long as this process; production never starts one.
     let dev_ims = match &config.ims_url {
-        Some(_) => None,
-        None => {
+        crate::config::ImsEndpoint::Url(_) => None,
+        crate::config::ImsEndpoint::Dev => {
             let ims = DevIms::start("127.0.0.1:0")
                 .await
                 .map_err(|e| format!("development IMS: {e}"))?;
-            config.ims_url = Some(ims.url());
-            config.ims_cert_url = Some(ims.cert_base_url());
+            let url = |raw: String| url::Url::parse(&raw).map_err(|e| format!("development IMS: {e}"));
+            config.ims_url = crate::config::ImsEndpoint::Url(url(ims.url())?);
+            config.ims_cert_url = Some(url(ims.cert_base_url())?);
             Some(ims)
         }
     };
@@ -307,7 +308,7 @@ pub struct TenantJson {
     /// The IMS group idents (in the home org) whose members administer it.
     pub admin_groups: Vec<String>,
     /// The tenant's revision (bumped by every switch, disconnect and removal).
-    pub revision: i64,
+    pub revision: Revision,
 }
 
 impl From<&TenantRecord> for TenantJson {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Serialized};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
 /// Which command the configuration is for: their defaults differ (the README's configuration table).
@@ -30,6 +30,31 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Where the IMS is (`CCC_IMS_URL`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ImsEndpoint {
+    /// Unset: `start-dev` starts the built-in development IMS (`serve` refuses to start).
+    #[default]
+    Dev,
+    /// The IMS at this base URL (https, or http on loopback only).
+    Url(Url),
+}
+
+impl Serialize for ImsEndpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Dev => s.serialize_none(),
+            Self::Url(url) => s.serialize_str(url.as_str()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ImsEndpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(opt_url(d)?.map_or(Self::Dev, Self::Url))
+    }
+}
+
 /// The validated configuration of one process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -38,10 +63,10 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `CCC_LISTEN`: the listen address.
     pub listen: SocketAddr,
-    /// `CCC_IMS_URL`: IMS base URL (https, or http on loopback only). `None` in `start-dev` means
-    /// "start the built-in development IMS".
-    #[serde(default, deserialize_with = "opt_string")]
-    pub ims_url: Option<String>,
+    /// `CCC_IMS_URL`: IMS base URL (https, or http on loopback only); unset in `start-dev`: start
+    /// the built-in development IMS.
+    #[serde(default)]
+    pub ims_url: ImsEndpoint,
     /// `CCC_CLIENT_IDS`: token `client_id`s accepted at all, comma-separated.
     #[serde(default, deserialize_with = "list")]
     pub client_ids: Vec<String>,
@@ -61,8 +86,8 @@ pub struct Config {
     #[serde(default, deserialize_with = "list")]
     pub cc_service_codes: Vec<String>,
     /// `CCC_IMS_CERT_URL`: base URL of `x5u` certificates (fallback when the JWKS lacks a `kid`).
-    #[serde(default, deserialize_with = "opt_string")]
-    pub ims_cert_url: Option<String>,
+    #[serde(default, deserialize_with = "opt_url", serialize_with = "ser_opt_url")]
+    pub ims_cert_url: Option<Url>,
     /// `CCC_IMS_CERT_NAME_PREFIX`: the start of every certificate name of the configured IMS; a
     /// token naming another `x5u` is refused without a download. Unset: derived from
     /// `CCC_IMS_REGION` (`ims-na1` -> `ims_na1-key-`), not checked without a region.
@@ -127,6 +152,21 @@ pub struct Config {
     pub feed_buffer: usize,
 }
 
+/// The default of `CCC_DB_MAX_CONNECTIONS`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 10;
+/// The default of `CCC_DB_CONNECT_TIMEOUT_MS`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The default of `CCC_DB_STATEMENT_TIMEOUT_MS`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// The default of `CCC_DB_READ_BATCH_SIZE`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_READ_BATCH_SIZE: usize = 256;
+/// The default of `CCC_DB_READ_BATCHES_IN_FLIGHT`; also [`crate::store::DbOptions`]'s.
+pub const DEFAULT_DB_READ_BATCHES_IN_FLIGHT: usize = 2;
+/// The default of `CCC_IMS_BREAKER_FAILURES`; also [`crate::ims::ImsClient::new`]'s.
+pub const DEFAULT_IMS_BREAKER_FAILURES: u32 = 5;
+/// The default of `CCC_IMS_BREAKER_COOLDOWN_MS`; also [`crate::ims::ImsClient::new`]'s.
+pub const DEFAULT_IMS_BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
+
 /// The default of `CCC_REQUEST_BODY_TIMEOUT_MS`: a switch body is under 100 bytes.
 pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -162,28 +202,32 @@ impl Config {
             } else {
                 ([0, 0, 0, 0], 8080).into()
             },
-            ims_url: (!dev).then(|| "https://ims-na1.adobelogin.com".to_owned()),
+            ims_url: if dev {
+                ImsEndpoint::Dev
+            } else {
+                ImsEndpoint::Url(known_url("https://ims-na1.adobelogin.com"))
+            },
             client_ids: Vec::new(),
             integration_client_ids: Vec::new(),
             admin_scope: "aem_assets.cc_connection.admin".to_owned(),
             read_scope: "aem_assets.cc_connection.read".to_owned(),
             ims_region: (!dev).then(|| "ims-na1".to_owned()),
             cc_service_codes: vec!["creative_cloud".to_owned()],
-            ims_cert_url: (!dev).then(|| "https://static.adobelogin.com/keys/prod/".to_owned()),
+            ims_cert_url: (!dev).then(|| known_url("https://static.adobelogin.com/keys/prod/")),
             ims_cert_name_prefix: None,
             log_format: if dev { LogFormat::Pretty } else { LogFormat::Json },
-            db_max_connections: 10,
-            db_connect_timeout_ms: 3_000,
-            db_statement_timeout_ms: 5_000,
+            db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
+            db_connect_timeout_ms: DEFAULT_DB_CONNECT_TIMEOUT.as_millis() as u64,
+            db_statement_timeout_ms: DEFAULT_DB_STATEMENT_TIMEOUT_MS,
             db_listener_timeout_ms: 3_000,
-            db_read_batch_size: 256,
-            db_read_batches_in_flight: 2,
+            db_read_batch_size: DEFAULT_DB_READ_BATCH_SIZE,
+            db_read_batches_in_flight: DEFAULT_DB_READ_BATCHES_IN_FLIGHT,
             ims_timeout_ms: 5_000,
             migrate: true,
             ims_rate_per_minute: 60,
             ims_rate_burst: 30,
-            ims_breaker_failures: 5,
-            ims_breaker_cooldown_ms: 5_000,
+            ims_breaker_failures: DEFAULT_IMS_BREAKER_FAILURES,
+            ims_breaker_cooldown_ms: DEFAULT_IMS_BREAKER_COOLDOWN.as_millis() as u64,
             ops_listen: None,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
             request_body_timeout_ms: default_request_body_timeout_ms(),
@@ -238,13 +282,13 @@ impl Config {
             return Err(ConfigError::Missing("CCC_CLIENT_IDS"));
         }
         match &self.ims_url {
-            Some(url) => check_ims_url("CCC_IMS_URL", url)?,
-            None if mode == Mode::Serve => return Err(ConfigError::Missing("CCC_IMS_URL")),
-            None => {}
+            ImsEndpoint::Url(url) => check_ims_url("CCC_IMS_URL", url)?,
+            ImsEndpoint::Dev if mode == Mode::Serve => return Err(ConfigError::Missing("CCC_IMS_URL")),
+            ImsEndpoint::Dev => {}
         }
         if let Some(url) = &self.ims_cert_url {
             check_ims_url("CCC_IMS_CERT_URL", url)?;
-            if !url.ends_with('/') {
+            if !url.as_str().ends_with('/') {
                 return Err(ConfigError::Invalid {
                     name: "CCC_IMS_CERT_URL",
                     reason: "must end with '/' (certificate names are appended to it)".to_owned(),
@@ -357,12 +401,11 @@ impl Config {
 }
 
 /// IMS URLs carry tokens: https only, except plain http to this machine (development, tests).
-fn check_ims_url(name: &'static str, raw: &str) -> Result<(), ConfigError> {
+fn check_ims_url(name: &'static str, url: &Url) -> Result<(), ConfigError> {
     let invalid = |reason: &str| ConfigError::Invalid {
         name,
         reason: reason.to_owned(),
     };
-    let url = Url::parse(raw).map_err(|_| invalid("is not a URL"))?;
     match url.scheme() {
         "https" => Ok(()),
         "http" => {
@@ -406,6 +449,22 @@ fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = Option::<StringLike>::deserialize(d)?.map(|s| s.0);
     Ok(s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()))
+}
+
+/// A URL written in this file, known to parse.
+fn known_url(raw: &'static str) -> Url {
+    Url::parse(raw).expect("a default URL parses")
+}
+
+/// An optional URL; empty means "not set".
+fn opt_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    opt_string(d)?
+        .map(|s| Url::parse(&s).map_err(|_| serde::de::Error::custom("is not a URL")))
+        .transpose()
+}
+
+fn ser_opt_url<S: Serializer>(url: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+    url.as_ref().map(Url::as_str).serialize(s)
 }
 
 /// An optional socket address; empty means "not set".
@@ -491,11 +550,15 @@ mod tests {
             ("http://localhost:9000", true),
             ("http://ims.example.com", false),
             ("ftp://127.0.0.1", false),
+            ("not a url", false),
+            ("", false),
         ] {
             let mut pairs = base.to_vec();
             pairs.push(("ims_url", url));
             assert_eq!(with(Mode::Serve, &pairs).is_ok(), ok, "{url}");
         }
+        // Unset in development: the built-in development IMS.
+        assert_eq!(dev_with(&[]).unwrap().ims_url, ImsEndpoint::Dev);
     }
 
     #[test]

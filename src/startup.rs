@@ -10,7 +10,7 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{KeyStore, TokenVerifier};
-use crate::config::Config;
+use crate::config::{Config, ImsEndpoint};
 use crate::ims::ImsClient;
 use crate::ratelimit::ImsRateLimiter;
 use crate::routes;
@@ -92,18 +92,18 @@ impl Application {
 
     /// Like [`Application::build`] with an already opened store.
     pub async fn build_with_store(config: Config, store: Store) -> Result<Self, StartError> {
-        let ims_url = config
-            .ims_url
-            .clone()
-            .ok_or_else(|| StartError::Config("CCC_IMS_URL is required".into()))?;
-        let ims = ImsClient::new(&ims_url, config.ims_timeout())
-            .map_err(|e| StartError::Config(format!("IMS client: {e}")))?
-            .with_breaker(
-                config.ims_breaker_failures,
-                std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
-            );
+        let ImsEndpoint::Url(ims_url) = &config.ims_url else {
+            return Err(StartError::Config("CCC_IMS_URL is required".into()));
+        };
+        let ims = ImsClient::with_breaker(
+            ims_url.as_str(),
+            config.ims_timeout(),
+            config.ims_breaker_failures,
+            std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
+        )
+        .map_err(|e| StartError::Config(format!("IMS client: {e}")))?;
         let keys = Arc::new(
-            KeyStore::new(ims.clone(), config.ims_cert_url.clone())
+            KeyStore::new(ims.clone(), config.ims_cert_url.as_ref().map(|u| u.to_string()))
                 .with_cert_name_prefix(config.cert_name_prefix()),
         );
         let verifier = Arc::new(TokenVerifier::new(

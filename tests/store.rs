@@ -4,7 +4,7 @@
 
 mod common;
 
-use cc_connection::domain::{OrgId, Precondition, TenantId, UserId};
+use cc_connection::domain::{OrgId, Precondition, Revision, TenantId, UserId};
 use cc_connection::store::{DbOptions, Store, StoreError, SwitchOutcome, SwitchRequest};
 use chrono::Utc;
 use common::db::{self, Backend, TestDb};
@@ -101,7 +101,7 @@ async fn switch_creates_replaces_and_leaves_an_unchanged_org_alone() {
         let SwitchOutcome::Created(first) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
             panic!("{backend:?}: first switch creates")
         };
-        assert_eq!(first.revision, 1);
+        assert_eq!(first.revision.get(), 1);
         let SwitchOutcome::Unchanged(same) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
             panic!("{backend:?}: same org is unchanged")
         };
@@ -110,7 +110,8 @@ async fn switch_creates_replaces_and_leaves_an_unchanged_org_alone() {
             panic!("{backend:?}: other org replaces")
         };
         assert_eq!(
-            second.revision, 2,
+            second.revision.get(),
+            2,
             "{backend:?}: the unchanged switch did not bump the revision"
         );
         let view = store.tenant_view(&tenant()).await.unwrap().unwrap();
@@ -138,19 +139,20 @@ async fn stale_if_match_fails_and_leaves_everything_as_it_was() {
         assert!(matches!(err, StoreError::PreconditionFailed), "{backend:?}");
         store.switch(&switch_to(ORG_A, None)).await.unwrap();
         let err = store
-            .switch(&switch_to(ORG_B, Some(Precondition::Revision(7))))
+            .switch(&switch_to(ORG_B, Some(Precondition::Revision(Revision::new(7)))))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::PreconditionFailed), "{backend:?}");
         let view = store.tenant_view(&tenant()).await.unwrap().unwrap();
         assert_eq!(
-            view.tenant.revision, 1,
+            view.tenant.revision.get(),
+            1,
             "{backend:?}: a refused switch does not bump the revision"
         );
         assert_eq!(view.active.unwrap().org_id.as_str(), ORG_A);
         assert!(matches!(
             store
-                .switch(&switch_to(ORG_B, Some(Precondition::Revision(1))))
+                .switch(&switch_to(ORG_B, Some(Precondition::Revision(Revision::new(1)))))
                 .await
                 .unwrap(),
             SwitchOutcome::Replaced(_)
@@ -169,7 +171,12 @@ async fn disconnect_ends_the_connection_and_revisions_never_repeat() {
         assert!(matches!(err, StoreError::NoConnection), "{backend:?}");
         store.switch(&switch_to(ORG_A, None)).await.unwrap();
         let ended = store
-            .disconnect(&tenant(), &admin(), Utc::now(), Some(Precondition::Revision(1)))
+            .disconnect(
+                &tenant(),
+                &admin(),
+                Utc::now(),
+                Some(Precondition::Revision(Revision::new(1))),
+            )
             .await
             .unwrap();
         assert!(!ended.active);
@@ -177,7 +184,7 @@ async fn disconnect_ends_the_connection_and_revisions_never_repeat() {
         let SwitchOutcome::Created(again) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
             panic!("{backend:?}: reconnecting creates")
         };
-        assert_eq!(again.revision, 3, "{backend:?}");
+        assert_eq!(again.revision.get(), 3, "{backend:?}");
         let unknown = TenantId::parse("nobody").unwrap();
         assert!(matches!(
             store.history(&unknown, 10, None).await.unwrap_err(),
@@ -204,11 +211,11 @@ async fn history_pages_by_revision() {
             store.switch(&switch_to(org, None)).await.unwrap();
         }
         let page = store.history(&tenant(), 2, None).await.unwrap();
-        assert_eq!(page.iter().map(|r| r.revision).collect::<Vec<_>>(), [5, 4]);
-        let page = store.history(&tenant(), 2, Some(4)).await.unwrap();
-        assert_eq!(page.iter().map(|r| r.revision).collect::<Vec<_>>(), [3, 2]);
-        let page = store.history(&tenant(), 2, Some(2)).await.unwrap();
-        assert_eq!(page.iter().map(|r| r.revision).collect::<Vec<_>>(), [1]);
+        assert_eq!(page.iter().map(|r| r.revision.get()).collect::<Vec<_>>(), [5, 4]);
+        let page = store.history(&tenant(), 2, Some(Revision::new(4))).await.unwrap();
+        assert_eq!(page.iter().map(|r| r.revision.get()).collect::<Vec<_>>(), [3, 2]);
+        let page = store.history(&tenant(), 2, Some(Revision::new(2))).await.unwrap();
+        assert_eq!(page.iter().map(|r| r.revision.get()).collect::<Vec<_>>(), [1]);
     }
 }
 
@@ -262,7 +269,7 @@ async fn concurrent_switches_from_three_pools_leave_exactly_one_active_row() {
         }
         let history = replicas[0].history(&tenant(), 1000, None).await.unwrap();
         assert_eq!(history.iter().filter(|r| r.active).count(), 1, "{backend:?}");
-        let revisions: Vec<i64> = history.iter().map(|r| r.revision).collect();
+        let revisions: Vec<Revision> = history.iter().map(|r| r.revision).collect();
         assert!(revisions.windows(2).all(|w| w[0] > w[1]), "{backend:?}: ordered");
         acknowledged.sort_unstable();
         let mut stored = revisions.clone();
@@ -658,5 +665,31 @@ async fn reads_queued_behind_a_query_whose_worker_stopped_are_still_answered() {
             .expect("the queued read is answered, not left hanging")
             .unwrap();
         assert_view_of(backend, 1, N, answer.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_stored_id_that_does_not_parse_is_a_database_error() {
+    for backend in db::backends() {
+        let (_db, store) = with_tenant(backend).await;
+        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        let conn = store.connection();
+        conn.execute_unprepared("UPDATE connection SET connected_by = 'not a user id'")
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.history(&tenant(), 10, None).await,
+                Err(StoreError::Database(_))
+            ),
+            "{backend:?}: a malformed user id"
+        );
+        conn.execute_unprepared("UPDATE tenant SET home_org = 'not an org'")
+            .await
+            .unwrap();
+        assert!(
+            matches!(store.list_tenants().await, Err(StoreError::Database(_))),
+            "{backend:?}: a malformed org id"
+        );
     }
 }

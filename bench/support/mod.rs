@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection::domain::{OrgId, Revision, TenantId, UserId};
 use cc_connection::entity::{connection, tenant};
 use cc_connection::store::{DbOptions, Store};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Set};
@@ -27,10 +28,10 @@ pub async fn seed(url: &str, tenants: usize) {
     let now = chrono::Utc::now();
     for chunk in (0..tenants).collect::<Vec<_>>().chunks(500) {
         let rows = chunk.iter().map(|i| tenant::ActiveModel {
-            tenant_id: Set(format!("t{i:05}")),
-            home_org: Set(world::ACME_HOME_ORG.to_owned()),
+            tenant_id: Set(TenantId::parse(&format!("t{i:05}")).unwrap()),
+            home_org: Set(OrgId::parse(world::ACME_HOME_ORG).unwrap()),
             admin_groups: Set(format!("[\"{}\"]", world::ACME_ADMIN_GROUP)),
-            revision: Set(1),
+            revision: Set(Revision::new(1)),
             created_at: Set(now),
             removed_at: Set(None),
         });
@@ -39,12 +40,12 @@ pub async fn seed(url: &str, tenants: usize) {
             .await
             .unwrap();
         let rows = chunk.iter().map(|i| connection::ActiveModel {
-            tenant_id: Set(format!("t{i:05}")),
-            org_id: Set(world::ACME_CREATIVE_ORG.to_owned()),
+            tenant_id: Set(TenantId::parse(&format!("t{i:05}")).unwrap()),
+            org_id: Set(OrgId::parse(world::ACME_CREATIVE_ORG).unwrap()),
             org_name: Set("Acme Creative".to_owned()),
-            connected_by: Set(world::ALICE_FEDERATED.to_owned()),
+            connected_by: Set(UserId::parse(world::ALICE_FEDERATED).unwrap()),
             connected_at: Set(now),
-            revision: Set(1),
+            revision: Set(Revision::new(1)),
             active: Set(true),
             ..Default::default()
         });

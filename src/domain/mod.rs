@@ -19,6 +19,8 @@ pub struct InvalidId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[schema(value_type = String, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", example = "acme-prod")]
 #[serde(transparent)]
+#[derive(sea_orm::DeriveValueType)]
+#[sea_orm(value_type = "String")]
 pub struct TenantId(String);
 
 impl TenantId {
@@ -54,6 +56,8 @@ impl TenantId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[schema(value_type = String, pattern = r"^[0-9A-Fa-f]{24}@AdobeOrg$", example = "0123456789ABCDEF01234567@AdobeOrg")]
 #[serde(transparent)]
+#[derive(sea_orm::DeriveValueType)]
+#[sea_orm(value_type = "String")]
 pub struct OrgId(String);
 
 impl OrgId {
@@ -88,6 +92,8 @@ impl OrgId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[schema(value_type = String, example = "ABCDEF0123456789ABCDEF01@AdobeID")]
 #[serde(transparent)]
+#[derive(sea_orm::DeriveValueType)]
+#[sea_orm(value_type = "String")]
 pub struct UserId(String);
 
 impl UserId {
@@ -218,18 +224,62 @@ macro_rules! id_impls {
 }
 id_impls!(TenantId, OrgId, UserId);
 
+// The tenant id is the `tenant` table's primary key, which sea-orm asks to be buildable from an
+// auto-incremented number; it never is (ids are given, not generated).
+impl sea_orm::TryFromU64 for TenantId {
+    fn try_from_u64(_: u64) -> Result<Self, sea_orm::DbErr> {
+        Err(sea_orm::DbErr::ConvertFromU64("TenantId"))
+    }
+}
+
+/// A tenant's revision: bumped by every switch and disconnect; the ETag of its state, the history's
+/// cursor and what `If-Match` names. Sent as the plain JSON number (`value_type = i64` where used).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sea_orm::DeriveValueType,
+)]
+#[serde(transparent)]
+pub struct Revision(i64);
+
+impl Revision {
+    /// The revision of a tenant just registered, before any connection.
+    pub const INITIAL: Self = Self(0);
+
+    /// The revision numbered `n`.
+    pub const fn new(n: i64) -> Self {
+        Self(n)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::str::FromStr for Revision {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self)
+    }
+}
+
 /// What a write requires of the tenant's active connection (`If-Match`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
     /// `*`: a connection must exist, whatever its revision.
     Any,
     /// The active connection must be at this revision (the one the caller last saw).
-    Revision(i64),
+    Revision(Revision),
 }
 
 impl Precondition {
     /// Whether it holds for the active connection's revision (`None`: no connection).
-    pub fn holds(self, active_revision: Option<i64>) -> bool {
+    pub fn holds(self, active_revision: Option<Revision>) -> bool {
         match self {
             Self::Any => active_revision.is_some(),
             Self::Revision(rev) => active_revision == Some(rev),

@@ -11,17 +11,17 @@ pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
     /// The tenant.
-    pub tenant_id: String,
+    pub tenant_id: crate::domain::TenantId,
     /// The Creative Cloud org.
-    pub org_id: String,
+    pub org_id: crate::domain::OrgId,
     /// Its name at the time of the switch.
     pub org_name: String,
     /// The administrator who connected it.
-    pub connected_by: String,
+    pub connected_by: crate::domain::UserId,
     /// When.
     pub connected_at: DateTimeUtc,
     /// The tenant revision it was created at.
-    pub revision: i64,
+    pub revision: crate::domain::Revision,
     /// Whether this is the tenant's active connection.
     pub active: bool,
     /// Who replaced or removed it.

@@ -8,13 +8,13 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     /// The tenant id.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub tenant_id: String,
+    pub tenant_id: crate::domain::TenantId,
     /// The home IMS org id.
-    pub home_org: String,
+    pub home_org: crate::domain::OrgId,
     /// JSON array of administrator group idents.
     pub admin_groups: String,
     /// Bumped by every switch and disconnect.
-    pub revision: i64,
+    pub revision: crate::domain::Revision,
     /// When the tenant was registered.
     pub created_at: DateTimeUtc,
     /// When an operator removed the tenant (`tenant remove`); a removed tenant is unknown to the

@@ -10,6 +10,7 @@ use super::breaker::Breaker;
 use super::cache::{Freshness, RefusedTokens, UserCache};
 use super::wire::{self, ImsOrg, ImsProfile, Jwk};
 use super::{BearerToken, ImsError, Unavailability};
+use crate::config;
 
 /// IMS answers larger than this are refused (an org list is a few KiB).
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -34,8 +35,25 @@ impl std::fmt::Debug for ImsClient {
 }
 
 impl ImsClient {
-    /// A client for the IMS at `base` (no trailing slash needed) with a per-call timeout.
+    /// A client for the IMS at `base` (no trailing slash needed) with a per-call timeout and the
+    /// configuration's default circuit breaker.
     pub fn new(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Self::with_breaker(
+            base,
+            timeout,
+            config::DEFAULT_IMS_BREAKER_FAILURES,
+            config::DEFAULT_IMS_BREAKER_COOLDOWN,
+        )
+    }
+
+    /// Like [`ImsClient::new`], with a circuit breaker for the user calls that opens after
+    /// `failures` consecutive failures, for `cool_down`.
+    pub fn with_breaker(
+        base: &str,
+        timeout: Duration,
+        failures: u32,
+        cool_down: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .timeout(timeout)
@@ -48,15 +66,8 @@ impl ImsClient {
             orgs: UserCache::new(),
             profiles: UserCache::new(),
             refused: RefusedTokens::new(),
-            breaker: Arc::new(Breaker::new(5, Duration::from_secs(5))),
+            breaker: Arc::new(Breaker::new(failures, cool_down)),
         })
-    }
-
-    /// The same client with a circuit breaker of its own for the user calls: open after
-    /// `failures` consecutive failures, for `cool_down`.
-    pub fn with_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
-        self.breaker = Arc::new(Breaker::new(failures, cool_down));
-        self
     }
 
     /// The circuit breaker of the user calls.

@@ -21,8 +21,9 @@ pub struct ImsOrg {
 /// The part of `/ims/profile/v1` the service relies on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImsProfile {
-    /// `userId`: always present (a profile that does not say whose it is is refused as unusable).
-    pub user_id: String,
+    /// `userId`: always present and of the user-id form (a profile that does not say whose it is
+    /// is refused as unusable).
+    pub user_id: UserId,
     /// `projectedProductContext[].prodCtx`.
     pub product_contexts: Vec<ProductContext>,
 }
@@ -184,6 +185,7 @@ pub(super) fn parse_profile(body: &[u8]) -> Result<ImsProfile, ImsError> {
         .user_id
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ImsError::BadResponse("profile: no userId".to_owned()))?;
+    let user_id = UserId::parse(&user_id).map_err(|e| ImsError::BadResponse(format!("profile: {e}")))?;
     Ok(ImsProfile {
         user_id,
         product_contexts: raw.projected.into_iter().map(|p| p.prod_ctx).collect(),
@@ -193,13 +195,29 @@ pub(super) fn parse_profile(body: &[u8]) -> Result<ImsProfile, ImsError> {
 /// Whether `user` (by the profile IMS returned for the token) is who the token says; a mismatch
 /// means IMS and the token disagree, which the service treats as a rejected token.
 pub fn profile_matches(profile: &ImsProfile, user: &UserId) -> bool {
-    profile.user_id == user.as_str()
+    profile.user_id == *user
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_profile_says_whose_it_is_as_a_user_id() {
+        let profile = parse_profile(br#"{"userId": "ABCDEF0123456789ABCDEF01@AdobeID"}"#).unwrap();
+        assert!(profile_matches(
+            &profile,
+            &UserId::parse("ABCDEF0123456789ABCDEF01@AdobeID").unwrap()
+        ));
+        for body in [
+            &br#"{}"#[..],
+            br#"{"userId": ""}"#,
+            br#"{"userId": "no at sign"}"#,
+        ] {
+            assert!(matches!(parse_profile(body), Err(ImsError::BadResponse(_))));
+        }
+    }
 
     #[test]
     fn org_names_lose_control_characters() {

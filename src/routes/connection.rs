@@ -11,11 +11,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::etag::{self, EntityTags};
 use crate::auth::{AdminCandidate, NOT_AN_ADMIN, TenantAdmin, TenantReader};
-use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Precondition, Revision, TenantId, UserId};
 use crate::error::ApiError;
 use crate::ims::Freshness;
 use crate::state::AppState;
-use crate::store::{ConnectionRecord, StoreError, SwitchOutcome, SwitchRequest, TenantView};
+use crate::store::{ConnectionRecord, EndReason, StoreError, SwitchOutcome, SwitchRequest, TenantView};
 use crate::watch::Event;
 
 /// The tenant's active Creative Cloud connection.
@@ -36,7 +36,8 @@ pub struct Connection {
     /// When it was connected.
     pub connected_at: DateTime<Utc>,
     /// The revision; the `ETag` is this number, quoted.
-    pub revision: i64,
+    #[schema(value_type = i64)]
+    pub revision: Revision,
 }
 
 impl From<&ConnectionRecord> for Connection {
@@ -73,7 +74,8 @@ pub struct HistoryEntry {
     /// When.
     pub connected_at: DateTime<Utc>,
     /// The revision it was connected at.
-    pub revision: i64,
+    #[schema(value_type = i64)]
+    pub revision: Revision,
     /// Whether it is the active connection.
     pub active: bool,
     /// Who replaced or removed it: an administrator's IMS user id, or `cli:<login>` for the
@@ -82,10 +84,10 @@ pub struct HistoryEntry {
     pub ended_by: Option<Actor>,
     /// When it was replaced or removed.
     pub ended_at: Option<DateTime<Utc>>,
-    /// `replaced`, `disconnected`, or `tenant-removed` (an operator removed the tenant, which
-    /// was registered again later).
+    /// Why it ended: `replaced`, `disconnected`, or `tenant-removed` (an operator removed the
+    /// tenant, which was registered again later).
     #[schema(example = "replaced")]
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
 }
 
 impl From<&ConnectionRecord> for HistoryEntry {
@@ -99,7 +101,7 @@ impl From<&ConnectionRecord> for HistoryEntry {
             active: r.active,
             ended_by: r.ended_by.clone(),
             ended_at: r.ended_at,
-            end_reason: r.end_reason.map(|e| e.as_str().to_owned()),
+            end_reason: r.end_reason,
         }
     }
 }
@@ -188,7 +190,7 @@ fn parse_wait(query: &str) -> Result<Option<u64>, ApiError> {
 
 /// The ETag of what a read of the tenant answers: the active connection's revision, or, without
 /// one, the tenant's revision (bumped by every switch and disconnect).
-fn state_etag(view: &TenantView) -> i64 {
+fn state_etag(view: &TenantView) -> Revision {
     view.active.as_ref().map_or(view.tenant.revision, |a| a.revision)
 }
 
@@ -413,13 +415,13 @@ pub async fn put_connection(
         .inc();
     Ok(match &outcome {
         SwitchOutcome::Created(rec) => {
-            tracing::info!(org_id = %rec.org_id, revision = rec.revision, "tenant connected");
+            tracing::info!(org_id = %rec.org_id, revision = rec.revision.get(), "tenant connected");
             let mut res = HttpResponse::Created();
             res.insert_header((header::LOCATION, req.path().to_owned()));
             with_connection(res, rec)
         }
         SwitchOutcome::Replaced(rec) => {
-            tracing::info!(org_id = %rec.org_id, revision = rec.revision, "tenant switched");
+            tracing::info!(org_id = %rec.org_id, revision = rec.revision.get(), "tenant switched");
             with_connection(HttpResponse::Ok(), rec)
         }
         SwitchOutcome::Unchanged(rec) => with_connection(HttpResponse::Ok(), rec),
@@ -458,7 +460,7 @@ pub async fn delete_connection(
         .disconnect(&admin.tenant.tenant_id, &admin.user_id, Utc::now(), precondition)
         .await
         .map_err(admin_store_error)?;
-    tracing::info!(org_id = %ended.org_id, revision = ended.revision, "tenant disconnected");
+    tracing::info!(org_id = %ended.org_id, revision = ended.revision.get(), "tenant disconnected");
     crate::metrics::metrics()
         .switches
         .with_label_values(&["disconnected"])
@@ -493,9 +495,9 @@ pub async fn get_history(
     let before = match query.cursor.as_deref() {
         None => None,
         Some(c) => Some(
-            c.parse::<i64>()
+            c.parse::<Revision>()
                 .ok()
-                .filter(|r| *r > 0)
+                .filter(|r| *r > Revision::INITIAL)
                 .ok_or_else(|| ApiError::invalid("cursor is not one this service issued"))?,
         ),
     };

@@ -4,16 +4,16 @@
 
 use actix_web::http::header::{self, EntityTag, HeaderMap, HeaderName, HeaderValue, TryIntoHeaderValue};
 
-use crate::domain::Precondition;
+use crate::domain::{Precondition, Revision};
 use crate::error::ApiError;
 
 /// The strong entity tag of a revision: the number.
-fn tag_of(revision: i64) -> EntityTag {
+fn tag_of(revision: Revision) -> EntityTag {
     EntityTag::new_strong(revision.to_string())
 }
 
 /// The `ETag` of a revision: the number, quoted.
-pub fn of(revision: i64) -> HeaderValue {
+pub fn of(revision: Revision) -> HeaderValue {
     // Digits only: always a valid header value.
     header::ETag(tag_of(revision))
         .try_into_value()
@@ -32,7 +32,7 @@ pub enum EntityTags {
 impl EntityTags {
     /// Whether the list names `revision`, compared weakly as `If-None-Match` compares (`W/"7"`
     /// names 7; `*` names none by itself: what it means is the header's to say).
-    pub fn names(&self, revision: i64) -> bool {
+    pub fn names(&self, revision: Revision) -> bool {
         match self {
             Self::Any => false,
             Self::Tags(tags) => {
@@ -74,7 +74,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
         None => Ok(None),
         Some(EntityTags::Any) => Ok(Some(Precondition::Any)),
         Some(EntityTags::Tags(tags)) => match tags.as_slice() {
-            [tag] => match tag.tag().parse::<i64>() {
+            [tag] => match tag.tag().parse::<Revision>() {
                 Ok(revision) if tag.strong_eq(&tag_of(revision)) => {
                     Ok(Some(Precondition::Revision(revision)))
                 }
@@ -102,12 +102,12 @@ mod tests {
     fn if_none_match_names_revisions_weakly_and_star_names_none() {
         let inm = |v| if_none_match(&headers(header::IF_NONE_MATCH, v)).ok().flatten();
         let names = |v, r| inm(v).is_some_and(|t: EntityTags| t.names(r));
-        assert!(names("\"7\"", 7));
-        assert!(names("W/\"7\", \"8\"", 7) && names("W/\"7\", \"8\"", 8));
-        assert!(!names("\"7\"", 8));
-        assert!(!names("\"abc\"", 7));
+        assert!(names("\"7\"", Revision::new(7)));
+        assert!(names("W/\"7\", \"8\"", Revision::new(7)) && names("W/\"7\", \"8\"", Revision::new(8)));
+        assert!(!names("\"7\"", Revision::new(8)));
+        assert!(!names("\"abc\"", Revision::new(7)));
         assert_eq!(inm("*"), Some(EntityTags::Any));
-        assert!(!names("*", 7));
+        assert!(!names("*", Revision::new(7)));
         assert!(
             if_none_match(&headers(header::IF_NONE_MATCH, "7")).is_err(),
             "unquoted"
@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn if_match_is_star_or_one_of_our_tags() {
         let im = |v| if_match(&headers(header::IF_MATCH, v));
-        assert_eq!(im("\"7\"").ok().flatten(), Some(Precondition::Revision(7)));
+        assert_eq!(
+            im("\"7\"").ok().flatten(),
+            Some(Precondition::Revision(Revision::new(7)))
+        );
         assert_eq!(im("*").ok().flatten(), Some(Precondition::Any));
         // Strong comparison: a weak tag never matches; nor does a tag that is not a revision.
         assert!(matches!(im("W/\"7\""), Err(ApiError::PreconditionFailed)));

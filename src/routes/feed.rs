@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Integration;
-use crate::domain::{OrgId, TenantId, UserId};
+use crate::domain::{OrgId, Revision, TenantId, UserId};
 use crate::error::ApiError;
 use crate::feed::Subscriber;
 use crate::state::AppState;
@@ -40,7 +40,8 @@ pub struct ListedConnection {
     /// When it was connected.
     pub connected_at: Option<DateTime<Utc>>,
     /// The tenant's revision: apply a change only when its revision is higher.
-    pub revision: i64,
+    #[schema(value_type = i64)]
+    pub revision: Revision,
 }
 
 impl From<&ListedTenant> for ListedConnection {
@@ -99,7 +100,8 @@ pub struct Change {
     /// The org connected before; `null` if there was none.
     pub previous_org_id: Option<OrgId>,
     /// The tenant's revision after the change.
-    pub revision: i64,
+    #[schema(value_type = i64)]
+    pub revision: Revision,
     /// When.
     pub at: DateTime<Utc>,
     /// Who: an administrator's IMS user id, or `cli:<login>` for an operator.

@@ -43,12 +43,22 @@ impl DbReadiness {
     }
 }
 
+/// Whether the service can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadinessStatus {
+    /// The database answered and IMS keys are loaded.
+    Ready,
+    /// One of them is missing.
+    NotReady,
+}
+
 /// A probe's answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"status": "ready", "database": true, "ims_keys": true}))]
 pub struct Readiness {
     /// `ready` or `not-ready`.
-    pub status: String,
+    pub status: ReadinessStatus,
     /// Whether the database answered.
     pub database: bool,
     /// Whether IMS signing keys are loaded.
@@ -86,7 +96,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     checks.with_label_values(&["database"]).set(i64::from(database));
     checks.with_label_values(&["ims_keys"]).set(i64::from(ims_keys));
     let body = Readiness {
-        status: if ready { "ready" } else { "not-ready" }.to_owned(),
+        status: if ready {
+            ReadinessStatus::Ready
+        } else {
+            ReadinessStatus::NotReady
+        },
         database,
         ims_keys,
     };

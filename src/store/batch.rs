@@ -33,7 +33,7 @@ use tracing::Instrument as _;
 
 use super::tenant::corrupt;
 use super::{ConnectionRecord, StoreError, TenantRecord, TenantView, classify};
-use crate::domain::{OrgId, TenantId, UserId};
+use crate::domain::{OrgId, Revision, TenantId, UserId};
 
 /// The one query of the hot path, for a batch of tenant ids (the only place it is spelled).
 /// `$ids` is the backend's "tenant id is one of the batch" predicate, `$active` the partial
@@ -379,7 +379,7 @@ where
         let tenant_id: String = row.try_get(0).map_err(sqlx_err)?;
         let home_org: String = row.try_get(1).map_err(sqlx_err)?;
         let admin_groups: String = row.try_get(2).map_err(sqlx_err)?;
-        let revision: i64 = row.try_get(3).map_err(sqlx_err)?;
+        let revision = Revision::new(row.try_get(3).map_err(sqlx_err)?);
         let org_id: Option<String> = row.try_get(4).map_err(sqlx_err)?;
         let tid = TenantId::parse(&tenant_id).map_err(|_| corrupt("tenant id"))?;
         let active = match org_id {
@@ -391,7 +391,7 @@ where
                 connected_by: UserId::parse(&row.try_get::<String, _>(6).map_err(sqlx_err)?)
                     .map_err(|_| corrupt("user id"))?,
                 connected_at: row.try_get(7).map_err(sqlx_err)?,
-                revision: row.try_get(8).map_err(sqlx_err)?,
+                revision: Revision::new(row.try_get(8).map_err(sqlx_err)?),
                 active: true,
                 ended_by: None,
                 ended_at: None,

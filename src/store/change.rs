@@ -13,7 +13,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult};
 use super::sql::{is_active, stmt};
 use super::tenant::corrupt;
 use super::{Store, StoreError};
-use crate::domain::{Actor, OrgId, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Revision, TenantId, UserId};
 
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub struct ChangeRecord {
     /// The org connected before (None if there was none).
     pub previous_org_id: Option<OrgId>,
     /// The tenant's revision after the change.
-    pub revision: i64,
+    pub revision: Revision,
     /// When.
     pub at: DateTime<Utc>,
     /// Who: an administrator, or `cli:<login>`.
@@ -79,7 +79,7 @@ pub struct ListedTenant {
     /// The tenant.
     pub tenant_id: TenantId,
     /// The tenant's revision (bumped by every change of the feed).
-    pub revision: i64,
+    pub revision: Revision,
     /// The connected org, its name, who connected it and when.
     pub active: Option<(OrgId, String, UserId, DateTime<Utc>)>,
 }
@@ -90,7 +90,7 @@ pub(super) struct NewChange<'a> {
     pub kind: ChangeKind,
     pub org: Option<(&'a OrgId, &'a str)>,
     pub previous_org_id: Option<&'a OrgId>,
-    pub revision: i64,
+    pub revision: Revision,
     pub at: DateTime<Utc>,
     pub by: &'a str,
 }
@@ -157,14 +157,13 @@ fn change_of(row: &QueryResult) -> Result<ChangeRecord, StoreError> {
         row.try_get::<Option<String>>("", col)
             .map_err(StoreError::Database)
     };
-    let org = |col: &str| -> Result<Option<OrgId>, StoreError> {
-        get_opt(col)?
-            .map(|o| OrgId::parse(&o).map_err(|_| corrupt("org id")))
-            .transpose()
+    let org = |col: &str| {
+        row.try_get::<Option<OrgId>>("", col)
+            .map_err(StoreError::Database)
     };
     Ok(ChangeRecord {
         position: row.try_get("", "position").map_err(StoreError::Database)?,
-        tenant_id: TenantId::parse(&get_str("tenant_id")?).map_err(|_| corrupt("tenant id"))?,
+        tenant_id: row.try_get("", "tenant_id").map_err(StoreError::Database)?,
         kind: ChangeKind::parse(&get_str("kind")?)?,
         org_id: org("org_id")?,
         org_name: get_opt("org_name")?,
@@ -231,25 +230,19 @@ impl Store {
             .await?;
         rows.iter()
             .map(|row| {
-                let tenant: String = row.try_get("", "tenant_id").map_err(StoreError::Database)?;
-                let org: Option<String> = row.try_get("", "org_id").map_err(StoreError::Database)?;
+                let org: Option<OrgId> = row.try_get("", "org_id").map_err(StoreError::Database)?;
                 let active = match org {
                     None => None,
                     Some(org) => {
                         let name: String = row.try_get("", "org_name").map_err(StoreError::Database)?;
-                        let by: String = row.try_get("", "connected_by").map_err(StoreError::Database)?;
+                        let by: UserId = row.try_get("", "connected_by").map_err(StoreError::Database)?;
                         let at: DateTime<Utc> =
                             row.try_get("", "connected_at").map_err(StoreError::Database)?;
-                        Some((
-                            OrgId::parse(&org).map_err(|_| corrupt("org id"))?,
-                            name,
-                            UserId::parse(&by).map_err(|_| corrupt("user id"))?,
-                            at,
-                        ))
+                        Some((org, name, by, at))
                     }
                 };
                 Ok(ListedTenant {
-                    tenant_id: TenantId::parse(&tenant).map_err(|_| corrupt("tenant id"))?,
+                    tenant_id: row.try_get("", "tenant_id").map_err(StoreError::Database)?,
                     revision: row.try_get("", "revision").map_err(StoreError::Database)?,
                     active,
                 })

@@ -16,7 +16,7 @@ use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
-use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
+use crate::domain::{Actor, Precondition, Revision, TenantId, UserId};
 use crate::entity::connection;
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
@@ -40,10 +40,10 @@ fn parse_end_reason(stored: &str) -> Result<EndReason, StoreError> {
 
 fn from_model(m: connection::Model) -> Result<ConnectionRecord, StoreError> {
     Ok(ConnectionRecord {
-        tenant_id: TenantId::parse(&m.tenant_id).map_err(|_| corrupt("tenant id"))?,
-        org_id: OrgId::parse(&m.org_id).map_err(|_| corrupt("org id"))?,
+        tenant_id: m.tenant_id,
+        org_id: m.org_id,
         org_name: m.org_name,
-        connected_by: UserId::parse(&m.connected_by).map_err(|_| corrupt("user id"))?,
+        connected_by: m.connected_by,
         connected_at: m.connected_at,
         revision: m.revision,
         active: m.active,
@@ -59,7 +59,7 @@ fn from_model(m: connection::Model) -> Result<ConnectionRecord, StoreError> {
 /// What a locked transaction found: the bumped revision and the active connection before it.
 struct Locked {
     txn: DatabaseTransaction,
-    revision: i64,
+    revision: Revision,
     active: Option<ConnectionRecord>,
 }
 
@@ -104,7 +104,7 @@ impl Store {
             self.wait(txn.rollback()).await?;
             return Err(StoreError::UnknownTenant);
         };
-        let revision: i64 = bumped.try_get("", "revision").map_err(StoreError::Database)?;
+        let revision: Revision = bumped.try_get("", "revision").map_err(StoreError::Database)?;
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connection WHERE tenant_id = $1 AND {}",
             is_active(backend, "")
@@ -384,7 +384,7 @@ impl Store {
         &self,
         tenant_id: &TenantId,
         limit: u64,
-        before_revision: Option<i64>,
+        before_revision: Option<Revision>,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
         if self.tenant(tenant_id).await?.is_none() {
             return Err(StoreError::UnknownTenant);

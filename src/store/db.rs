@@ -10,6 +10,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 use super::batch::{BatchOptions, ReadBatcher};
 use super::outage::Outage;
 use super::{Store, StoreError};
+use crate::config;
 use crate::watch::{DEFAULT_MAX_WATCHERS, Feed, Watchers};
 
 /// Options of the database pool.
@@ -48,14 +49,15 @@ impl DbOptions {
     }
 }
 
+/// The configuration's defaults (`crate::config`), for stores opened without a configuration.
 impl Default for DbOptions {
     fn default() -> Self {
         Self {
-            max_connections: 10,
-            connect_timeout: Duration::from_secs(3),
-            statement_timeout_ms: 5_000,
-            read_batch_size: 256,
-            read_batches_in_flight: 2,
+            max_connections: config::DEFAULT_DB_MAX_CONNECTIONS,
+            connect_timeout: config::DEFAULT_DB_CONNECT_TIMEOUT,
+            statement_timeout_ms: config::DEFAULT_DB_STATEMENT_TIMEOUT_MS,
+            read_batch_size: config::DEFAULT_DB_READ_BATCH_SIZE,
+            read_batches_in_flight: config::DEFAULT_DB_READ_BATCHES_IN_FLIGHT,
         }
     }
 }

@@ -21,7 +21,7 @@ pub use db::DbOptions;
 pub(crate) use db::{classify, is_outage};
 pub(crate) use outage::jittered;
 
-use crate::domain::{Actor, OrgId, Precondition, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Precondition, Revision, TenantId, UserId};
 
 /// What can go wrong in the store. `Clone`: one failed batch query answers every read in it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,7 +63,7 @@ pub struct TenantRecord {
     /// IMS group idents (in the home org) whose members are administrators of this tenant.
     pub admin_groups: Vec<String>,
     /// Bumped by every switch and disconnect; the ETag of the active connection is this revision.
-    pub revision: i64,
+    pub revision: Revision,
 }
 
 /// One connection row: the active one or a past one from the history.
@@ -80,7 +80,7 @@ pub struct ConnectionRecord {
     /// When it was connected.
     pub connected_at: DateTime<Utc>,
     /// The tenant revision this connection was created at (its ETag while active).
-    pub revision: i64,
+    pub revision: Revision,
     /// Whether this is the tenant's active connection.
     pub active: bool,
     /// Who replaced or removed it (None while active): an administrator, or the operator who
@@ -92,14 +92,17 @@ pub struct ConnectionRecord {
     pub end_reason: Option<EndReason>,
 }
 
-/// Why a connection stopped being active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a connection stopped being active; stored and sent as `replaced`, `disconnected` or
+/// `tenant-removed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum EndReason {
     /// Another org was connected in its place.
     Replaced,
     /// An administrator disconnected the tenant.
     Disconnected,
-    /// An operator removed the tenant from the registry (`tenant remove`).
+    /// An operator removed the tenant from the registry (`tenant remove`); it may have been
+    /// registered again later.
     TenantRemoved,
 }
 
@@ -111,6 +114,12 @@ impl EndReason {
             Self::Disconnected => "disconnected",
             Self::TenantRemoved => "tenant-removed",
         }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

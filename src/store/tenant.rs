@@ -7,7 +7,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 
 use super::db::within;
 use super::{Store, StoreError, TenantRecord, classify};
-use crate::domain::{OrgId, TenantId};
+use crate::domain::{OrgId, Revision, TenantId};
 use crate::entity::tenant;
 
 impl Store {
@@ -21,10 +21,10 @@ impl Store {
     ) -> Result<TenantRecord, StoreError> {
         let groups = groups_json(admin_groups)?;
         let model = tenant::ActiveModel {
-            tenant_id: Set(tenant_id.as_str().to_owned()),
-            home_org: Set(home_org.as_str().to_owned()),
+            tenant_id: Set(tenant_id.clone()),
+            home_org: Set(home_org.clone()),
             admin_groups: Set(groups.clone()),
-            revision: Set(0),
+            revision: Set(Revision::INITIAL),
             created_at: Set(Utc::now()),
             removed_at: Set(None),
         };
@@ -95,7 +95,7 @@ impl Store {
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let row = self
             .wait(
-                tenant::Entity::find_by_id(id.as_str().to_owned())
+                tenant::Entity::find_by_id(id.clone())
                     .filter(tenant::Column::RemovedAt.is_null())
                     .one(&self.db),
             )
@@ -116,8 +116,8 @@ pub(super) fn corrupt(what: &str) -> StoreError {
 
 pub(super) fn to_record(m: tenant::Model) -> Result<TenantRecord, StoreError> {
     Ok(TenantRecord {
-        tenant_id: TenantId::parse(&m.tenant_id).map_err(|_| corrupt("tenant id"))?,
-        home_org: OrgId::parse(&m.home_org).map_err(|_| corrupt("home org"))?,
+        tenant_id: m.tenant_id,
+        home_org: m.home_org,
         admin_groups: serde_json::from_str(&m.admin_groups).map_err(|_| corrupt("admin groups"))?,
         revision: m.revision,
     })

@@ -735,7 +735,7 @@ async fn after_an_upgrade_the_listing_and_the_feed_bring_a_client_to_the_current
         );
         let listed = store.list_connections(None, 10).await.unwrap();
         assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].revision, 1);
+        assert_eq!(listed[0].revision.get(), 1);
         assert_eq!(
             listed[0].active.as_ref().map(|a| a.0.as_str()),
             Some(world::ACME_CREATIVE_ORG)
@@ -753,7 +753,7 @@ async fn after_an_upgrade_the_listing_and_the_feed_bring_a_client_to_the_current
         let changes = store.changes_after(0, 10).await.unwrap();
         assert_eq!(changes.len(), 1);
         assert_eq!(
-            (changes[0].position, changes[0].revision),
+            (changes[0].position, changes[0].revision.get()),
             (1, 2),
             "after the listing's revision"
         );

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cc_connection::config::Config;
+use cc_connection::config::{Config, ImsEndpoint};
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
 use cc_connection::domain::{OrgId, TenantId};
 use cc_connection::startup::{Application, open_store};
@@ -35,8 +35,8 @@ pub fn test_config(ims: &DevIms, db_url: &str) -> Config {
     let mut config = cc_connection::cli::dev_defaults();
     config.database_url = Some(db_url.to_owned());
     config.listen = ([127, 0, 0, 1], 0).into();
-    config.ims_url = Some(ims.url());
-    config.ims_cert_url = Some(ims.cert_base_url());
+    config.ims_url = ImsEndpoint::Url(ims.url().parse().unwrap());
+    config.ims_cert_url = Some(ims.cert_base_url().parse().unwrap());
     config.ims_timeout_ms = 1_000;
     // The load tests switch as one administrator far past a person's pace; the limiter's own tests
     // (ims_guard.rs) set the limits they test.

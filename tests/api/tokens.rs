@@ -455,7 +455,7 @@ async fn a_certificate_base_that_is_down_answers_503_with_retry_after_not_401() 
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://127.0.0.1:{}/keys/", dead.local_addr().unwrap().port());
     drop(dead);
-    let app = spawn_app_with(Backend::Sqlite, |c| c.ims_cert_url = Some(base)).await;
+    let app = spawn_app_with(Backend::Sqlite, |c| c.ims_cert_url = Some(base.parse().unwrap())).await;
     assert!(app.state.verifier.keys().is_loaded(), "the JWKS is loaded");
     let spec = TokenSpec {
         use_cert_key: true,
