@@ -6,8 +6,7 @@ use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::ims::ImsClient;
 use crate::ratelimit::ImsRateLimiter;
-use crate::routes::health::DbReadiness;
-use crate::store::Store;
+use crate::store::{DbReadiness, Store};
 
 /// Built once at start; cheap to clone (handles and `Arc`s inside).
 #[derive(Clone)]

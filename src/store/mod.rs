@@ -1,7 +1,8 @@
 //! Persistence: the tenant registry and the connection with its history, over sea-orm.
 //!
 //! `db.rs` opens, migrates and checks the database; `tenant.rs` is the registry; `connection.rs`
-//! the connection and its history; `batch.rs` the batched reads of the hot path.
+//! the connection and its history; `batch.rs` the batched reads of the hot path; `change.rs` the
+//! change feed; `readiness.rs` the database half of `/readyz`.
 //!
 //! Functions here return [`StoreError`], never HTTP types; `error.rs` maps them once.
 
@@ -10,6 +11,7 @@ mod change;
 mod connection;
 mod db;
 mod outage;
+mod readiness;
 mod sql;
 mod tenant;
 
@@ -20,6 +22,7 @@ pub use change::{ChangeKind, ChangeRecord, ListedTenant};
 pub use db::DbOptions;
 pub(crate) use db::{classify, is_outage};
 pub(crate) use outage::jittered;
+pub use readiness::{DbReadiness, READINESS_TTL};
 
 use crate::domain::{Actor, OrgId, Precondition, Revision, TenantId, UserId};
 
