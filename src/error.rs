@@ -458,7 +458,7 @@ impl From<StoreError> for ApiError {
             StoreError::TenantExists => Self::invalid("tenant is already registered"),
             e @ StoreError::Unavailable(_) => {
                 if !crate::store::is_outage(&e) {
-                    tracing::warn!(cause = %error_chain(&e), "database statement timed out");
+                    tracing::warn!(cause = %error_chain(&e), "the database answered but could not serve the request");
                 }
                 Self::DatabaseUnavailable
             }

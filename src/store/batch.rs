@@ -325,12 +325,19 @@ fn sqlx_err(e: sqlx::Error) -> StoreError {
     classify(DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))))
 }
 
+/// No connection could be had (the pool's wait ran out, or opening one failed: refused, or the
+/// database not accepting connections): the database is unavailable, whatever the server said, as
+/// sea-orm reports its own acquire failures (`DbErr::Conn`).
+fn acquire_err(e: sqlx::Error) -> StoreError {
+    classify(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))
+}
+
 /// The rows of `$query` on a connection of `$pool`, within `$limit`. A query past the bound
 /// closes its connection rather than give it back: it may still be waiting for an answer that
 /// never comes (a host gone silent).
 macro_rules! fetch_within {
     ($pool:expr, $query:expr, $limit:expr) => {{
-        let mut conn = $pool.acquire().await.map_err(sqlx_err)?;
+        let mut conn = $pool.acquire().await.map_err(acquire_err)?;
         let rows = match $limit {
             None => $query.fetch_all(&mut *conn).await,
             Some(limit) => match tokio::time::timeout(limit, $query.fetch_all(&mut *conn)).await {

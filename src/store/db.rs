@@ -342,18 +342,20 @@ pub(crate) fn timed_out(limit: Duration) -> DbErr {
     )))
 }
 
-/// Whether `e` says the database is unreachable (not merely slow on one statement: a server's
-/// `statement_timeout` leaves the database answering).
+/// Whether `e` says the database is unreachable: no answer (a connection lost, or no answer within
+/// our bound). An error the server answered with is not one, even when it makes the request
+/// unavailable for now: its `statement_timeout`, or a new connection refused (too many, not
+/// accepting connections, starting up). Then the pooled connections still lead to a live server
+/// and are kept, rather than dropped as connections to a host that may have gone silent.
 pub(crate) fn is_outage(e: &StoreError) -> bool {
     use sea_orm::RuntimeErr;
     let (StoreError::Unavailable(cause) | StoreError::OutcomeUnknown(cause)) = e else {
         return false;
     };
     match cause {
-        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => !matches!(
-            x.as_ref(),
-            sea_orm::sqlx::Error::Database(db) if db.code().as_deref() == Some("57014")
-        ),
+        DbErr::Exec(RuntimeErr::SqlxError(x))
+        | DbErr::Query(RuntimeErr::SqlxError(x))
+        | DbErr::Conn(RuntimeErr::SqlxError(x)) => !matches!(x.as_ref(), sea_orm::sqlx::Error::Database(_)),
         _ => true,
     }
 }
