@@ -366,7 +366,9 @@ fn is_pool_timeout(e: &StoreError) -> bool {
     match e {
         StoreError::Unavailable(DbErr::ConnectionAcquire(_)) => true,
         StoreError::Unavailable(
-            DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)),
+            DbErr::Exec(RuntimeErr::SqlxError(x))
+            | DbErr::Query(RuntimeErr::SqlxError(x))
+            | DbErr::Conn(RuntimeErr::SqlxError(x)),
         ) => {
             matches!(x.as_ref(), sea_orm::sqlx::Error::PoolTimedOut)
         }
