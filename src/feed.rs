@@ -9,7 +9,8 @@
 //!
 //! A subscriber subscribes to the broadcast *before* it catches up, so a change is either in its
 //! catch-up read or received afterwards; it skips what it already sent, and reads the database
-//! again if it ever meets a position further than the next one. A subscriber that falls further
+//! again if it ever meets a position further than the next one, and after every heartbeat (so
+//! nothing the tail failed to publish is held back longer than one heartbeat). A subscriber that falls further
 //! behind than the broadcast holds (it does not read) is cut off: its stream ends and the client
 //! resumes from the last id it got (`Last-Event-ID`). What a subscriber holds is bounded: one
 //! catch-up page of 100 events, and its place in the shared broadcast.
@@ -222,7 +223,13 @@ impl Subscriber {
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                () = tokio::time::sleep(self.heartbeat) => return Some(position_event(self.position)),
+                () = tokio::time::sleep(self.heartbeat) => {
+                    // A quiet spell: say where the feed is, and read the database once more
+                    // before waiting again, so a change the tail did not publish (its signal or
+                    // its read lost) still reaches this subscriber within one heartbeat.
+                    self.caught_up = false;
+                    return Some(position_event(self.position));
+                }
             }
         }
     }
