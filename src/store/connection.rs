@@ -160,7 +160,6 @@ impl Store {
             end_active(
                 self,
                 &txn,
-                backend,
                 &req.tenant_id,
                 req.by.as_str(),
                 at,
@@ -234,7 +233,6 @@ impl Store {
         at: DateTime<Utc>,
         if_match: Option<Precondition>,
     ) -> Result<ConnectionRecord, StoreError> {
-        let backend = self.db.get_database_backend();
         let at = at.trunc_subsecs(6);
         let Locked {
             txn,
@@ -253,16 +251,7 @@ impl Store {
             self.wait(txn.rollback()).await?;
             return Err(StoreError::PreconditionFailed);
         }
-        end_active(
-            self,
-            &txn,
-            backend,
-            tenant_id,
-            by.as_str(),
-            at,
-            EndReason::Disconnected,
-        )
-        .await?;
+        end_active(self, &txn, tenant_id, by.as_str(), at, EndReason::Disconnected).await?;
         change::record(
             self,
             &txn,
@@ -324,16 +313,7 @@ impl Store {
             active,
         } = self.lock_tenant(tenant_id).await?;
         if active.is_some() {
-            end_active(
-                self,
-                &txn,
-                backend,
-                tenant_id,
-                by.as_str(),
-                at,
-                EndReason::TenantRemoved,
-            )
-            .await?;
+            end_active(self, &txn, tenant_id, by.as_str(), at, EndReason::TenantRemoved).await?;
         }
         self.wait(txn.execute_raw(stmt(
             backend,
@@ -419,15 +399,16 @@ fn precondition_holds(if_match: Option<Precondition>, active: Option<&Connection
     if_match.is_none_or(|p| p.holds(active.map(|a| a.revision)))
 }
 
+/// Ends the tenant's active connection in `txn` (it was replaced, disconnected or removed).
 async fn end_active(
     store: &Store,
     txn: &DatabaseTransaction,
-    backend: DbBackend,
     tenant_id: &TenantId,
     by: &str,
     at: DateTime<Utc>,
     reason: EndReason,
 ) -> Result<(), StoreError> {
+    let backend = txn.get_database_backend();
     let sql = format!(
         "UPDATE connection SET active = $1, ended_by = $2, ended_at = $3, end_reason = $4 \
          WHERE tenant_id = $5 AND {}",
