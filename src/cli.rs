@@ -9,7 +9,7 @@ use crate::config::Mode;
 #[cfg(feature = "dev-ims")]
 use crate::dev_ims::{DevIms, TokenSpec, world};
 use crate::domain::{Actor, OrgId, Revision, TenantId};
-use crate::routes::connection::{Connection, HistoryEntry};
+use crate::representation::{Connection, HistoryEntry};
 use crate::startup::Application;
 use crate::store::{DbOptions, Store, StoreError, TenantRecord};
 

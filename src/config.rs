@@ -167,6 +167,21 @@ pub const DEFAULT_IMS_BREAKER_FAILURES: u32 = 5;
 /// The default of `CCC_IMS_BREAKER_COOLDOWN_MS`; also [`crate::ims::ImsClient::new`]'s.
 pub const DEFAULT_IMS_BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
 
+/// The default cap on watchers per replica (`CCC_MAX_WATCHERS`), sized to the pod of
+/// `deploy/k8s` (memory limit 256 MiB): a held watch costs about 23 KiB (10,000 held watches,
+/// 255 MiB RSS, `BENCH_SECONDS=5 target/release/examples/bench_watch`, actix-http as published), so
+/// 6,000 take about 135 MiB, leaving the rest to the process's baseline (about 30 MiB) and to
+/// requests, caches and the pool.
+pub const DEFAULT_MAX_WATCHERS: usize = 6_000;
+
+/// The default cap on watchers of one caller per replica (`CCC_MAX_WATCHERS_PER_CALLER`): no
+/// caller takes more than a twelfth of the replica's.
+pub const DEFAULT_MAX_WATCHERS_PER_CALLER: usize = 500;
+
+/// The default cap on watchers of one tenant per replica (`CCC_MAX_WATCHERS_PER_TENANT`): no
+/// tenant takes more than a third of the replica's.
+pub const DEFAULT_MAX_WATCHERS_PER_TENANT: usize = 2_000;
+
 /// The default of `CCC_REQUEST_BODY_TIMEOUT_MS`: a switch body is under 100 bytes.
 pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -229,10 +244,10 @@ impl Config {
             ims_breaker_failures: DEFAULT_IMS_BREAKER_FAILURES,
             ims_breaker_cooldown_ms: DEFAULT_IMS_BREAKER_COOLDOWN.as_millis() as u64,
             ops_listen: None,
-            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            max_watchers: DEFAULT_MAX_WATCHERS,
             request_body_timeout_ms: default_request_body_timeout_ms(),
-            max_watchers_per_caller: crate::watch::DEFAULT_MAX_WATCHERS_PER_CALLER,
-            max_watchers_per_tenant: crate::watch::DEFAULT_MAX_WATCHERS_PER_TENANT,
+            max_watchers_per_caller: DEFAULT_MAX_WATCHERS_PER_CALLER,
+            max_watchers_per_tenant: DEFAULT_MAX_WATCHERS_PER_TENANT,
             feed_heartbeat_ms: 15_000,
             feed_buffer: 4_096,
         }

@@ -15,17 +15,18 @@
 //! resumes from the last id it got (`Last-Event-ID`). What a subscriber holds is bounded: one
 //! catch-up page of 100 events, and its place in the shared broadcast.
 //!
-//! [`Watchers::commits`]: crate::watch::Watchers::commits
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use tokio::runtime::Handle;
 use tokio::sync::{broadcast, watch};
 
-use crate::routes::feed::Change;
+use crate::representation::Change;
 use crate::store::{ChangeRecord, Store};
+use crate::watch::Watchers;
 
 /// Changes the tail reads from the database at once.
 pub const PAGE: u64 = 1_000;
@@ -71,30 +72,49 @@ fn position_event(position: i64) -> Bytes {
     ))
 }
 
-/// This replica's broadcast of committed changes, started with its first subscriber. Cheap to
-/// clone.
-#[derive(Debug, Clone, Default)]
+/// This replica's broadcast of committed changes, its tail started with its first subscriber.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
 pub struct Hub {
+    store: Store,
+    watchers: Watchers,
+    capacity: usize,
+    /// The runtime the tail runs on: the one the hub was built on, never the worker of the first
+    /// subscriber (which stops with that worker).
+    runtime: Handle,
     changes: Arc<OnceLock<broadcast::Sender<Arc<Frame>>>>,
 }
 
 impl Hub {
+    /// The broadcast of `store`'s changes, holding `capacity` of them, woken by `watchers`'
+    /// "something committed" signal. Call within the runtime the tail is to run on.
+    pub fn new(store: Store, watchers: Watchers, capacity: usize) -> Self {
+        Self {
+            store,
+            watchers,
+            capacity: capacity.max(1),
+            runtime: Handle::current(),
+            changes: Arc::default(),
+        }
+    }
+
     /// A receiver of every change the tail publishes from now on (the tail starts now if it has
-    /// not yet, with a broadcast holding `capacity` changes).
-    pub fn subscribe(&self, store: &Store, capacity: usize) -> broadcast::Receiver<Arc<Frame>> {
+    /// not yet).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
         self.changes
             .get_or_init(|| {
-                let (sender, _) = broadcast::channel(capacity.max(1));
-                tokio::spawn(tail(store.clone(), sender.clone()));
+                let (sender, _) = broadcast::channel(self.capacity);
+                self.runtime
+                    .spawn(tail(self.store.clone(), self.watchers.clone(), sender.clone()));
                 sender
             })
             .subscribe()
     }
 }
 
-async fn tail(store: Store, changes: broadcast::Sender<Arc<Frame>>) {
-    let mut signal = store.watchers().commits();
-    let mut stopping = store.watchers().stopping();
+async fn tail(store: Store, watchers: Watchers, changes: broadcast::Sender<Arc<Frame>>) {
+    let mut signal = watchers.commits();
+    let mut stopping = watchers.stopping();
     let mut last = loop {
         match store.change_head().await {
             Ok(head) => break head,
@@ -161,15 +181,15 @@ impl Drop for Subscriber {
 }
 
 impl Subscriber {
-    /// A subscriber that resumes after `position`, sending `event: position` after `heartbeat`
-    /// without a change. Subscribes before anything is read.
-    pub fn new(store: &Store, position: i64, heartbeat: Duration, capacity: usize) -> Self {
-        let changes = store.feed().subscribe(store, capacity);
+    /// A subscriber of `hub` that resumes after `position`, sending `event: position` after
+    /// `heartbeat` without a change. Subscribes before anything is read.
+    pub fn new(hub: &Hub, position: i64, heartbeat: Duration) -> Self {
+        let changes = hub.subscribe();
         crate::metrics::metrics().feed_subscribers.inc();
         Self {
-            store: store.clone(),
+            store: hub.store.clone(),
             changes,
-            stopping: store.watchers().stopping(),
+            stopping: hub.watchers.stopping(),
             position,
             ready: VecDeque::new(),
             caught_up: false,

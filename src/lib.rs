@@ -20,6 +20,7 @@ pub mod logfilter;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod representation;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -11,11 +11,13 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{KeyStore, TokenVerifier};
 use crate::config::{Config, ImsEndpoint};
+use crate::feed::Hub;
 use crate::ims::ImsClient;
 use crate::ratelimit::ImsRateLimiter;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{DbOptions, Store};
+use crate::watch::{Feed, WatcherCaps, Watchers};
 use crate::{openapi, telemetry};
 
 /// A failure to start.
@@ -115,11 +117,20 @@ impl Application {
         // IMS is unreachable, and refreshes so that keys IMS withdraws stop verifying.
         tokio::spawn(refresh_keys(Arc::downgrade(&keys)));
         let ims_limiter = ImsRateLimiter::new(config.ims_rate_per_minute, config.ims_rate_burst);
-        store.watchers().set_caps(crate::watch::WatcherCaps {
-            replica: config.max_watchers,
-            caller: config.max_watchers_per_caller,
-            tenant: config.max_watchers_per_tenant,
-        });
+        let watchers = Watchers::new(
+            WatcherCaps {
+                replica: config.max_watchers,
+                caller: config.max_watchers_per_caller,
+                tenant: config.max_watchers_per_tenant,
+            },
+            // SQLite's changes are told in process from the start; PostgreSQL's wait for the
+            // listener (`watch::spawn_postgres_feed`).
+            match store.connection().get_database_backend() {
+                sea_orm::DbBackend::Postgres => Feed::AwaitingListener,
+                _ => Feed::Live,
+            },
+        );
+        store.notify_commits_to(Arc::new(watchers.clone()));
         crate::metrics::metrics()
             .watchers_max
             .set(i64::try_from(config.max_watchers).unwrap_or(i64::MAX));
@@ -128,13 +139,13 @@ impl Application {
             // An in-memory database is this process's alone.
             && !(url.contains(":memory:") || url.contains("mode=memory"))
         {
-            crate::watch::spawn_sqlite_feed(store.watchers(), url, config.db_connect_timeout())?;
+            crate::watch::spawn_sqlite_feed(&watchers, url, config.db_connect_timeout())?;
         }
         if store.connection().get_database_backend() == sea_orm::DbBackend::Postgres
             && let Some(url) = config.database_url.as_deref()
         {
             crate::watch::spawn_postgres_feed(
-                store.watchers(),
+                &watchers,
                 store.connection().get_postgres_connection_pool(),
                 url,
                 crate::watch::ListenerBounds {
@@ -143,9 +154,12 @@ impl Application {
                 },
             )?;
         }
+        let hub = Hub::new(store.clone(), watchers.clone(), config.feed_buffer);
         let state = AppState {
             config: Arc::new(config),
             store,
+            watchers,
+            hub,
             ims,
             verifier,
             ims_limiter,
@@ -191,7 +205,7 @@ impl Application {
     /// any, stops with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
-        let watchers = self.state.store.watchers().clone();
+        let watchers = self.state.watchers.clone();
         let signals = tokio::spawn(async move {
             let graceful = stop_signal().await;
             watchers.shut_down();
@@ -200,7 +214,7 @@ impl Application {
         let ops = self.ops.map(|(_, ops)| (ops.handle(), tokio::spawn(ops)));
         let stopped = self.server.await;
         signals.abort();
-        self.state.store.watchers().shut_down();
+        self.state.watchers.shut_down();
         if let Some((ops_handle, ops)) = ops {
             ops_handle.stop(true).await;
             if let Ok(Err(e)) = ops.await {

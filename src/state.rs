@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use crate::auth::TokenVerifier;
 use crate::config::Config;
+use crate::feed::Hub;
 use crate::ims::ImsClient;
 use crate::ratelimit::ImsRateLimiter;
 use crate::store::{DbReadiness, Store};
+use crate::watch::Watchers;
 
 /// Built once at start; cheap to clone (handles and `Arc`s inside).
 #[derive(Clone)]
@@ -15,6 +17,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The database.
     pub store: Store,
+    /// This replica's held reads (watches and long polls), woken by the changes committed.
+    pub watchers: Watchers,
+    /// This replica's broadcast of committed changes (the change feed's Server-Sent Events).
+    pub hub: Hub,
     /// IMS, for org lists and profiles.
     pub ims: ImsClient,
     /// Token verification and its key cache.

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -23,31 +23,13 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOption
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tokio::sync::watch;
 
+use crate::config;
 use crate::domain::TenantId;
-use crate::store::{Store, StoreError, TenantView};
-
-/// The PostgreSQL notification channel of connection changes; the payload is
-/// `<tenant_id> <commit time in Unix microseconds>`.
-pub const CHANNEL: &str = "ccc_connection";
+use crate::store::{CHANNEL, CommitListener, Store, StoreError, TenantView, parse_payload};
 
 /// `application_name` of the `LISTEN` connection (how operators, and the tests, find it in
 /// `pg_stat_activity`).
 pub const LISTENER_APPLICATION_NAME: &str = "cc-connection-listener";
-
-/// The default cap on watchers per replica (`CCC_MAX_WATCHERS`), sized to the pod of
-/// `deploy/k8s` (memory limit 256 MiB): a held watch costs about 23 KiB (10,000 held watches,
-/// 255 MiB RSS, `BENCH_SECONDS=5 target/release/examples/bench_watch`, actix-http as published), so
-/// 6,000 take about 135 MiB, leaving the rest to the process's baseline (about 30 MiB) and to
-/// requests, caches and the pool.
-pub const DEFAULT_MAX_WATCHERS: usize = 6_000;
-
-/// The default cap on watchers of one caller per replica (`CCC_MAX_WATCHERS_PER_CALLER`): no
-/// caller takes more than a twelfth of the replica's.
-pub const DEFAULT_MAX_WATCHERS_PER_CALLER: usize = 500;
-
-/// The default cap on watchers of one tenant per replica (`CCC_MAX_WATCHERS_PER_TENANT`): no
-/// tenant takes more than a third of the replica's.
-pub const DEFAULT_MAX_WATCHERS_PER_TENANT: usize = 2_000;
 
 /// The caps on watchers of a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +45,9 @@ pub struct WatcherCaps {
 impl Default for WatcherCaps {
     fn default() -> Self {
         Self {
-            replica: DEFAULT_MAX_WATCHERS,
-            caller: DEFAULT_MAX_WATCHERS_PER_CALLER,
-            tenant: DEFAULT_MAX_WATCHERS_PER_TENANT,
+            replica: config::DEFAULT_MAX_WATCHERS,
+            caller: config::DEFAULT_MAX_WATCHERS_PER_CALLER,
+            tenant: config::DEFAULT_MAX_WATCHERS_PER_TENANT,
         }
     }
 }
@@ -112,9 +94,7 @@ struct Inner {
     /// Watchers by caller (changed under the `slots` lock).
     callers: Mutex<HashMap<String, usize>>,
     count: AtomicUsize,
-    max: AtomicUsize,
-    max_per_caller: AtomicUsize,
-    max_per_tenant: AtomicUsize,
+    caps: WatcherCaps,
     /// Whether the change feed is delivering (always on SQLite; the `LISTEN` connection on PostgreSQL).
     live: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -139,23 +119,15 @@ pub struct Watchers {
     inner: Arc<Inner>,
 }
 
-impl Default for Watchers {
-    fn default() -> Self {
-        Self::new(DEFAULT_MAX_WATCHERS, Feed::Live)
-    }
-}
-
 impl Watchers {
-    /// A registry holding at most `max` watchers, fed by `feed`.
-    pub fn new(max: usize, feed: Feed) -> Self {
+    /// A registry holding at most `caps` watchers, fed by `feed`.
+    pub fn new(caps: WatcherCaps, feed: Feed) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
                 callers: Mutex::new(HashMap::new()),
                 count: AtomicUsize::new(0),
-                max: AtomicUsize::new(max),
-                max_per_caller: AtomicUsize::new(DEFAULT_MAX_WATCHERS_PER_CALLER.min(max)),
-                max_per_tenant: AtomicUsize::new(DEFAULT_MAX_WATCHERS_PER_TENANT.min(max)),
+                caps,
                 live: AtomicBool::new(feed == Feed::Live),
                 shutdown: watch::channel(false).0,
                 commits: watch::channel(0).0,
@@ -166,18 +138,6 @@ impl Watchers {
     fn slots(&self) -> MutexGuard<'_, HashMap<TenantId, Entry>> {
         // A panic while holding this lock leaves the map consistent (no multi-step updates).
         self.inner.slots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sets the cap on watchers (`CCC_MAX_WATCHERS`).
-    pub fn set_max(&self, max: usize) {
-        self.inner.max.store(max, Ordering::Relaxed);
-    }
-
-    /// Sets every cap on watchers.
-    pub fn set_caps(&self, caps: WatcherCaps) {
-        self.set_max(caps.replica);
-        self.inner.max_per_caller.store(caps.caller, Ordering::Relaxed);
-        self.inner.max_per_tenant.store(caps.tenant, Ordering::Relaxed);
     }
 
     fn callers(&self) -> MutexGuard<'_, HashMap<String, usize>> {
@@ -206,12 +166,11 @@ impl Watchers {
         let mut callers = self.callers();
         let of_tenant = slots.get(tenant).map_or(0, |e| e.watchers);
         let of_caller = callers.get(caller).copied().unwrap_or(0);
-        if of_tenant >= self.inner.max_per_tenant.load(Ordering::Relaxed)
-            || of_caller >= self.inner.max_per_caller.load(Ordering::Relaxed)
-        {
+        let caps = &self.inner.caps;
+        if of_tenant >= caps.tenant || of_caller >= caps.caller {
             return None;
         }
-        let max = self.inner.max.load(Ordering::Relaxed);
+        let max = caps.replica;
         let taken = self
             .inner
             .count
@@ -255,14 +214,6 @@ impl Watchers {
                 w.generation += 1;
                 w.committed = committed;
             });
-        }
-    }
-
-    /// Wakes `tenant`'s watchers when the returned guard is dropped (after an in-process commit).
-    pub fn wake_on_drop(&self, tenant: &TenantId) -> WakeOnDrop {
-        WakeOnDrop {
-            watchers: self.clone(),
-            tenant: tenant.clone(),
         }
     }
 
@@ -325,33 +276,11 @@ impl Watchers {
     }
 }
 
-/// See [`Watchers::wake_on_drop`].
-#[derive(Debug)]
-pub struct WakeOnDrop {
-    watchers: Watchers,
-    tenant: TenantId,
-}
-
-impl Drop for WakeOnDrop {
-    fn drop(&mut self) {
-        self.watchers.changed(&self.tenant, Some(SystemTime::now()));
+/// On SQLite the store tells the watchers of its commits in process.
+impl CommitListener for Watchers {
+    fn committed(&self, tenant: &TenantId, at: SystemTime) {
+        self.changed(tenant, Some(at));
     }
-}
-
-/// The payload sent with a change of `tenant` committed (about) `at`.
-pub fn payload(tenant: &TenantId, at: SystemTime) -> String {
-    let micros = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
-    format!("{tenant} {micros}")
-}
-
-fn parse_payload(payload: &str) -> Option<(TenantId, Option<SystemTime>)> {
-    let (tenant, micros) = payload.split_once(' ').unwrap_or((payload, ""));
-    let tenant = TenantId::parse(tenant).ok()?;
-    let committed = micros
-        .parse::<u64>()
-        .ok()
-        .map(|m| UNIX_EPOCH + Duration::from_micros(m));
-    Some((tenant, committed))
 }
 
 /// What ended one wait of a watcher.
@@ -677,21 +606,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn payloads_round_trip_and_garbage_is_refused() {
-        let tenant = TenantId::parse("acme-prod").unwrap();
-        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
-        let (t, c) = parse_payload(&payload(&tenant, at)).unwrap();
-        assert_eq!(t, tenant);
-        assert_eq!(c, Some(at));
-        assert_eq!(parse_payload("acme-prod").unwrap().1, None);
-        assert!(parse_payload("not/a-tenant 1").is_none());
-        assert!(parse_payload("").is_none());
-    }
-
     #[tokio::test]
     async fn the_cap_refuses_and_the_last_watcher_cleans_its_tenant() {
-        let watchers = Watchers::new(2, Feed::Live);
+        let caps = WatcherCaps {
+            replica: 2,
+            ..WatcherCaps::default()
+        };
+        let watchers = Watchers::new(caps, Feed::Live);
         let t = TenantId::parse("t1").unwrap();
         let a = watchers.watch(&t, "u1").unwrap();
         let b = watchers.watch(&t, "u2").unwrap();

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::header::{AUTHORIZATION, IF_NONE_MATCH};
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::token::{TokenError, VerifiedToken, bearer_token};
@@ -20,6 +20,7 @@ use crate::error::{ApiError, RetryAfter};
 use crate::ims::{Freshness, ImsOrg};
 use crate::state::AppState;
 use crate::store::{TenantRecord, TenantView};
+use crate::watch::WatchGuard;
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
@@ -97,17 +98,22 @@ fn tenant_from_path(req: &HttpRequest) -> Result<TenantId, ApiError> {
 /// service token its client's. Called before the first IMS call of the request, so a refused
 /// request (429) has asked IMS nothing and changed nothing.
 fn spend_ims_budget(state: &AppState, token: &VerifiedToken) -> Result<(), ApiError> {
-    let caller = match &token.user_id {
-        Some(user) => format!("user:{user}"),
-        None => format!("client:{}", token.client_id),
-    };
-    state.ims_limiter.check(&caller).map_err(|wait| {
+    state.ims_limiter.check(&caller_key(token)).map_err(|wait| {
         tracing::info!(
             wait_ms = wait.as_millis() as u64,
             "IMS-bound request over the caller's rate limit"
         );
         ApiError::RateLimited(RetryAfter::after(wait))
     })
+}
+
+/// Whom per-caller limits (the IMS budget, the watcher cap) count: the user, or for a service
+/// token its client.
+fn caller_key(token: &VerifiedToken) -> String {
+    match &token.user_id {
+        Some(user) => format!("user:{user}"),
+        None => format!("client:{}", token.client_id),
+    }
 }
 
 /// Whether the token's user is in `tenant`'s home org (and, for `admin`, in one of its admin groups),
@@ -144,7 +150,10 @@ fn in_home_org(orgs: &[ImsOrg], tenant: &TenantRecord, admin: bool) -> bool {
 }
 
 /// May read the tenant's connection: a service token of an integration client with the read
-/// scope, or a member of the tenant's home org (any user token, whatever its client). Carries the tenant and its active connection, read in one query.
+/// scope, or a member of the tenant's home org (any user token, whatever its client). Carries the
+/// tenant and its active connection, read in one query, and for a request that may watch
+/// (`wait` and `If-None-Match`) its place among the watchers, taken before that read: a change
+/// committed after the read wakes it.
 #[derive(Debug)]
 pub struct TenantReader {
     /// The caller.
@@ -153,6 +162,18 @@ pub struct TenantReader {
     pub view: TenantView,
     /// Whether the caller reads as an integration (which may learn that a tenant is unknown).
     pub integration: bool,
+    /// The watch registered before the read, when the request may watch and no cap was reached.
+    pub watch: Option<WatchGuard>,
+}
+
+/// Whether the request may watch: `wait` in the query and an `If-None-Match` (the handler decides
+/// whether it does).
+fn may_watch(req: &HttpRequest) -> bool {
+    req.headers().contains_key(IF_NONE_MATCH)
+        && req
+            .query_string()
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("wait"))
 }
 
 /// Why a caller who may not see the tenant is refused (403), whether it is registered or not.
@@ -167,6 +188,12 @@ impl FromRequest for TenantReader {
             let tenant_id = tenant_from_path(&req)?;
             let token = &caller.token;
             let cfg = &state.config;
+            // Over a cap, or stopping: no place, and the request answers as a plain read.
+            let watch = if may_watch(&req) {
+                state.watchers.watch(&tenant_id, &caller_key(token))
+            } else {
+                None
+            };
             // Integration rights need a service token of an integration client: a person signed in
             // to that client is judged as a user below.
             if is_integration(cfg, token) {
@@ -182,6 +209,7 @@ impl FromRequest for TenantReader {
                     caller,
                     view,
                     integration: true,
+                    watch,
                 });
             }
             if token.is_service() {
@@ -201,6 +229,7 @@ impl FromRequest for TenantReader {
                 caller,
                 view,
                 integration: false,
+                watch,
             })
         })
     }

@@ -5,53 +5,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, delete, put, route, web};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::etag::{self, EntityTags};
 use crate::auth::{AdminCandidate, NOT_AN_ADMIN, TenantAdmin, TenantReader};
-use crate::domain::{Actor, OrgId, Precondition, Revision, TenantId, UserId};
+use crate::domain::{OrgId, Precondition, Revision, TenantId};
 use crate::error::ApiError;
 use crate::ims::Freshness;
+use crate::representation::{Connection, HistoryEntry};
 use crate::state::AppState;
-use crate::store::{ConnectionRecord, EndReason, StoreError, SwitchOutcome, SwitchRequest, TenantView};
-use crate::watch::Event;
-
-/// The tenant's active Creative Cloud connection.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({
-    "tenant_id": "acme-prod", "org_id": "0123456789ABCDEF01234567@AdobeOrg", "org_name": "Acme Creative",
-    "connected_by": "ABCDEF0123456789ABCDEF01@AdobeID", "connected_at": "2026-11-24T03:00:00Z", "revision": 7
-}))]
-pub struct Connection {
-    /// The tenant.
-    pub tenant_id: TenantId,
-    /// The connected Creative Cloud org.
-    pub org_id: OrgId,
-    /// The org's name, as IMS gave it when it was connected.
-    pub org_name: String,
-    /// The administrator who connected it.
-    pub connected_by: UserId,
-    /// When it was connected.
-    pub connected_at: DateTime<Utc>,
-    /// The revision; the `ETag` is this number, quoted.
-    #[schema(value_type = i64)]
-    pub revision: Revision,
-}
-
-impl From<&ConnectionRecord> for Connection {
-    fn from(r: &ConnectionRecord) -> Self {
-        Self {
-            tenant_id: r.tenant_id.clone(),
-            org_id: r.org_id.clone(),
-            org_name: r.org_name.clone(),
-            connected_by: r.connected_by.clone(),
-            connected_at: r.connected_at,
-            revision: r.revision,
-        }
-    }
-}
+use crate::store::{ConnectionRecord, StoreError, SwitchOutcome, SwitchRequest, TenantView};
+use crate::watch::{Event, WatchGuard};
 
 /// The body of a switch.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -60,50 +26,6 @@ impl From<&ConnectionRecord> for Connection {
 pub struct SwitchBody {
     /// The Creative Cloud org to connect the tenant to.
     pub org_id: OrgId,
-}
-
-/// One entry of the history.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct HistoryEntry {
-    /// The org that was connected.
-    pub org_id: OrgId,
-    /// Its name at the time.
-    pub org_name: String,
-    /// Who connected it.
-    pub connected_by: UserId,
-    /// When.
-    pub connected_at: DateTime<Utc>,
-    /// The revision it was connected at.
-    #[schema(value_type = i64)]
-    pub revision: Revision,
-    /// Whether it is the active connection.
-    pub active: bool,
-    /// Who replaced or removed it: an administrator's IMS user id, or `cli:<login>` for the
-    /// operator who removed the tenant.
-    #[schema(value_type = Option<String>, example = "ABCDEF0123456789ABCDEF01@AdobeID")]
-    pub ended_by: Option<Actor>,
-    /// When it was replaced or removed.
-    pub ended_at: Option<DateTime<Utc>>,
-    /// Why it ended: `replaced`, `disconnected`, or `tenant-removed` (an operator removed the
-    /// tenant, which was registered again later).
-    #[schema(example = "replaced")]
-    pub end_reason: Option<EndReason>,
-}
-
-impl From<&ConnectionRecord> for HistoryEntry {
-    fn from(r: &ConnectionRecord) -> Self {
-        Self {
-            org_id: r.org_id.clone(),
-            org_name: r.org_name.clone(),
-            connected_by: r.connected_by.clone(),
-            connected_at: r.connected_at,
-            revision: r.revision,
-            active: r.active,
-            ended_by: r.ended_by.clone(),
-            ended_at: r.ended_at,
-            end_reason: r.end_reason,
-        }
-    }
 }
 
 /// A page of the history, newest first.
@@ -263,46 +185,38 @@ pub async fn get_connection(
 ) -> Result<HttpResponse, ApiError> {
     let wait = parse_wait(req.query_string())?;
     let if_none_match = etag::if_none_match(req.headers())?;
-    let (view, integration) = (reader.view, reader.integration);
-    match (wait, if_none_match) {
-        (Some(secs), Some(tags)) if still_current(&tags, &view) => {
+    let TenantReader {
+        view,
+        integration,
+        watch: guard,
+        ..
+    } = reader;
+    match (wait, if_none_match, guard) {
+        (Some(secs), Some(tags), Some(guard)) if still_current(&tags, &view) => {
             crate::telemetry::note_held(&req);
-            // Whom the per-caller watcher cap counts: the user, or a service token's client.
-            let token = &reader.caller.token;
-            let caller = match &token.user_id {
-                Some(user) => format!("user:{}", user.as_str()),
-                None => format!("client:{}", token.client_id),
-            };
-            watch(&state, view, tags, &caller, Duration::from_secs(secs))
+            watch(&state, view, tags, guard, Duration::from_secs(secs))
                 .await
                 .map_err(|e| match e {
                     ApiError::UnknownTenant => TenantReader::unknown_tenant(integration),
                     other => other,
                 })
         }
-        (_, tags) => Ok(read_answer(&view, tags.as_ref())),
+        (_, tags, _) => Ok(read_answer(&view, tags.as_ref())),
     }
 }
 
-/// Holds a read while the tenant's state still has one of `tags`, for at most `wait`.
+/// Holds a read while the tenant's state still has one of `tags`, for at most `wait`. `view` was
+/// read after `guard` was registered, so every change committed since wakes it.
 async fn watch(
     state: &AppState,
     view: TenantView,
     tags: EntityTags,
-    caller: &str,
+    mut guard: WatchGuard,
     wait: Duration,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let tenant_id = view.tenant.tenant_id.clone();
-    // Over the cap, or stopping: a plain read.
-    let Some(mut guard) = state.store.watchers().watch(&tenant_id, caller) else {
-        return Ok(read_answer(&view, Some(&tags)));
-    };
-    // Not kept while the watch waits: held watches are many (docs/design.md, "What a held watch costs").
-    drop(view);
-    // Read again now that the watch is registered: a change committed between the first read and
-    // the registration has woken nobody.
-    let mut current = state.store.tenant_view(&tenant_id).await?.map(Arc::new);
+    let mut current = Some(Arc::new(view));
     let mut committed = None;
     loop {
         let Some(view) = current.as_deref() else {

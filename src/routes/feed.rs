@@ -14,8 +14,9 @@ use crate::auth::Integration;
 use crate::domain::{OrgId, Revision, TenantId, UserId};
 use crate::error::ApiError;
 use crate::feed::Subscriber;
+use crate::representation::Change;
 use crate::state::AppState;
-use crate::store::{ChangeRecord, ListedTenant};
+use crate::store::ListedTenant;
 
 /// The most items of one page (the listing and the changes).
 pub const MAX_LIMIT: u64 = 1_000;
@@ -75,54 +76,6 @@ pub struct ConnectionsPage {
     /// Follow the feed from here (the same on every page of one listing): every change committed
     /// after the listing began is after it.
     pub position: String,
-}
-
-/// One change of the feed.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({
-    "position": "43", "tenant_id": "acme-prod", "kind": "switched",
-    "org_id": "0123456789ABCDEF01234567@AdobeOrg", "org_name": "Acme Creative",
-    "previous_org_id": "FEDCBA9876543210FEDCBA98@AdobeOrg", "revision": 8,
-    "at": "2026-11-25T10:00:00Z", "by": "ABCDEF0123456789ABCDEF01@AdobeID"
-}))]
-pub struct Change {
-    /// Its position in the feed (opaque; commit order).
-    pub position: String,
-    /// The tenant.
-    pub tenant_id: TenantId,
-    /// `connected`, `switched`, `disconnected` or `tenant-removed`.
-    #[schema(example = "switched")]
-    pub kind: String,
-    /// The org connected from now on; `null` for `disconnected` and `tenant-removed`.
-    pub org_id: Option<OrgId>,
-    /// That org's name.
-    pub org_name: Option<String>,
-    /// The org connected before; `null` if there was none.
-    pub previous_org_id: Option<OrgId>,
-    /// The tenant's revision after the change.
-    #[schema(value_type = i64)]
-    pub revision: Revision,
-    /// When.
-    pub at: DateTime<Utc>,
-    /// Who: an administrator's IMS user id, or `cli:<login>` for an operator.
-    #[schema(example = "ABCDEF0123456789ABCDEF01@AdobeID")]
-    pub by: String,
-}
-
-impl From<&ChangeRecord> for Change {
-    fn from(c: &ChangeRecord) -> Self {
-        Self {
-            position: c.position.to_string(),
-            tenant_id: c.tenant_id.clone(),
-            kind: c.kind.as_str().to_owned(),
-            org_id: c.org_id.clone(),
-            org_name: c.org_name.clone(),
-            previous_org_id: c.previous_org_id.clone(),
-            revision: c.revision,
-            at: c.at,
-            by: c.by.as_str().to_owned(),
-        }
-    }
 }
 
 /// A page of changes.
@@ -321,7 +274,7 @@ pub async fn get_changes(
     let deadline = wait
         .filter(|_| req.method() == Method::GET)
         .map(|w| tokio::time::Instant::now() + w);
-    let watchers = state.store.watchers();
+    let watchers = &state.watchers;
     let (mut committed, mut stopping) = (watchers.commits(), watchers.stopping());
     let mut first = true;
     let changes = loop {
@@ -374,12 +327,7 @@ fn wants_event_stream(req: &HttpRequest) -> bool {
 
 fn event_stream(state: &AppState, from: i64) -> HttpResponse {
     let config = &state.config;
-    let subscriber = Subscriber::new(
-        &state.store,
-        from,
-        Duration::from_millis(config.feed_heartbeat_ms),
-        config.feed_buffer,
-    );
+    let subscriber = Subscriber::new(&state.hub, from, Duration::from_millis(config.feed_heartbeat_ms));
     let events = futures_util::stream::unfold(subscriber, |mut subscriber| async move {
         let event = subscriber.next().await?;
         Some((Ok::<_, std::convert::Infallible>(event), subscriber))

@@ -31,7 +31,7 @@ use sea_orm::{DatabaseConnection, DbBackend, DbErr, RuntimeErr};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
-use super::tenant::corrupt;
+use super::failure::{corrupt, timed_out};
 use super::{ConnectionRecord, StoreError, TenantRecord, TenantView, classify};
 use crate::domain::{OrgId, Revision, TenantId, UserId};
 
@@ -344,7 +344,7 @@ macro_rules! fetch_within {
                 Ok(rows) => rows,
                 Err(_) => {
                     conn.close_on_drop();
-                    return Err(classify(super::db::timed_out(limit)));
+                    return Err(classify(timed_out(limit)));
                 }
             },
         };

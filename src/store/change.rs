@@ -10,8 +10,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult};
 
+use super::failure::corrupt;
 use super::sql::{is_active, stmt};
-use super::tenant::corrupt;
 use super::{Store, StoreError};
 use crate::domain::{Actor, OrgId, Revision, TenantId, UserId};
 

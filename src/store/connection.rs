@@ -10,9 +10,9 @@ use sea_orm::{
 use tracing::Instrument as _;
 
 use super::change::{self, ChangeKind, NewChange};
-use super::db::within;
+use super::failure::corrupt;
+use super::failure::within;
 use super::sql::{is_active, stmt};
-use super::tenant::corrupt;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
@@ -88,8 +88,8 @@ impl Store {
                  RETURNING revision, pg_notify($2, $3)",
                 vec![
                     tenant_id.as_str().into(),
-                    crate::watch::CHANNEL.into(),
-                    crate::watch::payload(tenant_id, std::time::SystemTime::now()).into(),
+                    super::CHANNEL.into(),
+                    super::payload(tenant_id, std::time::SystemTime::now()).into(),
                 ],
             ),
             _ => stmt(
@@ -336,7 +336,7 @@ impl Store {
         )
         .await?;
         // Removing a tenant ends its connection like a disconnect: the tenant lock carried the
-        // NOTIFY (PostgreSQL); on SQLite the commit wakes this process's watchers.
+        // NOTIFY (PostgreSQL); on SQLite the commit tells this process's listener.
         self.commit_locked(txn, tenant_id).await?;
         Ok(active.map(|current| ConnectionRecord {
             active: false,
@@ -348,14 +348,12 @@ impl Store {
     }
 
     /// Commits a transaction begun by [`Store::lock_tenant`] (on PostgreSQL its `NOTIFY` is
-    /// queued), then wakes this process's watchers on SQLite.
+    /// queued), then tells this process's commit listener on SQLite.
     async fn commit_locked(&self, txn: DatabaseTransaction, tenant: &TenantId) -> Result<(), StoreError> {
         if txn.get_database_backend() == DbBackend::Postgres {
             return self.commit(txn).await;
         }
-        // Wakes on drop: also when this future is dropped while the commit goes on. A wake for a
-        // commit that failed costs the watchers one read.
-        let _wake = self.watchers.wake_on_drop(tenant);
+        let _notify = self.notifier.on_drop(tenant);
         self.commit(txn).await
     }
 

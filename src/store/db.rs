@@ -1,5 +1,4 @@
-//! Opening the database: the pool and its options, migrations, the ping and the schema check,
-//! and how database errors are sorted.
+//! Opening the database: the pool and its options, migrations, the ping and the schema check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +7,10 @@ use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
 use super::batch::{BatchOptions, ReadBatcher};
+use super::failure::{classify, is_outage, is_pool_timeout, within};
 use super::outage::Outage;
 use super::{Store, StoreError};
 use crate::config;
-use crate::watch::{DEFAULT_MAX_WATCHERS, Feed, Watchers};
 
 /// Options of the database pool.
 #[derive(Debug, Clone)]
@@ -167,26 +166,20 @@ impl Store {
     }
 
     fn with_reads(db: DatabaseConnection, reads: BatchOptions, outage: Arc<Outage>) -> Store {
-        // SQLite's feed is in-process and delivers from the start; PostgreSQL's waits for its
-        // listener (see `watch::spawn_postgres_feed`).
-        let feed = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            Feed::AwaitingListener
-        } else {
-            Feed::Live
-        };
         Store {
             limit: reads.limit,
             reads: ReadBatcher::new(db.clone(), reads),
             db,
-            watchers: Watchers::new(DEFAULT_MAX_WATCHERS, feed),
+            notifier: Default::default(),
             outage,
-            feed: crate::feed::Hub::default(),
         }
     }
 
-    /// This replica's broadcast of committed changes (the change feed's Server-Sent Events).
-    pub fn feed(&self) -> &crate::feed::Hub {
-        &self.feed
+    /// Tells `listener` of every change this store (and its clones) commits on SQLite, in place of
+    /// any listener before; on PostgreSQL changes are told by `NOTIFY` on
+    /// [`CHANNEL`](super::CHANNEL), to every replica.
+    pub fn notify_commits_to(&self, listener: Arc<dyn super::CommitListener>) {
+        self.notifier.set(listener);
     }
 
     /// Runs one database wait of a request: refused at once while the database is unreachable
@@ -246,11 +239,6 @@ impl Store {
             StoreError::Unavailable(cause) => StoreError::OutcomeUnknown(cause),
             other => other,
         })
-    }
-
-    /// This replica's watchers (blocking reads), woken by the changes this store commits.
-    pub fn watchers(&self) -> &Watchers {
-        &self.watchers
     }
 
     /// Batched read queries run, and tenant-view reads they answered, since the store opened.
@@ -313,19 +301,6 @@ impl Store {
     }
 }
 
-/// `fut`, ended after `limit` (when given) as a connection failure: 503 `database-unavailable`.
-pub(crate) async fn within<T>(
-    limit: Option<Duration>,
-    fut: impl Future<Output = Result<T, DbErr>>,
-) -> Result<T, DbErr> {
-    match limit {
-        None => fut.await,
-        Some(limit) => tokio::time::timeout(limit, fut)
-            .await
-            .unwrap_or_else(|_| Err(timed_out(limit))),
-    }
-}
-
 /// A ping of a pooled connection that got no answer within `limit`: the connection is closed.
 fn no_ping_answer(limit: Duration) -> sea_orm::sqlx::Error {
     sea_orm::sqlx::Error::Io(std::io::Error::new(
@@ -334,82 +309,5 @@ fn no_ping_answer(limit: Duration) -> sea_orm::sqlx::Error {
     ))
 }
 
-/// The error of a database wait ended at our bound `limit`.
-pub(crate) fn timed_out(limit: Duration) -> DbErr {
-    DbErr::Conn(sea_orm::RuntimeErr::Internal(format!(
-        "no answer from the database within {} ms",
-        limit.as_millis()
-    )))
-}
-
-/// Whether `e` says the database is unreachable: no answer (a connection lost, or no answer within
-/// our bound). An error the server answered with is not one, even when it makes the request
-/// unavailable for now: its `statement_timeout`, or a new connection refused (too many, not
-/// accepting connections, starting up). Then the pooled connections still lead to a live server
-/// and are kept, rather than dropped as connections to a host that may have gone silent.
-pub(crate) fn is_outage(e: &StoreError) -> bool {
-    use sea_orm::RuntimeErr;
-    let (StoreError::Unavailable(cause) | StoreError::OutcomeUnknown(cause)) = e else {
-        return false;
-    };
-    match cause {
-        DbErr::Exec(RuntimeErr::SqlxError(x))
-        | DbErr::Query(RuntimeErr::SqlxError(x))
-        | DbErr::Conn(RuntimeErr::SqlxError(x)) => !matches!(x.as_ref(), sea_orm::sqlx::Error::Database(_)),
-        _ => true,
-    }
-}
-
-/// Whether `e` is a wait for a pooled connection that ran out.
-fn is_pool_timeout(e: &StoreError) -> bool {
-    use sea_orm::RuntimeErr;
-    match e {
-        StoreError::Unavailable(DbErr::ConnectionAcquire(_)) => true,
-        StoreError::Unavailable(
-            DbErr::Exec(RuntimeErr::SqlxError(x))
-            | DbErr::Query(RuntimeErr::SqlxError(x))
-            | DbErr::Conn(RuntimeErr::SqlxError(x)),
-        ) => {
-            matches!(x.as_ref(), sea_orm::sqlx::Error::PoolTimedOut)
-        }
-        _ => false,
-    }
-}
-
 /// The advisory lock key of migrations ("cc-conn" in ASCII).
 const MIGRATION_LOCK: i64 = 0x63_632d_636f_6e6e;
-
-/// Sorts a database error into what the caller can act on: the database being unreachable or
-/// overloaded (retry later), a lost race (retry the switch), or anything else.
-pub(crate) fn classify(e: DbErr) -> StoreError {
-    use sea_orm::RuntimeErr;
-    use sea_orm::sqlx::Error as Sqlx;
-    let sqlx_error = match &e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-            return StoreError::Unavailable(e);
-        }
-        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => x.clone(),
-        _ => return StoreError::Database(e),
-    };
-    match sqlx_error.as_ref() {
-        Sqlx::Io(_)
-        | Sqlx::PoolTimedOut
-        | Sqlx::PoolClosed
-        | Sqlx::WorkerCrashed
-        | Sqlx::Tls(_)
-        | Sqlx::Protocol(_) => StoreError::Unavailable(e),
-        Sqlx::Database(db) => {
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            match code.as_str() {
-                // PostgreSQL: serialization failure, deadlock. SQLite: busy, locked (and extended).
-                "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => StoreError::ConcurrentSwitch,
-                // PostgreSQL: shutdown, crash, cannot connect now, too many connections, statement
-                // timeout, and the connection exception class.
-                "57P01" | "57P02" | "57P03" | "53300" | "57014" => StoreError::Unavailable(e),
-                c if c.starts_with("08") => StoreError::Unavailable(e),
-                _ => StoreError::Database(e),
-            }
-        }
-        _ => StoreError::Database(e),
-    }
-}

@@ -2,7 +2,9 @@
 //!
 //! `db.rs` opens, migrates and checks the database; `tenant.rs` is the registry; `connection.rs`
 //! the connection and its history; `batch.rs` the batched reads of the hot path; `change.rs` the
-//! change feed; `readiness.rs` the database half of `/readyz`.
+//! change feed; `readiness.rs` the database half of `/readyz`; `failure.rs` how
+//! database errors are sorted, and our bound on each wait; `notify.rs` how a commit is told
+//! to the rest of the replica (the store knows nothing of who listens).
 //!
 //! Functions here return [`StoreError`], never HTTP types; `error.rs` maps them once.
 
@@ -10,6 +12,8 @@ mod batch;
 mod change;
 mod connection;
 mod db;
+mod failure;
+mod notify;
 mod outage;
 mod readiness;
 mod sql;
@@ -20,7 +24,8 @@ use sea_orm::{DatabaseConnection, DbErr};
 
 pub use change::{ChangeKind, ChangeRecord, ListedTenant};
 pub use db::DbOptions;
-pub(crate) use db::{classify, is_outage};
+pub(crate) use failure::{classify, is_outage};
+pub use notify::{CHANNEL, CommitListener, parse_payload, payload};
 pub(crate) use outage::jittered;
 pub use readiness::{DbReadiness, READINESS_TTL};
 
@@ -167,10 +172,10 @@ pub enum SwitchOutcome {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
-    watchers: crate::watch::Watchers,
+    /// Told of each change committed on SQLite (PostgreSQL's are told by `NOTIFY`).
+    notifier: notify::Notifier,
     reads: batch::ReadBatcher,
     /// The bound on each statement and commit, on our side (`None`: unbounded, operator commands).
     limit: Option<std::time::Duration>,
     outage: std::sync::Arc<outage::Outage>,
-    feed: crate::feed::Hub,
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 
-use super::db::within;
+use super::failure::{corrupt, within};
 use super::{Store, StoreError, TenantRecord, classify};
 use crate::domain::{OrgId, Revision, TenantId};
 use crate::entity::tenant;
@@ -107,11 +107,6 @@ impl Store {
 fn groups_json(admin_groups: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(admin_groups)
         .map_err(|e| StoreError::Database(sea_orm::DbErr::Custom(e.to_string())))
-}
-
-/// A stored row that does not parse back is corruption, reported as a database error.
-pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Database(sea_orm::DbErr::Custom(format!("stored {what} is malformed")))
 }
 
 pub(super) fn to_record(m: tenant::Model) -> Result<TenantRecord, StoreError> {

@@ -521,7 +521,7 @@ async fn tenant_remove_beside_a_running_app_wakes_a_held_watch() {
     let started = std::time::Instant::now();
     let watch = tokio::spawn(watch);
     crate::helpers::wait_for("the watch to be held", Duration::from_secs(5), || {
-        std::future::ready(app.state.store.watchers().count() == 1)
+        std::future::ready(app.state.watchers.count() == 1)
     })
     .await;
 

@@ -306,7 +306,7 @@ async fn a_silent_database_address_ends_requests_in_flight_and_the_listener_is_r
     }
 
     // The listener notices its silence within its bound and is replaced through the address.
-    let watchers = app.state.store.watchers().clone();
+    let watchers = app.state.watchers.clone();
     wait_for(
         "the silent listener to be noticed",
         Duration::from_millis(LISTENER_TIMEOUT_MS) + Duration::from_secs(2),

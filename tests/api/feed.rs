@@ -304,7 +304,7 @@ async fn a_long_poll_is_held_then_woken_by_a_switch_on_another_replica() {
         let replica = other_replica(&app).await;
         let replica = replica.as_ref().unwrap_or(&app);
         wait_for("the change channel", Duration::from_secs(10), || {
-            std::future::ready(app.state.store.watchers().is_live())
+            std::future::ready(app.state.watchers.is_live())
         })
         .await;
         let request = app
@@ -663,7 +663,7 @@ async fn a_subscriber_that_falls_behind_is_cut_off_and_resumes_from_its_last_id(
         conn.close().await.unwrap();
         let cut_before =
             crate::helpers::metric(&app.metrics().await, "ccc_feed_subscribers_cut_total").unwrap();
-        app.state.store.watchers().recheck_all();
+        app.state.watchers.recheck_all();
 
         // The stream ends, short of the burst.
         let mut rest = Vec::new();
