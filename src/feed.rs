@@ -2,7 +2,7 @@
 //! published and publishes them on a bounded broadcast; each Server-Sent Events subscriber catches
 //! up from the database, then follows the broadcast.
 //!
-//! The tail wakes on the store's "something committed" signal ([`Watchers::commits`]: every change
+//! The tail wakes on the watchers' "something committed" signal (`Watchers::commits`: every change
 //! delivered to this replica, and the re-checks while the change channel is down), and every few
 //! seconds anyway. It reads the database, so what it publishes is in position order without gaps
 //! (positions follow commit order: `store/change.rs`).
