@@ -83,6 +83,9 @@ pub struct Hub {
     /// subscriber (which stops with that worker).
     runtime: Handle,
     changes: Arc<OnceLock<broadcast::Sender<Arc<Frame>>>>,
+    /// Turns true once the tail has read where it starts: a subscriber catches up only after
+    /// that, so a change committed meanwhile is in its catch-up or published by the tail.
+    started: Arc<watch::Sender<bool>>,
 }
 
 impl Hub {
@@ -95,6 +98,7 @@ impl Hub {
             capacity: capacity.max(1),
             runtime: Handle::current(),
             changes: Arc::default(),
+            started: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -104,20 +108,32 @@ impl Hub {
         self.changes
             .get_or_init(|| {
                 let (sender, _) = broadcast::channel(self.capacity);
-                self.runtime
-                    .spawn(tail(self.store.clone(), self.watchers.clone(), sender.clone()));
+                self.runtime.spawn(tail(
+                    self.store.clone(),
+                    self.watchers.clone(),
+                    sender.clone(),
+                    self.started.clone(),
+                ));
                 sender
             })
             .subscribe()
     }
 }
 
-async fn tail(store: Store, watchers: Watchers, changes: broadcast::Sender<Arc<Frame>>) {
+async fn tail(
+    store: Store,
+    watchers: Watchers,
+    changes: broadcast::Sender<Arc<Frame>>,
+    started: Arc<watch::Sender<bool>>,
+) {
     let mut signal = watchers.commits();
     let mut stopping = watchers.stopping();
     let mut last = loop {
         match store.change_head().await {
-            Ok(head) => break head,
+            Ok(head) => {
+                started.send_replace(true);
+                break head;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "change feed: could not read the head; retrying");
                 tokio::select! {
@@ -165,6 +181,8 @@ pub struct Subscriber {
     store: Store,
     changes: broadcast::Receiver<Arc<Frame>>,
     stopping: watch::Receiver<bool>,
+    /// Whether the tail has read where it starts (see [`Hub`]).
+    tail_started: watch::Receiver<bool>,
     /// The last position sent (or the one resumed from).
     position: i64,
     /// Events ready to send (at most one catch-up page).
@@ -190,6 +208,7 @@ impl Subscriber {
             store: hub.store.clone(),
             changes,
             stopping: hub.watchers.stopping(),
+            tail_started: hub.started.subscribe(),
             position,
             ready: VecDeque::new(),
             caught_up: false,
@@ -209,6 +228,11 @@ impl Subscriber {
                 return None;
             }
             if !self.caught_up {
+                tokio::select! {
+                    biased;
+                    _ = self.stopping.wait_for(|s| *s) => return None,
+                    started = self.tail_started.wait_for(|s| *s) => if started.is_err() { return None },
+                }
                 let page = match self.store.changes_after(self.position, CATCH_UP_PAGE).await {
                     Ok(page) => page,
                     Err(e) => {
