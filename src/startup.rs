@@ -146,7 +146,7 @@ impl Application {
         {
             crate::watch::spawn_postgres_feed(
                 &watchers,
-                store.connection().get_postgres_connection_pool(),
+                store.connection(),
                 url,
                 crate::watch::ListenerBounds {
                     connect: config.db_connect_timeout(),

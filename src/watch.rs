@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sea_orm::sea_query::{Func, Query};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
 use tokio::sync::watch;
 
 use crate::config;
@@ -382,11 +384,12 @@ pub struct ListenerBounds {
 }
 
 /// Starts the PostgreSQL change feed of `watchers`: the `LISTEN` connection on `database_url`
-/// (replaced when lost or silent), its heartbeat sent on `pool`, and the re-checks while it is
-/// down. All end when the registry is dropped.
+/// (replaced when lost or silent), its heartbeat sent through `db` (the request pool), and the
+/// re-checks while it is down. All end when the registry is dropped. The listener is a connection
+/// of its own, through sqlx: sea-orm has no `LISTEN`.
 pub fn spawn_postgres_feed(
     watchers: &Watchers,
-    pool: &PgPool,
+    db: &DatabaseConnection,
     database_url: &str,
     bounds: ListenerBounds,
 ) -> Result<(), StoreError> {
@@ -403,7 +406,7 @@ pub fn spawn_postgres_feed(
     tokio::spawn(recheck_while_down(watchers.downgrade()));
     tokio::spawn(send_heartbeats(
         watchers.downgrade(),
-        pool.clone(),
+        db.clone(),
         heartbeat.clone(),
         bounds,
     ));
@@ -428,8 +431,15 @@ async fn recheck_while_down(registry: Weak<Inner>) {
 /// `NOTIFY`s the listener's heartbeat channel every third of the silence bound, through the
 /// request pool: heard, it proves the listener's connection delivers what is committed where
 /// switches commit (after a failover too).
-async fn send_heartbeats(registry: Weak<Inner>, pool: PgPool, channel: String, bounds: ListenerBounds) {
+async fn send_heartbeats(
+    registry: Weak<Inner>,
+    db: DatabaseConnection,
+    channel: String,
+    bounds: ListenerBounds,
+) {
     let every = bounds.silence / 3;
+    let notify = DbBackend::Postgres
+        .build(Query::select().expr(Func::cust("pg_notify").arg(channel.as_str()).arg("")));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -439,13 +449,7 @@ async fn send_heartbeats(registry: Weak<Inner>, pool: PgPool, channel: String, b
         }
         // A failure is the listener's to notice (it hears nothing); the request path reports the
         // database's state.
-        let _ = tokio::time::timeout(
-            every,
-            sea_orm::sqlx::query("SELECT pg_notify($1, '')")
-                .bind(&channel)
-                .execute(&pool),
-        )
-        .await;
+        let _ = tokio::time::timeout(every, db.execute_raw(notify.clone())).await;
     }
 }
 

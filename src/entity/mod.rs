@@ -1,4 +1,6 @@
 //! sea-orm entities, matching the `migration` crate.
 
+pub mod change;
+pub mod change_head;
 pub mod connection;
 pub mod tenant;

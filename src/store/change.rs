@@ -8,12 +8,17 @@
 //! writer at a time. A reader that has seen position N therefore never later meets one <= N.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult};
+use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, ExprTrait, JoinType, Order, Query, WithClause};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
 
 use super::failure::corrupt;
-use super::sql::{is_active, stmt};
+use super::sql::is_active;
 use super::{Store, StoreError};
 use crate::domain::{Actor, OrgId, Revision, TenantId, UserId};
+use crate::entity::{change, change_head, connection, tenant};
 
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,9 +100,6 @@ pub(super) struct NewChange<'a> {
     pub by: &'a str,
 }
 
-const CHANGE_COLUMNS: &str =
-    r#""position", tenant_id, kind, org_id, org_name, previous_org_id, revision, "at", "by""#;
-
 /// Writes `change` in `txn` at the next position. Must be the transaction's last statement before
 /// the commit: the position's row lock is what orders the commits (see the module note).
 pub(super) async fn record(
@@ -106,104 +108,111 @@ pub(super) async fn record(
     change: NewChange<'_>,
 ) -> Result<(), StoreError> {
     let backend = txn.get_database_backend();
-    let values = |position: Option<i64>| {
-        let mut v: Vec<sea_orm::Value> = position.map(Into::into).into_iter().collect();
-        v.extend([
-            change.tenant_id.as_str().into(),
-            change.kind.as_str().into(),
-            change.org.map(|(id, _)| id.as_str().to_owned()).into(),
-            change.org.map(|(_, name)| name.to_owned()).into(),
-            change.previous_org_id.map(|id| id.as_str().to_owned()).into(),
-            change.revision.into(),
-            change.at.into(),
-            change.by.into(),
-        ]);
-        v
-    };
-    match backend {
+    let take_position = Query::update()
+        .table(change_head::Entity)
+        .value(
+            change_head::Column::Position,
+            Expr::col(change_head::Column::Position).add(1),
+        )
+        .and_where(change_head::Column::Id.eq(HEAD_ID))
+        .returning_col(change_head::Column::Position)
+        .to_owned();
+    let columns = [
+        change::Column::Position,
+        change::Column::TenantId,
+        change::Column::Kind,
+        change::Column::OrgId,
+        change::Column::OrgName,
+        change::Column::PreviousOrgId,
+        change::Column::Revision,
+        change::Column::At,
+        change::Column::By,
+    ];
+    let values: [Expr; 8] = [
+        Expr::val(change.tenant_id.as_str()),
+        Expr::val(change.kind.as_str()),
+        Expr::val(change.org.map(|(id, _)| id.as_str().to_owned())),
+        Expr::val(change.org.map(|(_, name)| name.to_owned())),
+        Expr::val(change.previous_org_id.map(|id| id.as_str().to_owned())),
+        Expr::val(change.revision),
+        Expr::val(change.at),
+        Expr::val(change.by),
+    ];
+    let built = |e: sea_orm::sea_query::error::Error| StoreError::Database(DbErr::Custom(e.to_string()));
+    let mut insert = Query::insert();
+    insert.into_table(change::Entity).columns(columns);
+    let insert = match backend {
         DbBackend::Postgres => {
             // One round trip: the position is taken and used in the same statement.
-            let sql = format!(
-                r#"WITH head AS (UPDATE change_head SET "position" = "position" + 1 WHERE id = 1 RETURNING "position")
-                   INSERT INTO change ({CHANGE_COLUMNS}) SELECT head."position", $1, $2, $3, $4, $5, $6, $7, $8 FROM head"#
-            );
-            store
-                .wait(txn.execute_raw(stmt(backend, &sql, values(None))))
-                .await?;
+            let head = Alias::new("head");
+            let mut taken = Query::select();
+            taken
+                .column((head.clone(), change_head::Column::Position))
+                .exprs(values)
+                .from(head.clone());
+            insert.select_from(taken).map_err(built)?;
+            let take = CommonTableExpression::new()
+                .query(take_position)
+                .table_name(head)
+                .to_owned();
+            backend.build(&insert.with(WithClause::new().cte(take).to_owned()))
         }
         _ => {
             let head = store
-                .wait(txn.query_one_raw(stmt(
-                    backend,
-                    r#"UPDATE change_head SET "position" = "position" + 1 WHERE id = 1 RETURNING "position""#,
-                    vec![],
-                )))
+                .wait(txn.query_one_raw(backend.build(&take_position)))
                 .await?
                 .ok_or_else(|| corrupt("change head"))?;
             let position: i64 = head.try_get("", "position").map_err(StoreError::Database)?;
-            let sql =
-                format!("INSERT INTO change ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
-            store
-                .wait(txn.execute_raw(stmt(backend, &sql, values(Some(position)))))
-                .await?;
+            insert
+                .values(std::iter::once(Expr::val(position)).chain(values))
+                .map_err(built)?;
+            backend.build(&insert)
         }
-    }
+    };
+    store.wait(txn.execute_raw(insert)).await?;
     Ok(())
 }
 
-fn change_of(row: &QueryResult) -> Result<ChangeRecord, StoreError> {
-    let get_str = |col: &str| row.try_get::<String>("", col).map_err(StoreError::Database);
-    let get_opt = |col: &str| {
-        row.try_get::<Option<String>>("", col)
-            .map_err(StoreError::Database)
-    };
-    let org = |col: &str| {
-        row.try_get::<Option<OrgId>>("", col)
-            .map_err(StoreError::Database)
-    };
+/// The key of `change_head`'s one row.
+const HEAD_ID: i32 = 1;
+
+fn from_model(m: change::Model) -> Result<ChangeRecord, StoreError> {
     Ok(ChangeRecord {
-        position: row.try_get("", "position").map_err(StoreError::Database)?,
-        tenant_id: row.try_get("", "tenant_id").map_err(StoreError::Database)?,
-        kind: ChangeKind::parse(&get_str("kind")?)?,
-        org_id: org("org_id")?,
-        org_name: get_opt("org_name")?,
-        previous_org_id: org("previous_org_id")?,
-        revision: row.try_get("", "revision").map_err(StoreError::Database)?,
-        at: row.try_get("", "at").map_err(StoreError::Database)?,
-        by: Actor::parse(&get_str("by")?).map_err(|_| corrupt("change author"))?,
+        position: m.position,
+        tenant_id: m.tenant_id,
+        kind: ChangeKind::parse(&m.kind)?,
+        org_id: m.org_id,
+        org_name: m.org_name,
+        previous_org_id: m.previous_org_id,
+        revision: m.revision,
+        at: m.at,
+        by: Actor::parse(&m.by).map_err(|_| corrupt("change author"))?,
     })
 }
 
 impl Store {
     /// The last position handed out (0 before the first change).
     pub async fn change_head(&self) -> Result<i64, StoreError> {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .wait(self.db.query_one_raw(stmt(
-                backend,
-                r#"SELECT "position" FROM change_head WHERE id = 1"#,
-                vec![],
-            )))
+        let head = self
+            .wait(change_head::Entity::find_by_id(HEAD_ID).one(&self.db))
             .await?
             .ok_or_else(|| corrupt("change head"))?;
-        row.try_get("", "position").map_err(StoreError::Database)
+        Ok(head.position)
     }
 
     /// At most `limit` changes after position `after`, oldest first. Read from the database as
     /// committed when the query starts (a read started after a change was acknowledged has it).
     pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<ChangeRecord>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let sql = format!(
-            r#"SELECT {CHANGE_COLUMNS} FROM change WHERE "position" > $1 ORDER BY "position" LIMIT $2"#
-        );
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .wait(
-                self.db
-                    .query_all_raw(stmt(backend, &sql, vec![after.into(), limit.into()])),
+                change::Entity::find()
+                    .filter(change::Column::Position.gt(after))
+                    .order_by_asc(change::Column::Position)
+                    .limit(limit)
+                    .all(&self.db),
             )
             .await?;
-        rows.iter().map(change_of).collect()
+        rows.into_iter().map(from_model).collect()
     }
 
     /// At most `limit` registered tenants after `after` (by id), with their revision and active
@@ -214,20 +223,36 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<ListedTenant>, StoreError> {
         let backend = self.db.get_database_backend();
-        let sql = format!(
-            "SELECT t.tenant_id, t.revision, c.org_id, c.org_name, c.connected_by, c.connected_at \
-             FROM tenant t LEFT JOIN connection c ON c.tenant_id = t.tenant_id AND {} \
-             WHERE t.removed_at IS NULL AND t.tenant_id > $1 ORDER BY t.tenant_id LIMIT $2",
-            is_active(backend, "c.")
-        );
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let after = after.map_or("", TenantId::as_str);
-        let rows = self
-            .wait(
-                self.db
-                    .query_all_raw(stmt(backend, &sql, vec![after.into(), limit.into()])),
+        let (t, c) = (Alias::new("t"), Alias::new("c"));
+        let query = Query::select()
+            .column((t.clone(), tenant::Column::TenantId))
+            .column((t.clone(), tenant::Column::Revision))
+            .columns(
+                [
+                    connection::Column::OrgId,
+                    connection::Column::OrgName,
+                    connection::Column::ConnectedBy,
+                    connection::Column::ConnectedAt,
+                ]
+                .map(|column| (c.clone(), column)),
             )
-            .await?;
+            .from_as(tenant::Entity, t.clone())
+            .join_as(
+                JoinType::LeftJoin,
+                connection::Entity,
+                c.clone(),
+                Expr::col((c.clone(), connection::Column::TenantId))
+                    .equals((t.clone(), tenant::Column::TenantId))
+                    .and(Expr::cust(is_active(backend, "c."))),
+            )
+            .and_where(Expr::col((t.clone(), tenant::Column::RemovedAt)).is_null())
+            .and_where(
+                Expr::col((t.clone(), tenant::Column::TenantId)).gt(after.map_or("", TenantId::as_str)),
+            )
+            .order_by((t, tenant::Column::TenantId), Order::Asc)
+            .limit(limit)
+            .to_owned();
+        let rows = self.wait(self.db.query_all_raw(backend.build(&query))).await?;
         rows.iter()
             .map(|row| {
                 let org: Option<OrgId> = row.try_get("", "org_id").map_err(StoreError::Database)?;

@@ -3,31 +3,24 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QueryResult, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use tracing::Instrument as _;
 
 use super::change::{self, ChangeKind, NewChange};
-use super::failure::corrupt;
-use super::failure::within;
-use super::sql::{is_active, stmt};
+use super::failure::{corrupt, within};
+use super::sql::is_active;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
 use crate::domain::{Actor, Precondition, Revision, TenantId, UserId};
-use crate::entity::connection;
+use crate::entity::{connection, tenant};
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
 const SWITCH_ATTEMPTS: u32 = 5;
-
-const CONNECTION_COLUMNS: &str = "id, tenant_id, org_id, org_name, connected_by, connected_at, revision, active, ended_by, ended_at, end_reason";
-
-/// A connection row of a raw query whose columns carry `prefix` (`c_org_id`, ...).
-fn record(row: &QueryResult, prefix: &str) -> Result<ConnectionRecord, StoreError> {
-    from_model(connection::Model::from_query_result(row, prefix).map_err(StoreError::Database)?)
-}
 
 fn parse_end_reason(stored: &str) -> Result<EndReason, StoreError> {
     match stored {
@@ -79,40 +72,37 @@ impl Store {
     async fn lock_tenant(&self, tenant_id: &TenantId) -> Result<Locked, StoreError> {
         let backend = self.db.get_database_backend();
         let txn = self.wait(self.db.begin()).await?;
-        let bump = match backend {
+        let mut bump = Query::update();
+        bump.table(tenant::Entity)
+            .value(
+                tenant::Column::Revision,
+                Expr::col(tenant::Column::Revision).add(1),
+            )
+            .and_where(tenant::Column::TenantId.eq(tenant_id.as_str()))
+            .and_where(tenant::Column::RemovedAt.is_null());
+        let mut returning = vec![Expr::col(tenant::Column::Revision)];
+        if backend == DbBackend::Postgres {
             // The change notification rides on the lock (no round trip of its own while the
             // tenant is locked); PostgreSQL delivers it only if the transaction commits.
-            DbBackend::Postgres => stmt(
-                backend,
-                "UPDATE tenant SET revision = revision + 1 WHERE tenant_id = $1 AND removed_at IS NULL \
-                 RETURNING revision, pg_notify($2, $3)",
-                vec![
-                    tenant_id.as_str().into(),
-                    super::CHANNEL.into(),
-                    super::payload(tenant_id, std::time::SystemTime::now()).into(),
-                ],
-            ),
-            _ => stmt(
-                backend,
-                "UPDATE tenant SET revision = revision + 1 WHERE tenant_id = $1 AND removed_at IS NULL \
-                 RETURNING revision",
-                vec![tenant_id.as_str().into()],
-            ),
-        };
-        let bumped = self.wait(txn.query_one_raw(bump)).await?;
+            let payload = super::payload(tenant_id, std::time::SystemTime::now());
+            returning.push(Func::cust("pg_notify").arg(super::CHANNEL).arg(payload).into());
+        }
+        bump.returning(Query::returning().exprs(returning));
+        let bumped = self.wait(txn.query_one_raw(backend.build(&bump))).await?;
         let Some(bumped) = bumped else {
             self.wait(txn.rollback()).await?;
             return Err(StoreError::UnknownTenant);
         };
         let revision: Revision = bumped.try_get("", "revision").map_err(StoreError::Database)?;
-        let sql = format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connection WHERE tenant_id = $1 AND {}",
-            is_active(backend, "")
-        );
         let active = self
-            .wait(txn.query_one_raw(stmt(backend, &sql, vec![tenant_id.as_str().into()])))
+            .wait(
+                connection::Entity::find()
+                    .filter(connection::Column::TenantId.eq(tenant_id.as_str()))
+                    .filter(Expr::cust(is_active(backend, "")))
+                    .one(&txn),
+            )
             .await?
-            .map(|row| record(&row, ""))
+            .map(from_model)
             .transpose()?;
         Ok(Locked {
             txn,
@@ -139,7 +129,6 @@ impl Store {
     }
 
     async fn try_switch(&self, req: &SwitchRequest) -> Result<SwitchOutcome, StoreError> {
-        let backend = self.db.get_database_backend();
         let Locked {
             txn,
             revision,
@@ -179,20 +168,20 @@ impl Store {
             ended_at: None,
             end_reason: None,
         };
-        within(self.limit, txn.execute_raw(stmt(
-            backend,
-            "INSERT INTO connection (tenant_id, org_id, org_name, connected_by, connected_at, revision, active) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            vec![
-                new.tenant_id.as_str().into(),
-                new.org_id.as_str().into(),
-                new.org_name.as_str().into(),
-                new.connected_by.as_str().into(),
-                new.connected_at.into(),
-                new.revision.into(),
-                true.into(),
-            ],
-        )))
+        let row = connection::ActiveModel {
+            tenant_id: Set(new.tenant_id.clone()),
+            org_id: Set(new.org_id.clone()),
+            org_name: Set(new.org_name.clone()),
+            connected_by: Set(new.connected_by.clone()),
+            connected_at: Set(new.connected_at),
+            revision: Set(new.revision),
+            active: Set(true),
+            ..Default::default()
+        };
+        within(
+            self.limit,
+            connection::Entity::insert(row).exec_without_returning(&txn),
+        )
         .await
         .map_err(|e| match e.sql_err() {
             // The partial unique index refused a second active row: another writer won.
@@ -305,7 +294,6 @@ impl Store {
         by: &Actor,
         at: DateTime<Utc>,
     ) -> Result<Option<ConnectionRecord>, StoreError> {
-        let backend = self.db.get_database_backend();
         let at = at.trunc_subsecs(6);
         let Locked {
             txn,
@@ -315,11 +303,12 @@ impl Store {
         if active.is_some() {
             end_active(self, &txn, tenant_id, by.as_str(), at, EndReason::TenantRemoved).await?;
         }
-        self.wait(txn.execute_raw(stmt(
-            backend,
-            "UPDATE tenant SET removed_at = $1 WHERE tenant_id = $2",
-            vec![at.into(), tenant_id.as_str().into()],
-        )))
+        self.wait(
+            tenant::Entity::update_many()
+                .col_expr(tenant::Column::RemovedAt, Expr::val(at))
+                .filter(tenant::Column::TenantId.eq(tenant_id.as_str()))
+                .exec(&txn),
+        )
         .await?;
         change::record(
             self,
@@ -406,24 +395,17 @@ async fn end_active(
     at: DateTime<Utc>,
     reason: EndReason,
 ) -> Result<(), StoreError> {
-    let backend = txn.get_database_backend();
-    let sql = format!(
-        "UPDATE connection SET active = $1, ended_by = $2, ended_at = $3, end_reason = $4 \
-         WHERE tenant_id = $5 AND {}",
-        is_active(backend, "")
-    );
     store
-        .wait(txn.execute_raw(stmt(
-            backend,
-            &sql,
-            vec![
-                false.into(),
-                by.into(),
-                at.into(),
-                reason.as_str().into(),
-                tenant_id.as_str().into(),
-            ],
-        )))
+        .wait(
+            connection::Entity::update_many()
+                .col_expr(connection::Column::Active, Expr::val(false))
+                .col_expr(connection::Column::EndedBy, Expr::val(by))
+                .col_expr(connection::Column::EndedAt, Expr::val(at))
+                .col_expr(connection::Column::EndReason, Expr::val(reason.as_str()))
+                .filter(connection::Column::TenantId.eq(tenant_id.as_str()))
+                .filter(Expr::cust(is_active(txn.get_database_backend(), "")))
+                .exec(txn),
+        )
         .await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
@@ -272,7 +273,10 @@ impl Store {
         }
         // A transaction-level lock, released by commit or by the connection dying.
         let lock = self.db.begin().await.map_err(classify)?;
-        lock.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        let take = Query::select()
+            .expr(Func::cust("pg_advisory_xact_lock").arg(MIGRATION_LOCK))
+            .to_owned();
+        lock.execute_raw(sea_orm::DbBackend::Postgres.build(&take))
             .await
             .map_err(classify)?;
         let result = migration::Migrator::up(&self.db, None).await.map_err(classify);
@@ -287,7 +291,9 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.wait(self.db.execute_unprepared("SELECT 1")).await.map(drop)
+        let ping = Query::select().expr(Expr::val(1)).to_owned();
+        let ping = self.db.get_database_backend().build(&ping);
+        self.wait(self.db.execute_raw(ping)).await.map(drop)
     }
 
     /// How many of the binary's migrations the database lacks (their names), found without
