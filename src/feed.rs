@@ -24,6 +24,7 @@ use actix_web::web::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, watch};
 
+use crate::metrics::Metrics;
 use crate::representation::Change;
 use crate::store::{ChangeRecord, Store};
 use crate::watch::Watchers;
@@ -86,12 +87,14 @@ pub struct Hub {
     /// Turns true once the tail has read where it starts: a subscriber catches up only after
     /// that, so a change committed meanwhile is in its catch-up or published by the tail.
     started: Arc<watch::Sender<bool>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
     /// The broadcast of `store`'s changes, holding `capacity` of them, woken by `watchers`'
-    /// "something committed" signal. Call within the runtime the tail is to run on.
-    pub fn new(store: Store, watchers: Watchers, capacity: usize) -> Self {
+    /// "something committed" signal, its subscribers counted in `metrics`. Call within the runtime
+    /// the tail is to run on.
+    pub fn new(store: Store, watchers: Watchers, capacity: usize, metrics: &Arc<Metrics>) -> Self {
         Self {
             store,
             watchers,
@@ -99,6 +102,7 @@ impl Hub {
             runtime: Handle::current(),
             changes: Arc::default(),
             started: Arc::new(watch::channel(false).0),
+            metrics: metrics.clone(),
         }
     }
 
@@ -183,6 +187,7 @@ pub struct Subscriber {
     stopping: watch::Receiver<bool>,
     /// Whether the tail has read where it starts (see [`Hub`]).
     tail_started: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
     /// The last position sent (or the one resumed from).
     position: i64,
     /// Events ready to send (at most one catch-up page).
@@ -194,7 +199,7 @@ pub struct Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        crate::metrics::metrics().feed_subscribers.dec();
+        self.metrics.feed_subscribers.dec();
     }
 }
 
@@ -203,12 +208,13 @@ impl Subscriber {
     /// `heartbeat` without a change. Subscribes before anything is read.
     pub fn new(hub: &Hub, position: i64, heartbeat: Duration) -> Self {
         let changes = hub.subscribe();
-        crate::metrics::metrics().feed_subscribers.inc();
+        hub.metrics.feed_subscribers.inc();
         Self {
             store: hub.store.clone(),
             changes,
             stopping: hub.watchers.stopping(),
             tail_started: hub.started.subscribe(),
+            metrics: hub.metrics.clone(),
             position,
             ready: VecDeque::new(),
             caught_up: false,
@@ -219,7 +225,6 @@ impl Subscriber {
     /// The next bytes to send; `None` ends the stream (the server is stopping, the subscriber fell
     /// behind, or the database failed a catch-up read: the client resumes from its last id).
     pub async fn next(&mut self) -> Option<Bytes> {
-        let metrics = crate::metrics::metrics();
         loop {
             if let Some(event) = self.ready.pop_front() {
                 return Some(event);
@@ -245,7 +250,7 @@ impl Subscriber {
                     self.position = change.position;
                     self.ready.push_back(Frame::of(change).bytes);
                 }
-                metrics.feed_changes_sent.inc_by(page.len() as u64);
+                self.metrics.feed_changes_sent.inc_by(page.len() as u64);
                 continue;
             }
             tokio::select! {
@@ -255,13 +260,13 @@ impl Subscriber {
                     Ok(frame) if frame.position <= self.position => {}
                     Ok(frame) if frame.position == self.position + 1 => {
                         self.position = frame.position;
-                        metrics.feed_changes_sent.inc();
+                        self.metrics.feed_changes_sent.inc();
                         return Some(frame.bytes.clone());
                     }
                     // Positions are dense: a jump means something was not seen; read it.
                     Ok(_) => self.caught_up = false,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        metrics.feed_subscribers_cut.inc();
+                        self.metrics.feed_subscribers_cut.inc();
                         tracing::info!(position = self.position, "change feed: a subscriber fell behind; closing it");
                         return None;
                     }

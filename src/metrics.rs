@@ -1,16 +1,15 @@
 //! Prometheus metrics, served at `/metrics` in the text format by the `prometheus` crate.
 //!
-//! One registry per process (the Prometheus convention: a scrape describes a process), so it is
-//! the one process-wide value besides the tracing subscriber.
-
-use std::sync::LazyLock;
+//! One registry per application, built at start and kept in its state (what a scrape of this
+//! replica describes); the parts that count hold handles to it. The one process-wide count is that
+//! of the tracing layer (`logfilter.rs`), sampled at each scrape.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-/// The service's metrics.
+/// The service's metrics; shared as an `Arc`.
 pub struct Metrics {
     registry: Registry,
     /// Requests by method (the routed ones, else `other`), route template and status.
@@ -249,17 +248,31 @@ fn build() -> Result<Metrics, prometheus::Error> {
     })
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    // Only fails on duplicate or malformed names, which are constants above.
-    build().unwrap_or_else(|e| panic!("metrics definitions are invalid: {e}"))
-});
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
 
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    &METRICS
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
+    /// A registry of every metric, at zero.
+    pub fn new() -> Self {
+        // Only fails on duplicate or malformed names, which are constants above: at start, never
+        // from a request.
+        build().unwrap_or_else(|e| panic!("metrics definitions are invalid: {e}"))
+    }
+
+    /// Sets `counter` to `total` (a count kept elsewhere, sampled at scrape time; never lowered).
+    pub fn sample(counter: &IntCounter, total: u64) {
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -13,6 +13,7 @@ use crate::auth::{KeyStore, TokenVerifier};
 use crate::config::{Config, ImsEndpoint};
 use crate::feed::Hub;
 use crate::ims::ImsClient;
+use crate::metrics::Metrics;
 use crate::ratelimit::ImsRateLimiter;
 use crate::routes;
 use crate::state::AppState;
@@ -97,11 +98,13 @@ impl Application {
         let ImsEndpoint::Url(ims_url) = &config.ims_url else {
             return Err(StartError::Config("CCC_IMS_URL is required".into()));
         };
+        let metrics = Arc::new(Metrics::new());
         let ims = ImsClient::with_breaker(
             ims_url.as_str(),
             config.ims_timeout(),
             config.ims_breaker_failures,
             std::time::Duration::from_millis(config.ims_breaker_cooldown_ms),
+            &metrics,
         )
         .map_err(|e| StartError::Config(format!("IMS client: {e}")))?;
         let keys = Arc::new(
@@ -129,9 +132,10 @@ impl Application {
                 sea_orm::DbBackend::Postgres => Feed::AwaitingListener,
                 _ => Feed::Live,
             },
+            &metrics,
         );
         store.notify_commits_to(Arc::new(watchers.clone()));
-        crate::metrics::metrics()
+        metrics
             .watchers_max
             .set(i64::try_from(config.max_watchers).unwrap_or(i64::MAX));
         if store.connection().get_database_backend() == sea_orm::DbBackend::Sqlite
@@ -154,7 +158,7 @@ impl Application {
                 },
             )?;
         }
-        let hub = Hub::new(store.clone(), watchers.clone(), config.feed_buffer);
+        let hub = Hub::new(store.clone(), watchers.clone(), config.feed_buffer, &metrics);
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -163,6 +167,7 @@ impl Application {
             ims,
             verifier,
             ims_limiter,
+            metrics,
             readiness: Arc::default(),
         };
         let listener = TcpListener::bind(state.config.listen)?;
@@ -278,12 +283,14 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
         } else {
             routes::configure
         };
+    let metrics = web::Data::from(state.metrics.clone());
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, api) = App::new()
             .into_utoipa_app()
             .openapi(openapi::base())
             .app_data(data.clone())
+            .app_data(metrics.clone())
             .app_data(routes::json_config())
             .app_data(routes::query_config())
             .configure(configure)
@@ -313,11 +320,13 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
 /// The `CCC_OPS_LISTEN` server: `/metrics` and the probes, on a worker of its own, so scrapes and
 /// probes answer even while the public workers are saturated.
 fn serve_ops(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let metrics = web::Data::from(state.metrics.clone());
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, api) = App::new()
             .into_utoipa_app()
             .app_data(data.clone())
+            .app_data(metrics.clone())
             .configure(routes::configure_ops)
             .split_for_parts();
         app.app_data(routes::RouteTable::from_document(&api))

@@ -6,6 +6,7 @@ use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::feed::Hub;
 use crate::ims::ImsClient;
+use crate::metrics::Metrics;
 use crate::ratelimit::ImsRateLimiter;
 use crate::store::{DbReadiness, Store};
 use crate::watch::Watchers;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     /// Per-user limit on the requests that call IMS with the caller's token.
     pub ims_limiter: ImsRateLimiter,
+    /// This application's metrics (what `/metrics` serves).
+    pub metrics: Arc<Metrics>,
     /// `/readyz`'s cached database check.
     pub readiness: Arc<DbReadiness>,
 }

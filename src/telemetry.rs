@@ -10,11 +10,11 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Instrument, Span};
@@ -25,6 +25,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
+use crate::metrics::Metrics;
 
 /// The header that carries the request id both ways.
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -440,6 +441,8 @@ pub async fn request_context(
     // Taken before the handlers run: HEAD on the documentation is served as GET.
     let method = req.method().clone();
     let method_label = method_label(&method);
+    // The application's metrics (`startup.rs` puts them beside the state).
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let started = Instant::now();
     let (result, traced) = if traces_on() {
         let otel_method = if method_label == "other" {
@@ -469,18 +472,19 @@ pub async fn request_context(
     let status = res.status();
     let elapsed = started.elapsed().as_secs_f64();
     let latency_ms = elapsed * 1000.0;
-    let m = crate::metrics::metrics();
     // Labels hold only bounded values: a fixed method set, the route template (`-` when none
     // matched) and the status the service chose; never raw request data.
-    m.http_requests
-        .with_label_values(&[method_label, route, status.as_str()])
-        .inc();
+    if let Some(m) = &metrics {
+        m.http_requests
+            .with_label_values(&[method_label, route, status.as_str()])
+            .inc();
+    }
     // The request line carries its facts as top-level fields (not nested in a span), so a log
     // pipeline can index them; extractors noted the tenant and client on the request.
     {
         let extensions = res.request().extensions();
         let facts = extensions.get::<RequestFacts>();
-        if !facts.is_some_and(|f| f.held) {
+        if let Some(m) = metrics.as_ref().filter(|_| !facts.is_some_and(|f| f.held)) {
             m.http_latency
                 .with_label_values(&[method_label, route])
                 .observe(elapsed);

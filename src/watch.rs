@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::config;
 use crate::domain::TenantId;
+use crate::metrics::Metrics;
 use crate::store::{CHANNEL, CommitListener, Store, StoreError, TenantView, parse_payload};
 
 /// `application_name` of the `LISTEN` connection (how operators, and the tests, find it in
@@ -97,6 +98,7 @@ struct Inner {
     callers: Mutex<HashMap<String, usize>>,
     count: AtomicUsize,
     caps: WatcherCaps,
+    metrics: Arc<Metrics>,
     /// Whether the change feed is delivering (always on SQLite; the `LISTEN` connection on PostgreSQL).
     live: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -122,14 +124,15 @@ pub struct Watchers {
 }
 
 impl Watchers {
-    /// A registry holding at most `caps` watchers, fed by `feed`.
-    pub fn new(caps: WatcherCaps, feed: Feed) -> Self {
+    /// A registry holding at most `caps` watchers, fed by `feed`, counted in `metrics`.
+    pub fn new(caps: WatcherCaps, feed: Feed, metrics: &Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
                 callers: Mutex::new(HashMap::new()),
                 count: AtomicUsize::new(0),
                 caps,
+                metrics: metrics.clone(),
                 live: AtomicBool::new(feed == Feed::Live),
                 shutdown: watch::channel(false).0,
                 commits: watch::channel(0).0,
@@ -182,7 +185,7 @@ impl Watchers {
         if taken.is_err() {
             return None;
         }
-        crate::metrics::metrics().watchers.inc();
+        self.inner.metrics.watchers.inc();
         *callers.entry(caller.to_owned()).or_insert(0) += 1;
         drop(callers);
         let (slot, wake) = {
@@ -233,7 +236,7 @@ impl Watchers {
 
     /// A notification's payload from [`CHANNEL`]; one that does not parse re-checks everyone.
     pub fn notified(&self, payload: &str) {
-        crate::metrics::metrics().watch_notifications.inc();
+        self.inner.metrics.watch_notifications.inc();
         match parse_payload(payload) {
             Some((tenant, committed)) => self.changed(&tenant, committed),
             None => {
@@ -245,7 +248,7 @@ impl Watchers {
 
     fn set_live(&self, live: bool) {
         self.inner.live.store(live, Ordering::Release);
-        crate::metrics::metrics().watch_feed_up.set(i64::from(live));
+        self.inner.metrics.watch_feed_up.set(i64::from(live));
     }
 
     /// Whether the change feed delivers now.
@@ -368,7 +371,7 @@ impl Drop for WatchGuard {
             }
         }
         self.watchers.inner.count.fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::metrics().watchers.dec();
+        self.watchers.inner.metrics.watchers.dec();
     }
 }
 
@@ -550,7 +553,7 @@ async fn listen(registry: Weak<Inner>, options: PgConnectOptions, heartbeat: Str
                     return;
                 };
                 if !first {
-                    crate::metrics::metrics().watch_feed_reconnects.inc();
+                    watchers.inner.metrics.watch_feed_reconnects.inc();
                     tracing::warn!(failed_attempts, "change listener back");
                 }
                 first = false;
@@ -616,7 +619,7 @@ mod tests {
             replica: 2,
             ..WatcherCaps::default()
         };
-        let watchers = Watchers::new(caps, Feed::Live);
+        let watchers = Watchers::new(caps, Feed::Live, &Arc::new(Metrics::new()));
         let t = TenantId::parse("t1").unwrap();
         let a = watchers.watch(&t, "u1").unwrap();
         let b = watchers.watch(&t, "u2").unwrap();

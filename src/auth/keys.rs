@@ -205,6 +205,11 @@ pub enum KeyError {
 
 impl KeyStore {
     /// A store that fetches from `ims`, and certificates from `cert_base` when configured.
+    /// Where key lookups and refreshes are counted (those of its IMS client).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.ims.metrics()
+    }
+
     pub fn new(ims: ImsClient, cert_base: Option<String>) -> Self {
         let certs = cert_base.map(|base| {
             Arc::new(CertCache {
@@ -278,7 +283,7 @@ impl KeyStore {
             }
         }
         let n = set.len();
-        let refreshes = &crate::metrics::metrics().jwks_refreshes;
+        let refreshes = &self.ims.metrics().jwks_refreshes;
         let Ok(mut jwks) = self.jwks.write() else {
             return Ok(0);
         };
@@ -358,7 +363,7 @@ impl KeyStore {
         x5u: Option<&str>,
     ) -> Result<(VerifyingKey, KeySource), KeyError> {
         let kid = kid.filter(|k| sane_name(k));
-        let lookups = &crate::metrics::metrics().key_cache;
+        let lookups = &self.ims.metrics().key_cache;
         if let Some(kid) = kid
             && let Some(p) = self.cached(kid)
         {

@@ -191,7 +191,7 @@ impl TokenVerifier {
             return Err(TokenError::Invalid("token too large"));
         }
         let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
-        let lookups = &crate::metrics::metrics().token_cache;
+        let lookups = &self.keys.metrics().token_cache;
         if let Some(hit) = self.verified.get(&digest) {
             if now_ms() <= hit.token.expires_at_ms + LEEWAY_MS && self.keys.still_valid(&hit.key).await {
                 lookups.with_label_values(&["hit"]).inc();

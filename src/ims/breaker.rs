@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::metrics::metrics;
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
 
 /// The breaker. One per IMS client.
 #[derive(Debug)]
@@ -23,6 +25,7 @@ pub struct Breaker {
     state: Mutex<State>,
     /// Wakes the calls waiting on a trial once it settled.
     settled: Notify,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +55,15 @@ pub struct Permit<'a> {
 }
 
 impl Breaker {
-    /// Opens after `failures_to_open` consecutive failures (at least 1), for `cool_down`.
-    pub fn new(failures_to_open: u32, cool_down: Duration) -> Self {
+    /// Opens after `failures_to_open` consecutive failures (at least 1), for `cool_down`; its
+    /// state and transitions are counted in `metrics`.
+    pub fn new(failures_to_open: u32, cool_down: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             failures_to_open: failures_to_open.max(1),
             cool_down,
             state: Mutex::new(State::Closed { failures: 0 }),
             settled: Notify::new(),
+            metrics,
         }
     }
 
@@ -84,10 +89,10 @@ impl Breaker {
                     State::Open { until } => {
                         let now = Instant::now();
                         if now < until {
-                            metrics().ims_breaker_rejected.inc();
+                            self.metrics.ims_breaker_rejected.inc();
                             return Err(until - now);
                         }
-                        transition(&mut state, State::HalfOpen);
+                        transition(&self.metrics, &mut state, State::HalfOpen);
                         Some(true)
                     }
                     // A trial runs: wait for its outcome, then look again.
@@ -119,7 +124,7 @@ impl Permit<'_> {
         self.reported = true;
         let mut state = self.breaker.state();
         if *state != (State::Closed { failures: 0 }) {
-            transition(&mut state, State::Closed { failures: 0 });
+            transition(&self.breaker.metrics, &mut state, State::Closed { failures: 0 });
         }
         drop(state);
         if self.trial {
@@ -136,14 +141,14 @@ impl Permit<'_> {
             until: Instant::now() + breaker.cool_down,
         };
         match *state {
-            _ if self.trial => transition(&mut state, open),
+            _ if self.trial => transition(&breaker.metrics, &mut state, open),
             State::Closed { failures } if failures + 1 >= breaker.failures_to_open => {
                 tracing::warn!(
                     failures = failures + 1,
                     cool_down_ms = breaker.cool_down.as_millis() as u64,
                     "IMS keeps failing: circuit open, user calls answer 503 at once"
                 );
-                transition(&mut state, open);
+                transition(&breaker.metrics, &mut state, open);
             }
             State::Closed { failures } => {
                 *state = State::Closed {
@@ -167,6 +172,7 @@ impl Drop for Permit<'_> {
             if *state == State::HalfOpen {
                 // The trial was cancelled: the next call may try instead.
                 transition(
+                    &self.breaker.metrics,
                     &mut state,
                     State::Open {
                         until: Instant::now(),
@@ -179,8 +185,7 @@ impl Drop for Permit<'_> {
     }
 }
 
-fn transition(state: &mut State, to: State) {
-    let m = metrics();
+fn transition(m: &Metrics, state: &mut State, to: State) {
     m.ims_breaker_state.with_label_values(&[state.label()]).set(0);
     m.ims_breaker_state.with_label_values(&[to.label()]).set(1);
     if state.label() != to.label() {
@@ -199,7 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn opens_after_consecutive_failures_and_a_success_resets_the_count() {
-        let b = Breaker::new(3, Duration::from_secs(60));
+        let b = Breaker::new(3, Duration::from_secs(60), Arc::default());
         b.admit().await.unwrap().failed();
         b.admit().await.unwrap().failed();
         b.admit().await.unwrap().succeeded();
@@ -213,7 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_the_cool_down_one_trial_goes_through_and_the_others_wait_for_it() {
-        let b = Breaker::new(1, Duration::from_millis(20));
+        let b = Breaker::new(1, Duration::from_millis(20), Arc::default());
         b.admit().await.unwrap().failed();
         assert!(b.admit().await.is_err());
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -244,7 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_trial_lets_the_next_call_try() {
-        let b = Breaker::new(1, Duration::from_millis(10));
+        let b = Breaker::new(1, Duration::from_millis(10), Arc::default());
         b.admit().await.unwrap().failed();
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(b.admit().await.unwrap());

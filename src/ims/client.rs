@@ -11,6 +11,7 @@ use super::cache::{Freshness, RefusedTokens, UserCache};
 use super::wire::{self, ImsOrg, ImsProfile, Jwk};
 use super::{BearerToken, ImsError, Unavailability};
 use crate::config;
+use crate::metrics::Metrics;
 
 /// IMS answers larger than this are refused (an org list is a few KiB).
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -24,6 +25,7 @@ pub struct ImsClient {
     profiles: UserCache<ImsProfile>,
     refused: RefusedTokens,
     breaker: Arc<Breaker>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ImsClient {
@@ -43,16 +45,18 @@ impl ImsClient {
             timeout,
             config::DEFAULT_IMS_BREAKER_FAILURES,
             config::DEFAULT_IMS_BREAKER_COOLDOWN,
+            &Arc::default(),
         )
     }
 
     /// Like [`ImsClient::new`], with a circuit breaker for the user calls that opens after
-    /// `failures` consecutive failures, for `cool_down`.
+    /// `failures` consecutive failures, for `cool_down`; its calls counted in `metrics`.
     pub fn with_breaker(
         base: &str,
         timeout: Duration,
         failures: u32,
         cool_down: Duration,
+        metrics: &Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(2)))
@@ -66,8 +70,14 @@ impl ImsClient {
             orgs: UserCache::new(),
             profiles: UserCache::new(),
             refused: RefusedTokens::new(),
-            breaker: Arc::new(Breaker::new(failures, cool_down)),
+            breaker: Arc::new(Breaker::new(failures, cool_down, metrics.clone())),
+            metrics: metrics.clone(),
         })
+    }
+
+    /// Where this client's calls, and the key and token caches built on it, are counted.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The circuit breaker of the user calls.
@@ -204,7 +214,7 @@ impl ImsClient {
             Err(ImsError::BadResponse(_)) => "bad_response",
         };
         crate::telemetry::end_ims_call_span(&span, outcome);
-        crate::metrics::metrics()
+        self.metrics
             .ims_calls
             .with_label_values(&[endpoint, outcome])
             .observe(started.elapsed().as_secs_f64());

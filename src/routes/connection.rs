@@ -225,7 +225,7 @@ async fn watch(
         if !still_current(&tags, view) {
             if let Some(at) = committed {
                 let delay = SystemTime::now().duration_since(at).unwrap_or_default();
-                crate::metrics::metrics().watch_delay.observe(delay.as_secs_f64());
+                state.metrics.watch_delay.observe(delay.as_secs_f64());
             }
             return Ok(read_answer(view, None));
         }
@@ -323,10 +323,7 @@ pub async fn put_connection(
         SwitchOutcome::Replaced(_) => "replaced",
         SwitchOutcome::Unchanged(_) => "unchanged",
     };
-    crate::metrics::metrics()
-        .switches
-        .with_label_values(&[outcome_label])
-        .inc();
+    state.metrics.switches.with_label_values(&[outcome_label]).inc();
     Ok(match &outcome {
         SwitchOutcome::Created(rec) => {
             tracing::info!(org_id = %rec.org_id, revision = rec.revision.get(), "tenant connected");
@@ -375,10 +372,7 @@ pub async fn delete_connection(
         .await
         .map_err(admin_store_error)?;
     tracing::info!(org_id = %ended.org_id, revision = ended.revision.get(), "tenant disconnected");
-    crate::metrics::metrics()
-        .switches
-        .with_label_values(&["disconnected"])
-        .inc();
+    state.metrics.switches.with_label_values(&["disconnected"]).inc();
     Ok(HttpResponse::NoContent().finish())
 }
 

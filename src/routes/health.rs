@@ -55,7 +55,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.readiness.check(&state.store).await;
     let ims_keys = state.verifier.keys().is_loaded();
     let ready = database && ims_keys;
-    let checks = &crate::metrics::metrics().readiness_checks;
+    let checks = &state.metrics.readiness_checks;
     checks.with_label_values(&["database"]).set(i64::from(database));
     checks.with_label_values(&["ims_keys"]).set(i64::from(ims_keys));
     let body = Readiness {

@@ -297,9 +297,6 @@ async fn answer(inner: &Inner, batch: Vec<Waiter>) {
     ids.dedup();
     inner.queries.fetch_add(1, Ordering::Relaxed);
     inner.reads.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let m = crate::metrics::metrics();
-    m.db_read_queries.inc();
-    m.db_reads.inc_by(batch.len() as u64);
     // Traces on: a span of its own, linked to every read it answers (it has no one parent).
     let span =
         crate::telemetry::batch_query_span(batch.len(), batch.iter().filter_map(|w| w.read_span.clone()));

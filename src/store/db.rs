@@ -242,6 +242,12 @@ impl Store {
         })
     }
 
+    /// Whether this replica finds the database unreachable now, and the waits that failed or were
+    /// refused for it since the store opened.
+    pub fn outage_stats(&self) -> (bool, u64) {
+        self.outage.stats()
+    }
+
     /// Batched read queries run, and tenant-view reads they answered, since the store opened.
     pub fn read_stats(&self) -> (u64, u64) {
         self.reads.stats()

@@ -4,6 +4,7 @@
 //! [`MAX_BACKOFF`]), and the log says one line when the outage starts and one when it ends (with
 //! how many requests it failed), not a line per request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,12 +31,20 @@ struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Outage {
     state: Mutex<State>,
+    /// Database waits failed or refused because the database was unreachable, ever.
+    unavailable: AtomicU64,
 }
 
 impl Outage {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update leaves the state consistent: go on after a panic elsewhere.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the database is unreachable now, and the waits it failed or refused so far.
+    pub(crate) fn stats(&self) -> (bool, u64) {
+        let down = self.lock().down_since.is_some();
+        (down, self.unavailable.load(Ordering::Relaxed))
     }
 
     /// Whether a database wait may start now: always while the database answers; during an
@@ -54,7 +63,7 @@ impl Outage {
             return Ok(());
         }
         state.failures += 1;
-        crate::metrics::metrics().db_unavailable.inc();
+        self.unavailable.fetch_add(1, Ordering::Relaxed);
         Err(StoreError::Unavailable(sea_orm::DbErr::Conn(
             sea_orm::RuntimeErr::Internal(
                 "the database is unreachable; waiting before the next attempt".to_owned(),
@@ -94,14 +103,13 @@ impl Outage {
                 last_began: state.last_began,
                 ..State::default()
             };
-            crate::metrics::metrics().db_outage.set(0);
         }
     }
 
     fn failed(&self, e: &StoreError) {
         let mut state = self.lock();
         state.failures += 1;
-        crate::metrics::metrics().db_unavailable.inc();
+        self.unavailable.fetch_add(1, Ordering::Relaxed);
         if state.down_since.is_none() {
             let cause = e.source_text();
             tracing::warn!(
@@ -112,7 +120,6 @@ impl Outage {
             state.last_began = state.down_since;
             state.backoff = FIRST_BACKOFF;
             state.next_probe = Some(Instant::now() + jittered(FIRST_BACKOFF));
-            crate::metrics::metrics().db_outage.set(1);
         }
     }
 }
