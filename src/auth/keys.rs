@@ -19,11 +19,15 @@
 //! `notAfter`); one in use is downloaded again in its last [`CERT_REFRESH_AHEAD`], ahead of all
 //! other names, while the one in hand keeps serving. Names not found are remembered for
 //! [`MISSING_CERT_TTL`].
+//!
+//! Clocks: the intervals above are on tokio's clock ([`tokio::time::Instant`]), a certificate's
+//! validity period on the wall clock the store is given (the system's in service): the tests pause
+//! and advance the one and set the other, so none of this is tested by waiting.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -78,6 +82,16 @@ pub enum KeySource {
     Certificate(Arc<str>, Fingerprint),
 }
 
+/// The wall clock a certificate's validity period is read against: [`SystemTime::now`] in
+/// service, one the test sets in tests.
+type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// `t` in whole Unix seconds (rounded down), and whether a fraction of a second is left over.
+fn unix_time(t: SystemTime) -> (i64, bool) {
+    let t = chrono::DateTime::<chrono::Utc>::from(t);
+    (t.timestamp(), t.timestamp_subsec_nanos() > 0)
+}
+
 /// A downloaded certificate's key and validity period (Unix seconds).
 struct Cert {
     published: Published,
@@ -86,8 +100,9 @@ struct Cert {
 }
 
 impl Cert {
-    fn valid_now(&self) -> bool {
-        let now = chrono::Utc::now().timestamp();
+    /// Within its validity period at `now` (to the second).
+    fn valid_at(&self, now: SystemTime) -> bool {
+        let (now, _) = unix_time(now);
         self.not_before <= now && now <= self.not_after
     }
 }
@@ -99,9 +114,10 @@ struct Held {
 }
 
 impl Held {
-    /// Usable now: within its validity period and downloaded less than [`CERT_TTL`] ago.
-    fn usable(&self) -> bool {
-        self.cert.valid_now() && self.fetched.elapsed() < CERT_TTL
+    /// Usable at `now` (wall clock): within its validity period and downloaded less than
+    /// [`CERT_TTL`] ago.
+    fn usable(&self, now: SystemTime) -> bool {
+        self.cert.valid_at(now) && self.fetched.elapsed() < CERT_TTL
     }
 }
 
@@ -139,7 +155,7 @@ pub struct KeyStore {
     seen_kids: RwLock<HashSet<String>>,
     /// The certificates, when a certificate base is configured.
     certs: Option<Arc<CertCache>>,
-    last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    last_refresh: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     loaded: AtomicBool,
 }
 
@@ -151,8 +167,11 @@ struct CertCache {
     name_prefix: Option<String>,
     /// Downloaded certificates (at most [`MAX_CERT_KEYS`]: names come from tokens).
     held: RwLock<HashMap<String, Held>>,
-    /// Names the certificate base did not have, not asked for again for a while.
-    missing: moka::sync::Cache<String, ()>,
+    /// What certificates' validity periods are read against.
+    wall_clock: WallClock,
+    /// Names the certificate base did not have, and when: not asked for again for
+    /// [`MISSING_CERT_TTL`] (the cache forgets them then too, keeping memory bounded).
+    missing: moka::sync::Cache<String, tokio::time::Instant>,
     /// Requests per name lately: a genuine certificate is asked for again and again.
     asks: moka::sync::Cache<String, Arc<AtomicU32>>,
     downloads: Mutex<Downloads>,
@@ -217,6 +236,7 @@ impl KeyStore {
                 base,
                 name_prefix: None,
                 held: RwLock::default(),
+                wall_clock: Arc::new(SystemTime::now),
                 missing: moka::sync::Cache::builder()
                     .max_capacity(MAX_MISSING_CERTS)
                     .time_to_live(MISSING_CERT_TTL)
@@ -248,6 +268,15 @@ impl KeyStore {
         self
     }
 
+    /// The same store reading certificates' validity periods against `clock`.
+    #[cfg(test)]
+    fn with_wall_clock(mut self, clock: WallClock) -> Self {
+        if let Some(certs) = self.certs.as_mut().and_then(Arc::get_mut) {
+            certs.wall_clock = clock;
+        }
+        self
+    }
+
     /// Whether a JWKS has been loaded at least once (readiness).
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Relaxed)
@@ -256,7 +285,7 @@ impl KeyStore {
     /// Fetches the JWKS now and replaces the cached set; on failure the cached set stays.
     pub async fn refresh(&self) -> Result<usize, ImsError> {
         let mut last = self.last_refresh.lock().await;
-        *last = Some(Instant::now());
+        *last = Some(tokio::time::Instant::now());
         self.fetch_jwks().await
     }
 
@@ -410,7 +439,7 @@ impl KeyStore {
         if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
             return Ok(());
         }
-        *last = Some(Instant::now());
+        *last = Some(tokio::time::Instant::now());
         self.fetch_jwks().await.map(drop)
     }
 }
@@ -424,18 +453,32 @@ impl CertCache {
             && self.name_prefix.as_deref().is_none_or(|p| name.starts_with(p))
     }
 
+    /// The wall clock's time now.
+    fn wall_now(&self) -> SystemTime {
+        (self.wall_clock)()
+    }
+
+    /// Whether `name` was found missing less than [`MISSING_CERT_TTL`] ago.
+    fn is_missing(&self, name: &str) -> bool {
+        self.missing
+            .get(name)
+            .is_some_and(|since| since.elapsed() < MISSING_CERT_TTL)
+    }
+
     /// The certificate `name` if it is held and usable.
     fn usable(&self, name: &str) -> Option<Arc<Cert>> {
+        let now = self.wall_now();
         let held = self.held.read().ok()?;
-        held.get(name).filter(|h| h.usable()).map(|h| h.cert.clone())
+        held.get(name).filter(|h| h.usable(now)).map(|h| h.cert.clone())
     }
 
     /// The certificate `name` if it is held and usable, put first in line for a download when it
     /// is about to lapse (tokens verified by it are checked here on every use, cached or not).
     fn in_use(self: &Arc<Self>, name: &str) -> Option<Arc<Cert>> {
+        let now = self.wall_now();
         let (cert, due) = {
             let held = self.held.read().ok()?;
-            let h = held.get(name).filter(|h| h.usable())?;
+            let h = held.get(name).filter(|h| h.usable(now))?;
             let due = h.fetched.elapsed() >= CERT_TTL.saturating_sub(CERT_REFRESH_AHEAD);
             (h.cert.clone(), due)
         };
@@ -451,7 +494,7 @@ impl CertCache {
         if let Some(cert) = self.in_use(name) {
             return Ok(cert);
         }
-        if self.missing.contains_key(name) {
+        if self.is_missing(name) {
             return Err(CertMiss::NotFound);
         }
         self.wait_for(name).await
@@ -540,7 +583,7 @@ impl CertCache {
         if let Some(cert) = self.usable(name) {
             return Some(Ok(cert));
         }
-        if self.missing.contains_key(name) {
+        if self.is_missing(name) {
             return Some(Err(CertMiss::NotFound));
         }
         let d = self.downloads();
@@ -592,8 +635,9 @@ impl CertCache {
         let now = tokio::time::Instant::now();
         match outcome {
             Ok(cert) => {
+                let wall_now = self.wall_now();
                 if let Ok(mut held) = self.held.write() {
-                    held.retain(|_, h| h.usable());
+                    held.retain(|_, h| h.usable(wall_now));
                     if held.len() >= MAX_CERT_KEYS as usize
                         && !held.contains_key(&name)
                         && let Some(oldest) =
@@ -615,7 +659,7 @@ impl CertCache {
                 if let Ok(mut held) = self.held.write() {
                     held.remove(&name);
                 }
-                self.missing.insert(name.clone(), ());
+                self.missing.insert(name.clone(), now);
             }
             Err(CertMiss::Unavailable(e)) => {
                 let mut d = self.downloads();
@@ -633,7 +677,7 @@ impl CertCache {
             Err(ImsError::BadResponse(_) | ImsError::Rejected) => return Err(CertMiss::NotFound),
             Err(e) => return Err(CertMiss::Unavailable(e)),
         };
-        cert_from_bytes(&bytes).ok_or_else(|| {
+        cert_from_bytes(&bytes, self.wall_now()).ok_or_else(|| {
             tracing::warn!(certificate = name, "IMS certificate could not be used");
             CertMiss::NotFound
         })
@@ -688,18 +732,25 @@ fn sane_cert_name(s: &str) -> bool {
     sane_name(s) && s.ends_with(".cer") && !s.contains("..") && !s.starts_with('.')
 }
 
-/// The RSA key and validity of a PEM or DER certificate that is currently valid.
-fn cert_from_bytes(bytes: &[u8]) -> Option<Cert> {
+/// Whether `now` is within `[not_before, not_after]` (Unix seconds) to the nanosecond, as
+/// x509-parser's `Validity::is_valid` reads it: a second past `not_after` has begun, it is not.
+fn valid_to_the_nanosecond(not_before: i64, not_after: i64, now: SystemTime) -> bool {
+    let (secs, fraction) = unix_time(now);
+    not_before <= secs && (secs < not_after || (secs == not_after && !fraction))
+}
+
+/// The RSA key and validity of a PEM or DER certificate that is valid at `now`.
+fn cert_from_bytes(bytes: &[u8], now: SystemTime) -> Option<Cert> {
     let der = match x509_parser::pem::parse_x509_pem(bytes) {
         Ok((_, pem)) => pem.contents,
         Err(_) => bytes.to_vec(),
     };
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     let validity = cert.validity();
-    if !validity.is_valid() {
+    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+    if !valid_to_the_nanosecond(not_before, not_after, now) {
         return None;
     }
-    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
     match cert.public_key().parsed().ok()? {
         x509_parser::public_key::PublicKey::RSA(rsa) => {
             let strip = |b: &[u8]| {
@@ -724,26 +775,58 @@ fn cert_from_bytes(bytes: &[u8]) -> Option<Cert> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use tokio::time::Instant;
+
     use super::*;
 
-    fn cache() -> Arc<CertCache> {
+    fn store() -> KeyStore {
         // Nothing listens there: a download started by a test fails at once.
         let ims = ImsClient::new("http://127.0.0.1:1", Duration::from_secs(1)).unwrap();
-        let store = KeyStore::new(ims, Some("http://127.0.0.1:1/keys/".to_owned()))
-            .with_cert_name_prefix(Some("ims_na1-key-".to_owned()));
-        store.certs.unwrap()
+        KeyStore::new(ims, Some("http://127.0.0.1:1/keys/".to_owned()))
+            .with_cert_name_prefix(Some("ims_na1-key-".to_owned()))
+    }
+
+    fn cache() -> Arc<CertCache> {
+        store().certs.unwrap()
     }
 
     fn a_cert() -> Arc<Cert> {
         let now = chrono::Utc::now().timestamp();
+        cert_valid(now - 86_400, now + 86_400 * 365)
+    }
+
+    fn cert_valid(not_before: i64, not_after: i64) -> Arc<Cert> {
         Arc::new(Cert {
             published: Published {
                 key: Arc::new(DecodingKey::from_secret(b"test")),
                 fingerprint: [0; 32],
             },
-            not_before: now - 86_400,
-            not_after: now + 86_400 * 365,
+            not_before,
+            not_after,
         })
+    }
+
+    /// A wall clock the test sets, starting on a whole second.
+    #[derive(Clone)]
+    struct TestWall(Arc<Mutex<SystemTime>>);
+
+    impl TestWall {
+        const START: i64 = 1_800_000_000;
+
+        fn new() -> Self {
+            Self(Arc::new(Mutex::new(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(Self::START as u64),
+            )))
+        }
+
+        fn clock(&self) -> WallClock {
+            let now = self.0.clone();
+            Arc::new(move || *now.lock().unwrap())
+        }
+
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -786,6 +869,96 @@ mod tests {
         tokio::time::advance(CERT_REFRESH_AHEAD).await;
         assert!(cache.usable(in_use).is_none());
         drop(guards);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certificate_past_its_not_after_stops_verifying_cached_or_not() {
+        let wall = TestWall::new();
+        let store = store().with_wall_clock(wall.clock());
+        let certs = store.certs.clone().unwrap();
+        let name = "ims_na1-key-at-1.cer";
+        // Downloaded just now, valid for two more seconds.
+        let not_after = TestWall::START + 2;
+        certs.held.write().unwrap().insert(
+            name.to_owned(),
+            Held {
+                cert: cert_valid(not_after - 3_600, not_after),
+                fetched: Instant::now(),
+            },
+        );
+        // A cached token's key is looked at on every use; an uncached one's is looked up.
+        let cached = KeySource::Certificate(Arc::from(name), [0; 32]);
+        assert!(store.still_valid(&cached).await);
+        assert!(certs.in_use(name).is_some());
+        // Its last second still counts (x509 times are whole seconds).
+        wall.advance(Duration::from_millis(2_999));
+        assert!(store.still_valid(&cached).await);
+        assert!(certs.in_use(name).is_some());
+        wall.advance(Duration::from_millis(1));
+        assert!(!store.still_valid(&cached).await, "a cached token is refused");
+        assert!(
+            certs.in_use(name).is_none(),
+            "so is a new one: the certificate is not used"
+        );
+        assert!(certs.usable(name).is_none());
+        // Not for want of tokio's clock moving: only the wall clock did.
+        assert!(certs.held.read().unwrap()[name].fetched.elapsed() < CERT_TTL);
+    }
+
+    #[test]
+    fn a_certificate_downloaded_past_its_not_after_is_not_used() {
+        let second = |s: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(s as u64);
+        let (not_before, not_after) = (TestWall::START - 3_600, TestWall::START);
+        let valid = |now| valid_to_the_nanosecond(not_before, not_after, now);
+        assert!(!valid(second(not_before) - Duration::from_nanos(1)));
+        assert!(valid(second(not_before)));
+        assert!(valid(second(not_after)));
+        assert!(!valid(second(not_after) + Duration::from_nanos(1)));
+        assert!(!valid(second(not_after + 1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certificate_name_not_found_is_remembered_for_missing_cert_ttl() {
+        let cache = cache();
+        let name = "ims_na1-key-gone.cer";
+        // What a download that found nothing does.
+        cache.missing.insert(name.to_owned(), Instant::now());
+        let asked_again = |cache: &CertCache| {
+            let d = cache.downloads();
+            d.in_flight.is_some() || !d.wanted.is_empty()
+        };
+        assert!(matches!(cache.certificate(name).await, Err(CertMiss::NotFound)));
+        assert!(!asked_again(&cache), "answered from memory, nothing downloaded");
+        tokio::time::advance(MISSING_CERT_TTL - Duration::from_millis(1)).await;
+        assert!(matches!(cache.certificate(name).await, Err(CertMiss::NotFound)));
+        assert!(!asked_again(&cache));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!cache.is_missing(name));
+        // Forgotten: the name is downloaded again (from nowhere here: the answer is not a 404).
+        let looked_up = cache.certificate(name).await;
+        assert!(!matches!(looked_up, Err(CertMiss::NotFound)));
+        let d = cache.downloads();
+        assert!(d.in_flight.as_deref() == Some(name) || d.failures.contains_key(name));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_kids_fetch_the_jwks_at_most_once_per_min_refresh_interval() {
+        let store = store();
+        let last = async || *store.last_refresh.lock().await;
+        let t0 = Instant::now();
+        // The fetch fails (nothing listens): it still counts, and the kid stays unknown.
+        assert!(store.key_for(Some("forged-1"), None).await.is_err());
+        assert_eq!(last().await, Some(t0));
+        tokio::time::sleep_until(t0 + MIN_REFRESH_INTERVAL - Duration::from_millis(1)).await;
+        assert!(store.key_for(Some("forged-2"), None).await.is_err());
+        assert_eq!(last().await, Some(t0), "no fetch within the interval");
+        tokio::time::sleep_until(t0 + MIN_REFRESH_INTERVAL).await;
+        assert!(store.key_for(Some("forged-3"), None).await.is_err());
+        assert_eq!(
+            last().await,
+            Some(t0 + MIN_REFRESH_INTERVAL),
+            "fetched again after it"
+        );
     }
 
     #[test]

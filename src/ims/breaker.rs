@@ -7,13 +7,15 @@
 //! its failure opens it for another cool-down and refuses the waiting calls. An answer from IMS that
 //! is not a failure of IMS (a rejected token, a 429, an unexpected body) counts as a success: IMS
 //! is there and answers quickly.
+//!
+//! Time is tokio's ([`tokio::time::Instant`]): the same as the system's monotonic clock in service,
+//! and a paused, advanced clock in the tests, so the cool-down is tested without waiting it out.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
-
-use std::sync::Arc;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
@@ -200,9 +202,18 @@ fn transition(m: &Metrics, state: &mut State, to: State) {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::*;
+    use tokio::time::advance;
 
-    #[tokio::test]
+    use super::*;
+    use crate::error::RetryAfter;
+
+    /// The time an open circuit tells a call to wait, or `None` if it let the call through (its
+    /// permit dropped unreported).
+    async fn refused_for(b: &Breaker) -> Option<Duration> {
+        b.admit().await.err()
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn opens_after_consecutive_failures_and_a_success_resets_the_count() {
         let b = Breaker::new(3, Duration::from_secs(60), Arc::default());
         b.admit().await.unwrap().failed();
@@ -212,31 +223,72 @@ mod tests {
         b.admit().await.unwrap().failed();
         assert!(b.is_closed());
         b.admit().await.unwrap().failed();
-        let wait = b.admit().await.err().unwrap();
-        assert!(wait > Duration::from_secs(59), "{wait:?}");
+        assert!(!b.is_closed());
+        assert_eq!(refused_for(&b).await, Some(Duration::from_secs(60)));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
+    async fn open_refuses_with_the_time_left_then_one_trial_after_the_cool_down_closes_it() {
+        let cool_down = Duration::from_secs(3);
+        let b = Breaker::new(2, cool_down, Arc::default());
+        b.admit().await.unwrap().failed();
+        b.admit().await.unwrap().failed();
+        // Open: every call is refused at once with the time left, which counts down (the 503's
+        // Retry-After, in whole seconds rounded up).
+        let opened = Instant::now();
+        for (elapsed_ms, left_ms, retry_after) in [
+            (0, 3_000, 3),
+            (1, 2_999, 3),
+            (999, 2_001, 3),
+            (1_000, 2_000, 2),
+            (2_500, 500, 1),
+            (2_999, 1, 1),
+        ] {
+            tokio::time::sleep_until(opened + Duration::from_millis(elapsed_ms)).await;
+            let wait = refused_for(&b).await.unwrap();
+            assert_eq!(wait, Duration::from_millis(left_ms), "after {elapsed_ms} ms");
+            assert_eq!(RetryAfter::after(wait).as_secs(), retry_after);
+        }
+        tokio::time::sleep_until(opened + cool_down).await;
+        // The cool-down is over: the next call is the trial; its success closes the circuit.
+        let trial = b.admit().await.unwrap();
+        assert!(!b.is_closed(), "half-open while the trial runs");
+        trial.succeeded();
+        assert!(b.is_closed());
+        // Closed again with the failure count reset: one failure does not open it.
+        b.admit().await.unwrap().failed();
+        assert!(b.is_closed());
+        assert!(b.admit().await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn after_the_cool_down_one_trial_goes_through_and_the_others_wait_for_it() {
-        let b = Breaker::new(1, Duration::from_millis(20), Arc::default());
+        let cool_down = Duration::from_secs(5);
+        let b = Breaker::new(1, cool_down, Arc::default());
         b.admit().await.unwrap().failed();
         assert!(b.admit().await.is_err());
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        advance(cool_down).await;
         let trial = b.admit().await.unwrap();
         let waiting = b.admit();
         tokio::pin!(waiting);
         assert!(
-            tokio::time::timeout(Duration::from_millis(20), waiting.as_mut())
+            tokio::time::timeout(Duration::from_secs(1), waiting.as_mut())
                 .await
                 .is_err(),
             "only one trial at a time: the others wait"
         );
         trial.failed();
-        assert!(waiting.await.is_err(), "a failed trial refuses the waiting calls");
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(
+            waiting.await.err(),
+            Some(cool_down),
+            "a failed trial refuses the waiting calls, for a whole cool-down from its failure"
+        );
+        advance(cool_down - Duration::from_millis(1)).await;
+        assert_eq!(refused_for(&b).await, Some(Duration::from_millis(1)));
+        advance(Duration::from_millis(1)).await;
         let trial = b.admit().await.unwrap();
         let waiting = tokio::join!(b.admit(), async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
             trial.succeeded();
         })
         .0;
@@ -247,12 +299,30 @@ mod tests {
         assert!(b.is_closed());
     }
 
-    #[tokio::test]
-    async fn a_cancelled_trial_lets_the_next_call_try() {
-        let b = Breaker::new(1, Duration::from_millis(10), Arc::default());
+    #[tokio::test(start_paused = true)]
+    async fn a_call_admitted_before_the_circuit_opened_does_not_extend_it() {
+        let cool_down = Duration::from_secs(5);
+        let b = Breaker::new(1, cool_down, Arc::default());
+        let late = b.admit().await.unwrap();
         b.admit().await.unwrap().failed();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(b.admit().await.unwrap());
+        advance(Duration::from_secs(4)).await;
+        // It fails four seconds later: the circuit still opens again at the first failure's end.
+        late.failed();
+        assert_eq!(refused_for(&b).await, Some(Duration::from_secs(1)));
+        advance(Duration::from_secs(1)).await;
         assert!(b.admit().await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_trial_lets_the_next_call_try() {
+        let cool_down = Duration::from_secs(5);
+        let b = Breaker::new(1, cool_down, Arc::default());
+        b.admit().await.unwrap().failed();
+        advance(cool_down).await;
+        drop(b.admit().await.unwrap());
+        assert!(!b.is_closed());
+        let trial = b.admit().await.unwrap();
+        trial.succeeded();
+        assert!(b.is_closed());
     }
 }
