@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each subscriber is a connection, on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release --locked --bin cc-connection -p cc-connection-bench --example bench_feed
+cargo build --release --locked -p cc-connection --bin cc-connection
+cargo build --release --locked -p cc-connection-bench --example bench_feed
 exec target/release/examples/bench_feed "$@"

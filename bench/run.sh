@@ -6,5 +6,6 @@ if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
 fi
-cargo build --release --locked --bin cc-connection -p cc-connection-bench --example bench_baseline --example bench
+cargo build --release --locked -p cc-connection --bin cc-connection
+cargo build --release --locked -p cc-connection-bench --example bench_baseline --example bench
 exec target/release/examples/bench "$@"

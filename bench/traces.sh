@@ -14,7 +14,8 @@ connections=${BENCH_CONNECTIONS:-64}
 if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
 fi
-cargo build --release --locked --bin cc-connection -p cc-connection-bench --example bench_otlp_sink
+cargo build --release --locked -p cc-connection --bin cc-connection
+cargo build --release --locked -p cc-connection-bench --example bench_otlp_sink
 new_bin=$PWD/target/release/cc-connection
 work=$(mktemp -d)
 sink_pid=

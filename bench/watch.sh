@@ -9,5 +9,6 @@ if ! command -v wrk >/dev/null; then
 fi
 # Each watcher is a connection, on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release --locked --bin cc-connection -p cc-connection-bench --example bench_watch
+cargo build --release --locked -p cc-connection --bin cc-connection
+cargo build --release --locked -p cc-connection-bench --example bench_watch
 exec target/release/examples/bench_watch "$@"
