@@ -9,12 +9,18 @@ use utoipa::ToSchema;
 use crate::domain::{Actor, OrgId, Revision, TenantId, UserId};
 use crate::store::{ChangeRecord, ConnectionRecord, EndReason};
 
+/// The example of a connected tenant, in the document: a [`Connection`], and a listed tenant
+/// (`routes/feed.rs`) that has one.
+pub(crate) fn connection_example() -> serde_json::Value {
+    serde_json::json!({
+        "tenant_id": "acme-prod", "org_id": "0123456789ABCDEF01234567@AdobeOrg", "org_name": "Acme Creative",
+        "connected_by": "ABCDEF0123456789ABCDEF01@AdobeID", "connected_at": "2026-11-24T03:00:00Z", "revision": 7
+    })
+}
+
 /// The tenant's active Creative Cloud connection.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({
-    "tenant_id": "acme-prod", "org_id": "0123456789ABCDEF01234567@AdobeOrg", "org_name": "Acme Creative",
-    "connected_by": "ABCDEF0123456789ABCDEF01@AdobeID", "connected_at": "2026-11-24T03:00:00Z", "revision": 7
-}))]
+#[schema(example = connection_example)]
 pub struct Connection {
     /// The tenant.
     pub tenant_id: TenantId,

@@ -25,10 +25,7 @@ pub const DEFAULT_LIMIT: u64 = 100;
 
 /// One registered tenant and its state.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({
-    "tenant_id": "acme-prod", "org_id": "0123456789ABCDEF01234567@AdobeOrg", "org_name": "Acme Creative",
-    "connected_by": "ABCDEF0123456789ABCDEF01@AdobeID", "connected_at": "2026-11-24T03:00:00Z", "revision": 7
-}))]
+#[schema(example = crate::representation::connection_example)]
 pub struct ListedConnection {
     /// The tenant.
     pub tenant_id: TenantId,
