@@ -15,8 +15,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection_testkit::postgres::{self, Cluster};
 
 const TENANTS: usize = 10_000;
+/// The core of the service, the baseline and the database when pinned.
+const SERVICE_CORE: &str = "0";
 
 /// Where processes run: pinned (service and database on core 0, load on core 1) or anywhere.
 #[derive(Clone, Copy)]
@@ -27,7 +30,7 @@ struct Placement {
 impl Placement {
     /// `program` on the service's core when pinned.
     fn service(self, program: &str) -> Command {
-        self.on("0", program)
+        self.on(SERVICE_CORE, program)
     }
 
     /// `program` on the load generator's core when pinned.
@@ -48,92 +51,6 @@ impl Placement {
     /// wrk threads: one per core left to it.
     fn threads(self) -> usize {
         if self.pin { 1 } else { 2 }
-    }
-}
-
-/// A throwaway PostgreSQL cluster (the machine's `initdb`/`pg_ctl`), started on the service's core.
-struct Cluster {
-    bin: std::path::PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn as_postgres(place: Placement, bin: &std::path::Path, tool: &str) -> Command {
-    // PostgreSQL refuses to run as root.
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let tool = bin.join(tool).display().to_string();
-    if root {
-        let mut c = place.service("runuser");
-        c.args(["-u", "postgres", "--", &tool]);
-        c
-    } else {
-        place.service(&tool)
-    }
-}
-
-impl Cluster {
-    fn start(place: Placement) -> Cluster {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("pinned mode needs PostgreSQL's server binaries (or BENCH_PIN=0)")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|p| p.join("initdb").exists())
-            .expect("initdb under /usr/lib/postgresql/*/bin");
-        let dir = tempfile::Builder::new()
-            .prefix("ccc-bench-pg-")
-            .tempdir()
-            .unwrap();
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        let port = free_port();
-        let data = dir.path().join("data");
-        let out = as_postgres(place, &bin, "initdb")
-            .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = as_postgres(place, &bin, "pg_ctl")
-            .args(["start", "-w", "-D"])
-            .arg(&data)
-            .args([
-                "-o",
-                &format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100",
-                    dir.path().display()
-                ),
-            ])
-            .arg("-l")
-            .arg(dir.path().join("log"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cluster { bin, dir, port }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(Placement { pin: false }, &self.bin, "pg_ctl")
-            .args(["stop", "-w", "-m", "immediate", "-D"])
-            .arg(self.dir.path().join("data"))
-            .output();
     }
 }
 
@@ -250,7 +167,7 @@ async fn start_service(place: Placement, db_url: &str, ims: &DevIms) -> (Service
     let port = free_port();
     let started = Instant::now();
     let mut cmd = place.service("target/release/cc-connection");
-    let child = bench_support::serve_command(&mut cmd, db_url, port, ims)
+    let child = cc_connection_testkit::serve_command(&mut cmd, ims, db_url, &format!("127.0.0.1:{port}"))
         .env("CCC_DB_MAX_CONNECTIONS", env_or("BENCH_DB_POOL", "10"))
         // One administrator token drives the whole load: measure the service, not the per-user limit.
         .env("CCC_IMS_RATE_PER_MINUTE", "0")
@@ -274,7 +191,16 @@ async fn main() {
     };
     let mut cluster = None;
     let pg_url = if place.pin && backends.contains("postgres") {
-        cluster.insert(Cluster::start(place)).url()
+        // A throwaway cluster of the machine's server binaries, on the service's core.
+        let bin = postgres::server_bin(&["initdb", "pg_ctl"])
+            .expect("pinned mode needs PostgreSQL's server binaries (or BENCH_PIN=0)");
+        let cluster = cluster.insert(
+            Cluster::new(&bin, "ccc-bench-pg-")
+                .with_options("-c max_connections=100")
+                .pinned(SERVICE_CORE)
+                .primary(),
+        );
+        cluster.url()
     } else {
         env_or("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
     };

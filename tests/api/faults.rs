@@ -2,13 +2,12 @@
 //! initdb/pg_ctl, its own port) stopped and started, and the development IMS stopped and started
 //! again on its port, also in the middle of a load of switches and reads.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, world};
+use cc_connection_testkit::postgres::{self, Cluster};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -19,112 +18,18 @@ use crate::helpers::{
     spawn_app_with,
 };
 
-struct Cluster {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-pub(crate) fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
-    // PostgreSQL refuses to run as root; CI runs as root.
-    let running_as_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    if running_as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
-        c
-    } else {
-        Command::new(bin.join(tool))
-    }
-}
-
-impl Cluster {
-    /// A new cluster; `None` (the test passes without running) only outside CI where the machine
-    /// lacks PostgreSQL's server binaries: under CI that fails.
-    fn start_or_skip() -> Option<Cluster> {
-        let cluster = Cluster::start();
-        assert!(
-            cluster.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-            "CI needs PostgreSQL's initdb and pg_ctl"
-        );
-        cluster
-    }
-
-    /// A new cluster, or `None` where the machine has no PostgreSQL server binaries (then, under
-    /// CI, the test fails instead of skipping).
-    fn start() -> Option<Cluster> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|p| p.join("initdb").exists())?;
-        let dir = tempfile::Builder::new().prefix("ccc-pg-").tempdir().ok()?;
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let data = dir.path().join("data");
-        let ok = as_postgres(&bin, "initdb")
-            .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(&data)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(ok, "initdb failed");
-        let cluster = Cluster { bin, dir, port };
-        cluster.pg_ctl("start");
-        Some(cluster)
-    }
-
-    fn pg_ctl(&self, action: &str) {
-        let data = self.dir.path().join("data");
-        let mut cmd = as_postgres(&self.bin, "pg_ctl");
-        cmd.args([action, "-w", "-m", "fast", "-D"]).arg(&data);
-        if action != "stop" {
-            cmd.args([
-                "-o",
-                &format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1",
-                    self.port,
-                    self.dir.path().display()
-                ),
-            ])
-            .arg("-l")
-            .arg(self.dir.path().join("log"));
-        }
-        let out = cmd.output().expect("pg_ctl runs");
-        assert!(
-            out.status.success(),
-            "pg_ctl {action}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = as_postgres(&self.bin, "pg_ctl")
-            .args(["stop", "-w", "-m", "immediate", "-D"])
-            .arg(&data)
-            .output();
-    }
+/// A throwaway cluster of the machine's server binaries, started; `None` (the test passes without
+/// running) only outside CI where the machine lacks them: under CI that fails.
+fn cluster_or_skip() -> Option<Cluster> {
+    let bin = postgres::server_bin_or_skip(&["initdb", "pg_ctl"])?;
+    Some(Cluster::new(&bin, "ccc-pg-").primary())
 }
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart() {
     db::require_postgres();
-    let Some(cluster) = Cluster::start_or_skip() else {
+    let Some(cluster) = cluster_or_skip() else {
         return;
     };
     let url = cluster.url();
@@ -138,7 +43,7 @@ async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart
     let reader = app.integration_token();
     assert_eq!(app.get_connection(&reader).await.status(), 200);
 
-    cluster.pg_ctl("stop");
+    cluster.stop();
     let res = app.get_connection(&reader).await;
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, 503, "database-unavailable").await;
@@ -146,7 +51,7 @@ async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart
     assert_problem(res, 503, "database-unavailable").await;
     readyz_turns(&app, 503).await;
 
-    cluster.pg_ctl("start");
+    cluster.start();
     let healed = Instant::now();
     loop {
         let res = app.get_connection(&reader).await;
@@ -304,7 +209,7 @@ fn acknowledged(switches: &[Answer]) -> Vec<(i64, String)> {
 #[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
     db::require_postgres();
-    let Some(cluster) = Cluster::start_or_skip() else {
+    let Some(cluster) = cluster_or_skip() else {
         return;
     };
     let cluster = Arc::new(cluster);
@@ -321,14 +226,10 @@ async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let down = Instant::now();
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.pg_ctl("stop"))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || c.stop()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.pg_ctl("start"))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || c.start()).await.unwrap();
     let up = Instant::now();
     until_ready_again(&app, up).await;
     stop.store(true, Ordering::Relaxed);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cc_connection::dev_ims::{DevIms, world};
+use cc_connection::dev_ims::DevIms;
 
 use crate::common::db::{self, Backend, TestDb};
 use crate::helpers::{wait_for, wait_ready};
@@ -64,21 +64,7 @@ pub struct ServeProcess {
 /// port 0 of loopback.
 pub fn serve_command(ims: &DevIms, database_url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cc-connection"));
-    cmd.arg("serve")
-        .env("DATABASE_URL", database_url)
-        .env("CCC_LISTEN", "127.0.0.1:0")
-        .env("CCC_IMS_URL", ims.url())
-        .env("CCC_IMS_CERT_URL", ims.cert_base_url())
-        .env(
-            "CCC_IMS_CERT_NAME_PREFIX",
-            cc_connection::dev_ims::CERT_NAME_PREFIX,
-        )
-        .env("CCC_IMS_REGION", world::REGION)
-        .env(
-            "CCC_CLIENT_IDS",
-            format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
-        )
-        .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
+    cc_connection_testkit::serve_command(&mut cmd, ims, database_url, "127.0.0.1:0")
         // The replicas' load switches as one administrator far past a person's pace.
         .env("CCC_IMS_RATE_PER_MINUTE", "0")
         .env("RUST_LOG", "info")
