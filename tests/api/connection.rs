@@ -89,9 +89,7 @@ async fn a_user_outside_the_home_org_cannot_read_403_forbidden() {
 #[tokio::test]
 async fn an_integration_without_the_read_scope_gets_403_insufficient_scope() {
     each_backend!(|app| {
-        let token = app
-            .ims
-            .mint(&TokenSpec::service(world::INTEGRATION_CLIENT, &["openid"]));
+        let token = app.service_token(world::INTEGRATION_CLIENT, &["openid"]);
         let res = app.get_connection(&token).await;
         let www = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
         assert!(
@@ -105,9 +103,7 @@ async fn an_integration_without_the_read_scope_gets_403_insufficient_scope() {
 #[tokio::test]
 async fn a_non_integration_service_token_cannot_read() {
     each_backend!(|app| {
-        let token = app
-            .ims
-            .mint(&TokenSpec::service(world::UI_CLIENT, &[world::READ_SCOPE]));
+        let token = app.service_token(world::UI_CLIENT, &[world::READ_SCOPE]);
         assert_problem(app.get_connection(&token).await, 403, "forbidden").await;
     });
 }
@@ -253,10 +249,10 @@ async fn switching_without_the_admin_scope_returns_403_insufficient_scope() {
 #[tokio::test]
 async fn integrations_cannot_switch() {
     each_backend!(|app| {
-        let token = app.ims.mint(&TokenSpec::service(
+        let token = app.service_token(
             world::INTEGRATION_CLIENT,
             &[world::READ_SCOPE, world::ADMIN_SCOPE],
-        ));
+        );
         app.put_refused(&token, world::ACME_CREATIVE_ORG, 403, "forbidden")
             .await;
     });
@@ -361,13 +357,10 @@ async fn a_technical_account_is_never_an_administrator_or_a_user() {
         assert_problem(app.delete_connection(&techacct).await, 403, "forbidden").await;
         assert_problem(app.history(&techacct, "").await, 403, "forbidden").await;
         assert_problem(app.list_orgs(&techacct).await, 403, "forbidden").await;
-        let path = format!("/users/{}/orgs", world::EXPRESS_TECHNICAL_ACCOUNT);
-        assert_problem(
-            app.call(Method::GET, &path, Some(&techacct)).await,
-            403,
-            "forbidden",
-        )
-        .await;
+        let res = app
+            .list_orgs_of(world::EXPRESS_TECHNICAL_ACCOUNT, &techacct)
+            .await;
+        assert_problem(res, 403, "forbidden").await;
         // Not a member either: a service token of a client that is not an integration reads nothing.
         assert_problem(app.get_connection(&techacct).await, 403, "forbidden").await;
         assert_eq!(
