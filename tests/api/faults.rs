@@ -172,6 +172,35 @@ async fn collect(tasks: Load) -> Vec<Answer> {
     all
 }
 
+/// Asserts the demo tenant's whole history holds every switch of `switches` that was acknowledged
+/// ([`assert_history_holds`]); returns those switches' `(revision, org)` and the history.
+async fn assert_no_acknowledged_switch_lost(
+    app: &TestApp,
+    switches: &[Answer],
+) -> (Vec<(i64, String)>, Vec<Value>) {
+    let acked = acknowledged(switches);
+    let history = full_history(&app.client, &app.address, &app.admin_token()).await;
+    assert_history_holds(&history, &acked);
+    (acked, history)
+}
+
+/// Stops the load and returns the answers of its writers (switches) and of its readers.
+async fn end_load(stop: &AtomicBool, writers: Load, readers: Load) -> (Vec<Answer>, Vec<Answer>) {
+    stop.store(true, Ordering::Relaxed);
+    (collect(writers).await, collect(readers).await)
+}
+
+/// Asserts every switch of a load was acknowledged or refused with 503 `slug` and Retry-After
+/// (`context` starts each failure message).
+fn assert_acknowledged_or_unavailable(switches: &[Answer], slug: &str, context: &str) {
+    for a in switches {
+        assert!(
+            a.acknowledged() || a.is_unavailable(slug),
+            "{context}a switch succeeds or is 503 {slug} with Retry-After: {a:?}"
+        );
+    }
+}
+
 /// Waits (at most 20 s) until the service is ready again after a fault ended at `since`, then lets
 /// the load run on a little.
 async fn until_ready_again(app: &TestApp, since: Instant) {
@@ -232,15 +261,9 @@ async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
     tokio::task::spawn_blocking(move || c.start()).await.unwrap();
     let up = Instant::now();
     until_ready_again(&app, up).await;
-    stop.store(true, Ordering::Relaxed);
-    let (switches, reads) = (collect(writers).await, collect(readers).await);
+    let (switches, reads) = end_load(&stop, writers, readers).await;
 
-    for a in &switches {
-        assert!(
-            a.acknowledged() || a.is_unavailable("database-unavailable"),
-            "a switch succeeds or is 503 database-unavailable with Retry-After: {a:?}"
-        );
-    }
+    assert_acknowledged_or_unavailable(&switches, "database-unavailable", "");
     for a in &reads {
         assert!(
             a.acknowledged() || a.status == 404 || a.is_unavailable("database-unavailable"),
@@ -260,9 +283,7 @@ async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
         switches.iter().any(|a| a.acknowledged() && a.at > up),
         "switches succeed again without a restart"
     );
-    let acked = acknowledged(&switches);
-    let history = full_history(&app.client, &app.address, &app.admin_token()).await;
-    assert_history_holds(&history, &acked);
+    assert_no_acknowledged_switch_lost(&app, &switches).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -293,15 +314,10 @@ async fn ims_stopped_mid_load_refuses_switches_keeps_reads_and_heals() {
         let _restarted = restarted.expect("the IMS restarts on its port");
         let up = Instant::now();
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        stop.store(true, Ordering::Relaxed);
-        let (switches, reads) = (collect(writers).await, collect(readers).await);
+        let (switches, reads) = end_load(&stop, writers, readers).await;
 
-        for a in &switches {
-            assert!(
-                a.acknowledged() || a.is_unavailable("ims-unavailable"),
-                "{backend:?}: a switch succeeds or is 503 ims-unavailable with Retry-After: {a:?}"
-            );
-        }
+        let context = format!("{backend:?}: ");
+        assert_acknowledged_or_unavailable(&switches, "ims-unavailable", &context);
         for a in &reads {
             assert!(
                 a.acknowledged() || a.status == 404,
@@ -321,9 +337,7 @@ async fn ims_stopped_mid_load_refuses_switches_keeps_reads_and_heals() {
             switches.iter().any(|a| a.acknowledged() && a.at > up),
             "{backend:?}: switches succeed again once IMS is back"
         );
-        let acked = acknowledged(&switches);
-        let history = full_history(&app.client, &app.address, &app.admin_token()).await;
-        assert_history_holds(&history, &acked);
+        let (acked, history) = assert_no_acknowledged_switch_lost(&app, &switches).await;
         assert_eq!(
             history.len(),
             acked
