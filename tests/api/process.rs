@@ -98,6 +98,15 @@ pub async fn ims_and_postgres() -> (DevIms, TestDb) {
     (ims, db::fresh(Backend::Postgres).await)
 }
 
+/// `n` `serve` processes on one fresh PostgreSQL database, all started at once (their migrations
+/// race), with their development IMS and a client; returned when every one is ready.
+pub async fn replicas_on_postgres(n: usize) -> (DevIms, TestDb, reqwest::Client, Vec<ServeProcess>) {
+    let (ims, db) = ims_and_postgres().await;
+    let client = reqwest::Client::new();
+    let replicas = serve_replicas(&ims, vec![db.url.as_str(); n], &client).await;
+    (ims, db, client, replicas)
+}
+
 /// The port in `serve`'s startup line (`"message":"cc-connection serving"`), if `line` is it.
 fn serving_port(line: &str) -> Option<u16> {
     let line: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -179,6 +188,12 @@ impl ServeProcess {
             assert!(since.elapsed() < within, "{why}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// [`ServeProcess::exit_within`], and asserts the process exited 0 (it was asked to stop).
+    pub async fn exits_cleanly_within(mut self, since: Instant, within: Duration, why: &str) {
+        let status = self.exit_within(since, within, why).await;
+        assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
     }
 
     /// Kills the process and returns its whole log.
