@@ -25,7 +25,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::db::{self, Backend};
-use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app_with, wait_for};
+use crate::helpers::{
+    TENANT, TestApp, assert_problem, connection_url, send, spawn_app_with, try_switch_at, wait_for,
+};
 
 /// Statement timeout of the apps here; our bound on a statement is this plus half a second.
 const STATEMENT_TIMEOUT_MS: u64 = 1_000;
@@ -469,7 +471,7 @@ async fn load(
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
-    let url = format!("{base}{}", TestApp::connection_path(TENANT));
+    let url = connection_url(&base);
     let orgs = [world::ACME_CREATIVE_ORG, world::ACME_DESIGN_ORG];
     let mut answers = Vec::new();
     let mut n = 0usize;
@@ -672,16 +674,12 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
     for r in &replicas {
         crate::helpers::wait_ready(&client, r.base()).await;
     }
-    let res = client
-        .get(format!(
-            "{}{}",
-            replicas[0].base(),
-            TestApp::connection_path(TENANT)
-        ))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        client
+            .get(connection_url(replicas[0].base()))
+            .bearer_auth(&reader),
+    )
+    .await;
     let etag = res.headers()["etag"].to_str().unwrap().to_owned();
     let org = res.json::<Value>().await.unwrap()["org_id"]
         .as_str()
@@ -691,11 +689,7 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
         .iter()
         .map(|r| {
             let req = client
-                .get(format!(
-                    "{}{}?wait=30",
-                    r.base(),
-                    TestApp::connection_path(TENANT)
-                ))
+                .get(format!("{}?wait=30", connection_url(r.base())))
                 .bearer_auth(&reader)
                 .header("If-None-Match", &etag)
                 .send();
@@ -711,18 +705,8 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
     } else {
         world::ACME_CREATIVE_ORG
     };
-    let res = client
-        .put(format!(
-            "{}{}",
-            replicas[1].base(),
-            TestApp::connection_path(TENANT)
-        ))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "org_id": other }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (status, _) = try_switch_at(&client, replicas[1].base(), &admin, other).await;
+    assert_eq!(status, 200);
     let acknowledged = Instant::now();
     for w in watches {
         let (status, at) = w.await.unwrap();

@@ -314,6 +314,11 @@ impl TestApp {
     }
 }
 
+/// The URL of the demo tenant's connection on the app at `base`.
+pub fn connection_url(base: &str) -> String {
+    format!("{base}{}", TestApp::connection_path(TENANT))
+}
+
 /// Switches the demo tenant on the app at `base` to `org`; asserts it did (200 or 201) and returns
 /// the connection it answered.
 pub async fn switch_at(client: &reqwest::Client, base: &str, token: &str, org: &str) -> Value {
@@ -325,7 +330,7 @@ pub async fn switch_at(client: &reqwest::Client, base: &str, token: &str, org: &
 /// Asks the app at `base` to switch the demo tenant to `org`: the status and the body.
 pub async fn try_switch_at(client: &reqwest::Client, base: &str, token: &str, org: &str) -> (u16, Value) {
     let res = client
-        .put(format!("{base}{}", TestApp::connection_path(TENANT)))
+        .put(connection_url(base))
         .bearer_auth(token)
         .json(&serde_json::json!({ "org_id": org }))
         .send()
