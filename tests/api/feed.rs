@@ -105,6 +105,16 @@ async fn whole_feed(app: &TestApp) -> Vec<Value> {
     }
 }
 
+/// Asserts `GET <path><query>` with `token` is 400 `invalid-request`, for each of `queries`.
+async fn assert_each_query_invalid(app: &TestApp, token: &str, path: &str, queries: &[&str]) {
+    for query in queries {
+        let res = app
+            .call(Method::GET, &format!("{path}{query}"), Some(token))
+            .await;
+        assert_problem(res, 400, "invalid-request").await;
+    }
+}
+
 fn position(change: &Value) -> i64 {
     change["position"].as_str().unwrap().parse().unwrap()
 }
@@ -439,7 +449,7 @@ async fn bad_positions_limits_and_waits_are_400_and_anyone_but_an_integration_is
     each_backend!(|app| {
         switch(&app, &app.address, TENANT, world::ACME_CREATIVE_ORG).await;
         let token = app.integration_token();
-        for query in [
+        let changes_queries = [
             "?after=abc",
             "?after=-1",
             "?after=1.5",
@@ -453,12 +463,8 @@ async fn bad_positions_limits_and_waits_are_400_and_anyone_but_an_integration_is
             "?wait=0",
             "?wait=61",
             "?after=1&wait=abc",
-        ] {
-            let res = app
-                .call(Method::GET, &format!("{CHANGES}{query}"), Some(&token))
-                .await;
-            assert_problem(res, 400, "invalid-request").await;
-        }
+        ];
+        assert_each_query_invalid(&app, &token, CHANGES, &changes_queries).await;
         for (header, value) in [("Last-Event-ID", "5"), ("Last-Event-ID", "x")] {
             let res = app
                 .request(Method::GET, CHANGES, Some(&token))
@@ -469,18 +475,14 @@ async fn bad_positions_limits_and_waits_are_400_and_anyone_but_an_integration_is
                 .unwrap();
             assert_problem(res, 400, "invalid-request").await;
         }
-        for query in [
+        let list_queries = [
             "?limit=0",
             "?limit=1001",
             "?cursor=nope",
             "?cursor=9:acme-prod",
             "?cursor=0:bad/id",
-        ] {
-            let res = app
-                .call(Method::GET, &format!("{LIST}{query}"), Some(&token))
-                .await;
-            assert_problem(res, 400, "invalid-request").await;
-        }
+        ];
+        assert_each_query_invalid(&app, &token, LIST, &list_queries).await;
         // The head itself is a position handed out.
         assert_eq!(changes_at(&app, &app.address, "?after=1").await["position"], "1");
 
