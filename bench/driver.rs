@@ -15,8 +15,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, TokenSpec, world};
+use cc_connection_testkit::postgres::{self, Cluster};
 
 const TENANTS: usize = 10_000;
+/// The core of the service, the baseline and the database when pinned.
+const SERVICE_CORE: &str = "0";
 
 /// Where processes run: pinned (service and database on core 0, load on core 1) or anywhere.
 #[derive(Clone, Copy)]
@@ -27,7 +30,7 @@ struct Placement {
 impl Placement {
     /// `program` on the service's core when pinned.
     fn service(self, program: &str) -> Command {
-        self.on("0", program)
+        self.on(SERVICE_CORE, program)
     }
 
     /// `program` on the load generator's core when pinned.
@@ -48,92 +51,6 @@ impl Placement {
     /// wrk threads: one per core left to it.
     fn threads(self) -> usize {
         if self.pin { 1 } else { 2 }
-    }
-}
-
-/// A throwaway PostgreSQL cluster (the machine's `initdb`/`pg_ctl`), started on the service's core.
-struct Cluster {
-    bin: std::path::PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn as_postgres(place: Placement, bin: &std::path::Path, tool: &str) -> Command {
-    // PostgreSQL refuses to run as root.
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let tool = bin.join(tool).display().to_string();
-    if root {
-        let mut c = place.service("runuser");
-        c.args(["-u", "postgres", "--", &tool]);
-        c
-    } else {
-        place.service(&tool)
-    }
-}
-
-impl Cluster {
-    fn start(place: Placement) -> Cluster {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("pinned mode needs PostgreSQL's server binaries (or BENCH_PIN=0)")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|p| p.join("initdb").exists())
-            .expect("initdb under /usr/lib/postgresql/*/bin");
-        let dir = tempfile::Builder::new()
-            .prefix("ccc-bench-pg-")
-            .tempdir()
-            .unwrap();
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        let port = free_port();
-        let data = dir.path().join("data");
-        let out = as_postgres(place, &bin, "initdb")
-            .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = as_postgres(place, &bin, "pg_ctl")
-            .args(["start", "-w", "-D"])
-            .arg(&data)
-            .args([
-                "-o",
-                &format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100",
-                    dir.path().display()
-                ),
-            ])
-            .arg("-l")
-            .arg(dir.path().join("log"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cluster { bin, dir, port }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(Placement { pin: false }, &self.bin, "pg_ctl")
-            .args(["stop", "-w", "-m", "immediate", "-D"])
-            .arg(self.dir.path().join("data"))
-            .output();
     }
 }
 
@@ -163,50 +80,73 @@ async fn wait_ready(url: &str, within: Duration) -> Duration {
     panic!("{url} not ready within {within:?}");
 }
 
-/// Runs wrk and parses requests/s, p50, p99 and non-2xx/3xx responses.
-#[allow(clippy::too_many_arguments)]
-fn wrk(
+/// How wrk loads the service: where it runs, for how long and over how many connections.
+#[derive(Clone, Copy)]
+struct Wrk {
     place: Placement,
-    name: &str,
-    base: &str,
-    path: &str,
-    script: &str,
-    env: &[(&str, String)],
     seconds: u64,
     connections: usize,
-) -> Row {
-    let mut cmd = place.load("wrk");
-    cmd.args([
-        "-t",
-        &place.threads().to_string(),
-        "-c",
-        &connections.to_string(),
-        "-d",
-        &format!("{seconds}s"),
-        "--latency",
-    ])
-    .args(["-s", &format!("bench/{script}")])
-    .arg(format!("{base}{path}"));
-    for (k, v) in env {
-        cmd.env(k, v);
+}
+
+impl Wrk {
+    /// The row `name`: runs `bench/<script>` against `base` with `env` added, and parses
+    /// requests/s, p50, p99 and non-2xx/3xx responses.
+    fn row(self, name: &str, base: &str, script: &str, env: &[(&str, String)]) -> Row {
+        let Wrk {
+            place,
+            seconds,
+            connections,
+        } = self;
+        let mut cmd = place.load("wrk");
+        cmd.args([
+            "-t",
+            &place.threads().to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+        ])
+        .args(["-s", &format!("bench/{script}")])
+        .arg(format!("{base}/"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.env("BENCH_THREADS", place.threads().to_string());
+        let out = cmd.output().expect("wrk runs (bench/run.sh installs it)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |prefix: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_owned()))
+        };
+        Row {
+            name: name.to_owned(),
+            rps: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            p50_ms: field("50%").map_or(f64::NAN, |v| parse_duration_ms(&v)),
+            p99_ms: field("99%").map_or(f64::NAN, |v| parse_duration_ms(&v)),
+            errors: field("Non-2xx or 3xx responses:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+                + field("Socket errors:").map_or(0, |_| 1),
+            rss_mib: None,
+        }
     }
-    cmd.env("BENCH_THREADS", place.threads().to_string());
-    let out = cmd.output().expect("wrk runs (bench/run.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_owned()))
-    };
-    Row {
-        name: name.to_owned(),
-        rps: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
-        p50_ms: field("50%").map_or(f64::NAN, |v| parse_duration_ms(&v)),
-        p99_ms: field("99%").map_or(f64::NAN, |v| parse_duration_ms(&v)),
-        errors: field("Non-2xx or 3xx responses:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-            + field("Socket errors:").map_or(0, |_| 1),
-        rss_mib: None,
+
+    /// [`Wrk::row`] of a read load; `note` goes to `notes` with how the service batched the
+    /// reads meanwhile.
+    async fn reads_row(
+        self,
+        name: &str,
+        base: &str,
+        script: &str,
+        env: &[(&str, String)],
+        note: &str,
+        notes: &mut Vec<String>,
+    ) -> Row {
+        let batches = ReadBatches::scrape(base).await;
+        let row = self.row(name, base, script, env);
+        notes.push(batches.note(base, note).await);
+        row
     }
 }
 
@@ -250,7 +190,7 @@ async fn start_service(place: Placement, db_url: &str, ims: &DevIms) -> (Service
     let port = free_port();
     let started = Instant::now();
     let mut cmd = place.service("target/release/cc-connection");
-    let child = bench_support::serve_command(&mut cmd, db_url, port, ims)
+    let child = cc_connection_testkit::serve_command(&mut cmd, ims, db_url, &format!("127.0.0.1:{port}"))
         .env("CCC_DB_MAX_CONNECTIONS", env_or("BENCH_DB_POOL", "10"))
         // One administrator token drives the whole load: measure the service, not the per-user limit.
         .env("CCC_IMS_RATE_PER_MINUTE", "0")
@@ -272,9 +212,23 @@ async fn main() {
     let place = Placement {
         pin: env_or("BENCH_PIN", "1") != "0",
     };
+    let wrk = Wrk {
+        place,
+        seconds,
+        connections,
+    };
     let mut cluster = None;
     let pg_url = if place.pin && backends.contains("postgres") {
-        cluster.insert(Cluster::start(place)).url()
+        // A throwaway cluster of the machine's server binaries, on the service's core.
+        let bin = postgres::server_bin(&["initdb", "pg_ctl"])
+            .expect("pinned mode needs PostgreSQL's server binaries (or BENCH_PIN=0)");
+        let cluster = cluster.insert(
+            Cluster::new(&bin, "ccc-bench-pg-")
+                .with_options("-c max_connections=100")
+                .pinned(SERVICE_CORE)
+                .primary(),
+        );
+        cluster.url()
     } else {
         env_or("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
     };
@@ -300,15 +254,11 @@ async fn main() {
         ("BENCH_TOKEN", integration.clone()),
         ("BENCH_TENANT", "t00000".to_owned()),
     ];
-    let mut base_row = wrk(
-        place,
+    let mut base_row = wrk.row(
         "baseline: bare actix + RS256, fixed body",
         &baseline.base,
-        "/",
         "get_one.lua",
         &token_env,
-        seconds,
-        connections,
     );
     base_row.rss_mib = memory_mib(&baseline.child, "VmHWM:");
     drop(baseline);
@@ -327,15 +277,11 @@ async fn main() {
             ("BENCH_ORG_A", world::ACME_CREATIVE_ORG.to_owned()),
             ("BENCH_ORG_B", world::ACME_DESIGN_ORG.to_owned()),
         ];
-        let put = wrk(
-            place,
+        let put = wrk.row(
             &format!("{backend}: PUT switch, {TENANTS} tenants"),
             &service.base,
-            "/",
             "put_many.lua",
             &many,
-            seconds,
-            connections,
         );
         // BENCH_PERF=<dir>: profile the service during the hot GET (perf, from Debian's linux-perf).
         let perf = std::env::var("BENCH_PERF").ok().map(|dir| {
@@ -349,22 +295,16 @@ async fn main() {
                 .spawn()
                 .expect("perf runs")
         });
-        let batches = ReadBatches::scrape(&service.base).await;
-        let one = wrk(
-            place,
-            &format!("{backend}: GET connection, 1 tenant"),
-            &service.base,
-            "/",
-            "get_one.lua",
-            &token_env,
-            seconds,
-            connections,
-        );
-        notes.push(
-            batches
-                .note(&service.base, &format!("{backend}: GET, 1 tenant"))
-                .await,
-        );
+        let one = wrk
+            .reads_row(
+                &format!("{backend}: GET connection, 1 tenant"),
+                &service.base,
+                "get_one.lua",
+                &token_env,
+                &format!("{backend}: GET, 1 tenant"),
+                &mut notes,
+            )
+            .await;
         if let Some(perf) = perf {
             let _ = Command::new("kill")
                 .args(["-INT", &perf.id().to_string()])
@@ -388,37 +328,26 @@ async fn main() {
             .to_owned();
         let mut not_modified_env = token_env.clone();
         not_modified_env.push(("BENCH_ETAG", etag));
-        let not_modified = wrk(
-            place,
+        let not_modified = wrk.row(
             &format!("{backend}: GET connection, 1 tenant, 304 (If-None-Match)"),
             &service.base,
-            "/",
             "get_304.lua",
             &not_modified_env,
-            seconds,
-            connections,
         );
         let get_many_env = vec![
             ("BENCH_TOKEN", integration.clone()),
             ("BENCH_TENANTS", TENANTS.to_string()),
         ];
-        let batches = ReadBatches::scrape(&service.base).await;
-        let spread = wrk(
-            place,
-            &format!("{backend}: GET connection, {TENANTS} tenants"),
-            &service.base,
-            "/",
-            "get_many.lua",
-            &get_many_env,
-            seconds,
-            connections,
-        );
-
-        notes.push(
-            batches
-                .note(&service.base, &format!("{backend}: GET, {TENANTS} tenants"))
-                .await,
-        );
+        let spread = wrk
+            .reads_row(
+                &format!("{backend}: GET connection, {TENANTS} tenants"),
+                &service.base,
+                "get_many.lua",
+                &get_many_env,
+                &format!("{backend}: GET, {TENANTS} tenants"),
+                &mut notes,
+            )
+            .await;
 
         // Org listing with IMS answering after 50 ms: cold (every token new) and warm (one token).
         ims.faults().set_delay(Duration::from_millis(50));
@@ -435,15 +364,15 @@ async fn main() {
             .collect();
         std::fs::write(tokens_file.path(), cold_tokens.join("\n")).unwrap();
         let cold_env = vec![("BENCH_TOKENS_FILE", tokens_file.path().display().to_string())];
-        let cold = wrk(
-            place,
+        let cold = Wrk {
+            seconds: cold_seconds,
+            ..wrk
+        }
+        .row(
             &format!("{backend}: GET /users/me/orgs, IMS +50 ms, cold"),
             &service.base,
-            "/",
             "tokens.lua",
             &cold_env,
-            cold_seconds,
-            connections,
         );
         let warm_token = ims.mint(&TokenSpec::user(
             world::ALICE_FEDERATED,
@@ -451,15 +380,11 @@ async fn main() {
             world::USER_SCOPES,
         ));
         std::fs::write(tokens_file.path(), vec![warm_token; 64].join("\n")).unwrap();
-        let warm = wrk(
-            place,
+        let warm = wrk.row(
             &format!("{backend}: GET /users/me/orgs, IMS +50 ms, warm"),
             &service.base,
-            "/",
             "tokens.lua",
             &cold_env,
-            seconds,
-            connections,
         );
         ims.faults().set_delay(Duration::ZERO);
 

@@ -1,5 +1,5 @@
 //! What the benchmark drivers share (the library of the benchmarks' crate): the database of a run
-//! and its seed, the `serve` command, the running service and its memory, and small helpers
+//! and its seed, the running service and its memory, and small helpers
 //! (environment knobs, a free port, wrk's durations).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -55,26 +55,6 @@ pub async fn seed(url: &str, tenants: usize) {
             .unwrap();
     }
     store.close().await;
-}
-
-/// `cmd` made `serve` on `db_url`, listening on `port`, trusting the development IMS `ims` and its
-/// clients: the service every benchmark row loads.
-pub fn serve_command<'a>(cmd: &'a mut Command, db_url: &str, port: u16, ims: &DevIms) -> &'a mut Command {
-    cmd.arg("serve")
-        .env("DATABASE_URL", db_url)
-        .env("CCC_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CCC_IMS_URL", ims.url())
-        .env("CCC_IMS_CERT_URL", ims.cert_base_url())
-        .env(
-            "CCC_IMS_CERT_NAME_PREFIX",
-            cc_connection::dev_ims::CERT_NAME_PREFIX,
-        )
-        .env("CCC_IMS_REGION", world::REGION)
-        .env(
-            "CCC_CLIENT_IDS",
-            format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
-        )
-        .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
 }
 
 /// The environment variable `name`, or `default`.
@@ -211,7 +191,7 @@ pub async fn start_service(db_url: &str, ims: &DevIms, script: &str, env: &[(&st
     let port = free_port();
     let bin = env_or("BENCH_BIN", "target/release/cc-connection");
     let mut cmd = Command::new(&bin);
-    let child = serve_command(&mut cmd, db_url, port, ims)
+    let child = cc_connection_testkit::serve_command(&mut cmd, ims, db_url, &format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
         .stdout(Stdio::null())

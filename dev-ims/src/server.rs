@@ -167,11 +167,17 @@ fn caller(req: &HttpRequest) -> Result<(String, Vec<String>), Box<HttpResponse>>
     Ok((user, claims.scope.split(',').map(str::to_owned).collect()))
 }
 
-async fn organizations(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
-    if let Some(res) = faulted(&ims, &req).await {
-        return res;
+/// [`faulted`], then [`caller`]: for an endpoint that takes a user's token, the user and scopes, or
+/// the answer to send instead.
+async fn faulted_or_caller(ims: &Ims, req: &HttpRequest) -> Result<(String, Vec<String>), Box<HttpResponse>> {
+    if let Some(res) = faulted(ims, req).await {
+        return Err(Box::new(res));
     }
-    let (user_id, _) = match caller(&req) {
+    caller(req)
+}
+
+async fn organizations(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
+    let (user_id, _) = match faulted_or_caller(&ims, &req).await {
         Ok(c) => c,
         Err(res) => return *res,
     };
@@ -223,10 +229,7 @@ fn group_name(ident: &str) -> &'static str {
 }
 
 async fn profile(ims: web::Data<Ims>, req: HttpRequest) -> HttpResponse {
-    if let Some(res) = faulted(&ims, &req).await {
-        return res;
-    }
-    let (user_id, scopes) = match caller(&req) {
+    let (user_id, scopes) = match faulted_or_caller(&ims, &req).await {
         Ok(c) => c,
         Err(res) => return *res,
     };

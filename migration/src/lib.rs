@@ -10,6 +10,7 @@ mod m20261124_000001_create_tenant;
 mod m20261124_000002_create_connection;
 mod m20261125_000003_add_tenant_removed_at;
 mod m20261204_000004_create_change;
+mod tables;
 
 /// All migrations, oldest first.
 pub struct Migrator;

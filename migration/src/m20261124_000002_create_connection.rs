@@ -4,75 +4,46 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
+use crate::tables::{
+    Connection, Tenant, big_integer, create_table, drop_indexes, drop_table, instant, org_id, tenant_id,
+    text, user_id, word,
+};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-// Column names are the variant names in snake case: `Tenant::TenantId` is `tenant_id`.
-#[allow(clippy::enum_variant_names)]
-#[derive(DeriveIden)]
-enum Tenant {
-    Table,
-    TenantId,
-}
-
-#[derive(DeriveIden)]
-enum Connection {
-    Table,
-    Id,
-    TenantId,
-    OrgId,
-    OrgName,
-    ConnectedBy,
-    ConnectedAt,
-    Revision,
-    Active,
-    EndedBy,
-    EndedAt,
-    EndReason,
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(Connection::Table)
-                    .col(
-                        ColumnDef::new(Connection::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(Connection::TenantId).string_len(128).not_null())
-                    .col(ColumnDef::new(Connection::OrgId).string_len(64).not_null())
-                    .col(ColumnDef::new(Connection::OrgName).text().not_null())
-                    .col(ColumnDef::new(Connection::ConnectedBy).string_len(255).not_null())
-                    .col(
-                        ColumnDef::new(Connection::ConnectedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(Connection::Revision).big_integer().not_null())
-                    .col(ColumnDef::new(Connection::Active).boolean().not_null())
-                    .col(ColumnDef::new(Connection::EndedBy).string_len(255).null())
-                    .col(
-                        ColumnDef::new(Connection::EndedAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
-                    .col(ColumnDef::new(Connection::EndReason).string_len(16).null())
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("connection_tenant_fk")
-                            .from(Connection::Table, Connection::TenantId)
-                            .to(Tenant::Table, Tenant::TenantId)
-                            .on_delete(ForeignKeyAction::Cascade),
-                    )
-                    .to_owned(),
-            )
-            .await?;
+        create_table(
+            manager,
+            Table::create()
+                .table(Connection::Table)
+                .col(
+                    big_integer(Connection::Id)
+                        .not_null()
+                        .auto_increment()
+                        .primary_key(),
+                )
+                .col(tenant_id(Connection::TenantId).not_null())
+                .col(org_id(Connection::OrgId).not_null())
+                .col(text(Connection::OrgName).not_null())
+                .col(user_id(Connection::ConnectedBy).not_null())
+                .col(instant(Connection::ConnectedAt).not_null())
+                .col(big_integer(Connection::Revision).not_null())
+                .col(ColumnDef::new(Connection::Active).boolean().not_null())
+                .col(user_id(Connection::EndedBy).null())
+                .col(instant(Connection::EndedAt).null())
+                .col(word(Connection::EndReason).null())
+                .foreign_key(
+                    ForeignKey::create()
+                        .name("connection_tenant_fk")
+                        .from(Connection::Table, Connection::TenantId)
+                        .to(Tenant::Table, Tenant::TenantId)
+                        .on_delete(ForeignKeyAction::Cascade),
+                ),
+        )
+        .await?;
         // Serves history (newest first) and makes a revision unique within a tenant.
         manager
             .create_index(
@@ -101,24 +72,12 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("connection_one_active_per_tenant")
-                    .table(Connection::Table)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("connection_tenant_revision")
-                    .table(Connection::Table)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .drop_table(Table::drop().table(Connection::Table).to_owned())
-            .await
+        drop_indexes(
+            manager,
+            Connection::Table,
+            &["connection_one_active_per_tenant", "connection_tenant_revision"],
+        )
+        .await?;
+        drop_table(manager, Connection::Table).await
     }
 }

@@ -4,14 +4,10 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::tables::{Tenant, instant};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum Tenant {
-    Table,
-    RemovedAt,
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -20,11 +16,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(Tenant::Table)
-                    .add_column(
-                        ColumnDef::new(Tenant::RemovedAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
+                    .add_column(instant(Tenant::RemovedAt).null())
                     .to_owned(),
             )
             .await

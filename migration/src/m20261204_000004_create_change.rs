@@ -9,64 +9,41 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::tables::{
+    Change, ChangeHead, big_integer, create_table, drop_table, instant, org_id, tenant_id, text, user_id,
+    word,
+};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-#[derive(DeriveIden)]
-enum Change {
-    Table,
-    Position,
-    TenantId,
-    Kind,
-    OrgId,
-    OrgName,
-    PreviousOrgId,
-    Revision,
-    At,
-    By,
-}
-
-#[derive(DeriveIden)]
-enum ChangeHead {
-    Table,
-    Id,
-    Position,
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(Change::Table)
-                    .col(
-                        ColumnDef::new(Change::Position)
-                            .big_integer()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(Change::TenantId).string_len(128).not_null())
-                    .col(ColumnDef::new(Change::Kind).string_len(16).not_null())
-                    .col(ColumnDef::new(Change::OrgId).string_len(64).null())
-                    .col(ColumnDef::new(Change::OrgName).text().null())
-                    .col(ColumnDef::new(Change::PreviousOrgId).string_len(64).null())
-                    .col(ColumnDef::new(Change::Revision).big_integer().not_null())
-                    .col(ColumnDef::new(Change::At).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Change::By).string_len(255).not_null())
-                    .to_owned(),
-            )
-            .await?;
+        create_table(
+            manager,
+            Table::create()
+                .table(Change::Table)
+                .col(big_integer(Change::Position).not_null().primary_key())
+                .col(tenant_id(Change::TenantId).not_null())
+                .col(word(Change::Kind).not_null())
+                .col(org_id(Change::OrgId).null())
+                .col(text(Change::OrgName).null())
+                .col(org_id(Change::PreviousOrgId).null())
+                .col(big_integer(Change::Revision).not_null())
+                .col(instant(Change::At).not_null())
+                .col(user_id(Change::By).not_null()),
+        )
+        .await?;
         // One row (id 1): the last position handed out.
-        manager
-            .create_table(
-                Table::create()
-                    .table(ChangeHead::Table)
-                    .col(ColumnDef::new(ChangeHead::Id).integer().not_null().primary_key())
-                    .col(ColumnDef::new(ChangeHead::Position).big_integer().not_null())
-                    .to_owned(),
-            )
-            .await?;
+        create_table(
+            manager,
+            Table::create()
+                .table(ChangeHead::Table)
+                .col(ColumnDef::new(ChangeHead::Id).integer().not_null().primary_key())
+                .col(big_integer(ChangeHead::Position).not_null()),
+        )
+        .await?;
         manager
             .get_connection()
             .execute_unprepared("INSERT INTO change_head (id, position) VALUES (1, 0)")
@@ -75,11 +52,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(ChangeHead::Table).to_owned())
-            .await?;
-        manager
-            .drop_table(Table::drop().table(Change::Table).to_owned())
-            .await
+        drop_table(manager, ChangeHead::Table).await?;
+        drop_table(manager, Change::Table).await
     }
 }

@@ -33,8 +33,7 @@ async fn first_switch_returns_201_and_integration_reads_it_with_etag() {
 #[tokio::test]
 async fn any_member_of_the_home_org_reads_the_connection() {
     each_backend!(|app| {
-        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-            .await;
+        app.connected_by_admin().await;
         let res = app
             .get_connection(&app.user_token(world::BOB_MEMBER, false))
             .await;
@@ -47,8 +46,7 @@ async fn any_member_of_the_home_org_reads_the_connection() {
 #[tokio::test]
 async fn if_none_match_with_the_current_etag_returns_304() {
     each_backend!(|app| {
-        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-            .await;
+        app.connected_by_admin().await;
         let token = app.integration_token();
         let res = app.get_connection_if_none_match(&token, "\"1\"").await;
         assert_eq!(res.status(), 304);
@@ -77,8 +75,7 @@ async fn reading_an_unregistered_tenant_returns_404_unknown_tenant() {
 #[tokio::test]
 async fn a_user_outside_the_home_org_cannot_read_403_forbidden() {
     each_backend!(|app| {
-        app.put_connection(&app.admin_token(), world::ACME_CREATIVE_ORG)
-            .await;
+        app.connected_by_admin().await;
         let res = app
             .get_connection(&app.user_token(world::MALLORY_OTHER_ADMIN, true))
             .await;
@@ -89,9 +86,7 @@ async fn a_user_outside_the_home_org_cannot_read_403_forbidden() {
 #[tokio::test]
 async fn an_integration_without_the_read_scope_gets_403_insufficient_scope() {
     each_backend!(|app| {
-        let token = app
-            .ims
-            .mint(&TokenSpec::service(world::INTEGRATION_CLIENT, &["openid"]));
+        let token = app.service_token(world::INTEGRATION_CLIENT, &["openid"]);
         let res = app.get_connection(&token).await;
         let www = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
         assert!(
@@ -105,9 +100,7 @@ async fn an_integration_without_the_read_scope_gets_403_insufficient_scope() {
 #[tokio::test]
 async fn a_non_integration_service_token_cannot_read() {
     each_backend!(|app| {
-        let token = app
-            .ims
-            .mint(&TokenSpec::service(world::UI_CLIENT, &[world::READ_SCOPE]));
+        let token = app.service_token(world::UI_CLIENT, &[world::READ_SCOPE]);
         assert_problem(app.get_connection(&token).await, 403, "forbidden").await;
     });
 }
@@ -137,8 +130,7 @@ async fn a_user_token_of_an_integration_client_is_judged_as_a_user() {
 async fn switching_replaces_the_active_org_and_keeps_the_old_one_in_history() {
     each_backend!(|app| {
         let admin = app.connected_by_admin().await;
-        let res = app.put_connection(&admin, world::ACME_DESIGN_ORG).await;
-        assert_eq!(res.status(), 200);
+        let res = app.put_expecting(&admin, world::ACME_DESIGN_ORG, 200).await;
         assert_eq!(res.headers()["etag"], "\"2\"");
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["org_id"], world::ACME_DESIGN_ORG);
@@ -161,8 +153,7 @@ async fn switching_to_the_active_org_again_changes_nothing() {
     each_backend!(|app| {
         let admin = app.admin_token();
         app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
-        let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
-        assert_eq!(res.status(), 200);
+        let res = app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 200).await;
         assert_eq!(res.headers()["etag"], "\"1\"");
         assert_eq!(app.history_entries().await.len(), 1);
     });
@@ -173,8 +164,13 @@ async fn personal_adobe_id_with_the_same_email_is_not_entitled_422() {
     each_backend!(|app| {
         // Same email as the federated admin, who is entitled; this account is not: users are ids.
         let personal = app.user_token(world::ALICE_PERSONAL, true);
-        let res = app.put_connection(&personal, world::ACME_CREATIVE_ORG).await;
-        assert_problem(res, 422, "no-creative-cloud-entitlement").await;
+        app.put_refused(
+            &personal,
+            world::ACME_CREATIVE_ORG,
+            422,
+            "no-creative-cloud-entitlement",
+        )
+        .await;
         app.assert_no_connection().await;
         // The federated ID with that email may.
         app.put_expecting(&app.admin_token(), world::ACME_CREATIVE_ORG, 201)
@@ -185,33 +181,26 @@ async fn personal_adobe_id_with_the_same_email_is_not_entitled_422() {
 #[tokio::test]
 async fn an_org_the_admin_cannot_see_is_refused_422_org_not_accessible() {
     each_backend!(|app| {
-        let res = app.put_connection(&app.admin_token(), world::OTHER_ORG).await;
-        assert_problem(res, 422, "org-not-accessible").await;
+        app.put_refused(&app.admin_token(), world::OTHER_ORG, 422, "org-not-accessible")
+            .await;
     });
 }
 
 #[tokio::test]
 async fn entitlements_must_be_active_creative_cloud_in_that_org() {
     each_backend!(|app| {
+        let not_entitled = "no-creative-cloud-entitlement";
         // Access without Creative Cloud.
-        let res = app.put_connection(&app.admin_token(), world::NO_CC_ORG).await;
-        assert_problem(res, 422, "no-creative-cloud-entitlement").await;
+        app.put_refused(&app.admin_token(), world::NO_CC_ORG, 422, not_entitled)
+            .await;
         // A Creative Cloud entitlement that is not ACTIVE.
-        let res = app
-            .put_connection(
-                &app.user_token(world::CAROL_EXPIRED_CC, true),
-                world::ACME_CREATIVE_ORG,
-            )
+        let carol = app.user_token(world::CAROL_EXPIRED_CC, true);
+        app.put_refused(&carol, world::ACME_CREATIVE_ORG, 422, not_entitled)
             .await;
-        assert_problem(res, 422, "no-creative-cloud-entitlement").await;
         // An active entitlement of another service.
-        let res = app
-            .put_connection(
-                &app.user_token(world::DAVE_OTHER_SERVICE, true),
-                world::ACME_CREATIVE_ORG,
-            )
+        let dave = app.user_token(world::DAVE_OTHER_SERVICE, true);
+        app.put_refused(&dave, world::ACME_CREATIVE_ORG, 422, not_entitled)
             .await;
-        assert_problem(res, 422, "no-creative-cloud-entitlement").await;
         app.assert_no_connection().await;
     });
 }
@@ -253,10 +242,10 @@ async fn switching_without_the_admin_scope_returns_403_insufficient_scope() {
 #[tokio::test]
 async fn integrations_cannot_switch() {
     each_backend!(|app| {
-        let token = app.ims.mint(&TokenSpec::service(
+        let token = app.service_token(
             world::INTEGRATION_CLIENT,
             &[world::READ_SCOPE, world::ADMIN_SCOPE],
-        ));
+        );
         app.put_refused(&token, world::ACME_CREATIVE_ORG, 403, "forbidden")
             .await;
     });
@@ -361,13 +350,10 @@ async fn a_technical_account_is_never_an_administrator_or_a_user() {
         assert_problem(app.delete_connection(&techacct).await, 403, "forbidden").await;
         assert_problem(app.history(&techacct, "").await, 403, "forbidden").await;
         assert_problem(app.list_orgs(&techacct).await, 403, "forbidden").await;
-        let path = format!("/users/{}/orgs", world::EXPRESS_TECHNICAL_ACCOUNT);
-        assert_problem(
-            app.call(Method::GET, &path, Some(&techacct)).await,
-            403,
-            "forbidden",
-        )
-        .await;
+        let res = app
+            .list_orgs_of(world::EXPRESS_TECHNICAL_ACCOUNT, &techacct)
+            .await;
+        assert_problem(res, 403, "forbidden").await;
         // Not a member either: a service token of a client that is not an integration reads nothing.
         assert_problem(app.get_connection(&techacct).await, 403, "forbidden").await;
         assert_eq!(
@@ -425,8 +411,7 @@ async fn disconnecting_returns_204_and_keeps_the_history() {
         assert_eq!(entries[0]["end_reason"], "disconnected");
         assert_eq!(entries[0]["ended_by"], world::ALICE_FEDERATED);
         // Reconnecting never reuses an ETag: a client holding "1" cannot match the new connection.
-        let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
-        assert_eq!(res.status(), 201);
+        let res = app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
         assert_eq!(res.headers()["etag"], "\"3\"");
     });
 }
@@ -443,28 +428,17 @@ async fn history_pages_newest_first_with_a_cursor() {
         ] {
             assert!(app.put_connection(&admin, org).await.status().is_success());
         }
+        // The revisions of a page's entries, in order.
+        let revisions = |page: &Value| -> Vec<i64> {
+            let entries = page["entries"].as_array().unwrap();
+            entries.iter().map(|e| e["revision"].as_i64().unwrap()).collect()
+        };
         let first: Value = app.history(&admin, "?limit=3").await.json().await.unwrap();
-        let revisions: Vec<i64> = first["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["revision"].as_i64().unwrap())
-            .collect();
-        assert_eq!(revisions, [4, 3, 2]);
+        assert_eq!(revisions(&first), [4, 3, 2]);
         let cursor = first["next_cursor"].as_str().unwrap().to_owned();
-        let second: Value = app
-            .history(&admin, &format!("?limit=3&cursor={cursor}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let revisions: Vec<i64> = second["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["revision"].as_i64().unwrap())
-            .collect();
-        assert_eq!(revisions, [1]);
+        let next_page = format!("?limit=3&cursor={cursor}");
+        let second: Value = app.history(&admin, &next_page).await.json().await.unwrap();
+        assert_eq!(revisions(&second), [1]);
         assert!(second["next_cursor"].is_null());
         assert_problem(app.history(&admin, "?limit=0").await, 400, "invalid-request").await;
         assert_problem(app.history(&admin, "?limit=101").await, 400, "invalid-request").await;

@@ -11,11 +11,13 @@
 //! and the replicas' log lines (`--nocapture`).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::world;
+use cc_connection_testkit::postgres::{self, Cluster};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +25,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::db::{self, Backend};
-use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app_with, wait_for};
+use crate::helpers::{
+    TENANT, TestApp, assert_problem, connection_url, send, spawn_app_with, try_switch_at, wait_for,
+};
 
 /// Statement timeout of the apps here; our bound on a statement is this plus half a second.
 const STATEMENT_TIMEOUT_MS: u64 = 1_000;
@@ -410,143 +414,36 @@ async fn a_commit_whose_answer_never_comes_is_503_outcome_unknown_and_repeating_
     assert_eq!(history.len(), 2, "one switch made, not two: {history:?}");
 }
 
-/// One PostgreSQL server of the machine's binaries on a port of its own.
-struct Node {
-    bin: std::path::PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
+/// A server of the failover (on the machine's binaries, in a folder and on a port of its own):
+/// standbys can stream from it, and its commits wait for a synchronous standby once required.
+fn node(bin: &Path) -> Cluster {
+    Cluster::new(bin, "ccc-ha-").with_options("-c wal_level=replica -c synchronous_commit=on")
 }
 
-impl Node {
-    fn new_dir(bin: &std::path::Path) -> Node {
-        let dir = tempfile::Builder::new().prefix("ccc-ha-").tempdir().unwrap();
-        let _ = std::process::Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Node {
-            bin: bin.to_owned(),
-            dir,
-            port,
-        }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let out = crate::faults::as_postgres(&self.bin, tool)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    /// A new primary.
-    fn primary(bin: &std::path::Path) -> Node {
-        let node = Node::new_dir(bin);
-        node.run("initdb", &["-A", "trust", "-U", "postgres", "-D", &node.data()]);
-        node.start();
-        node
-    }
-
-    /// A streaming standby of `primary`.
-    fn standby_of(primary: &Node) -> Node {
-        let node = Node::new_dir(&primary.bin);
-        let port = primary.port.to_string();
-        node.run(
-            "pg_basebackup",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-D",
-                &node.data(),
-                "-R",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-            ],
-        );
-        node.start();
-        node
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c wal_level=replica -c synchronous_commit=on",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("log").display().to_string();
-        self.run(
-            "pg_ctl",
-            &["start", "-w", "-D", &self.data(), "-o", &options, "-l", &log],
-        );
-    }
-
-    /// The server dies (its connections end on its side).
-    fn kill(&self) {
-        self.run("pg_ctl", &["stop", "-w", "-m", "immediate", "-D", &self.data()]);
-    }
-
-    fn promote(&self) {
-        self.run("pg_ctl", &["promote", "-w", "-D", &self.data()]);
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?application_name={DIRECT}",
-            self.port
-        )
-    }
-
-    /// Makes every commit wait for a synchronous standby, and waits until one is in sync.
-    async fn require_sync_standby(&self) {
-        let db = sea_orm::Database::connect(self.url()).await.unwrap();
-        db.execute_unprepared("ALTER SYSTEM SET synchronous_standby_names = '*'")
-            .await
-            .unwrap();
-        db.execute_unprepared("SELECT pg_reload_conf()").await.unwrap();
-        wait_for("a synchronous standby", Duration::from_secs(20), || async {
-            db.query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT count(*) AS n FROM pg_stat_replication WHERE sync_state = 'sync'",
-            ))
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.try_get::<i64>("", "n").unwrap() == 1)
-        })
-        .await;
-        db.close().await.unwrap();
-    }
+/// The URL of `node`'s `postgres` database for the test's own sessions.
+fn direct_url(node: &Cluster) -> String {
+    format!("{}?application_name={DIRECT}", node.url())
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = crate::faults::as_postgres(&self.bin, "pg_ctl")
-            .args(["stop", "-w", "-m", "immediate", "-D", &self.data()])
-            .output();
-    }
+/// Makes every commit wait for a synchronous standby, and waits until one is in sync.
+async fn require_sync_standby(node: &Cluster) {
+    let db = sea_orm::Database::connect(direct_url(node)).await.unwrap();
+    db.execute_unprepared("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        .await
+        .unwrap();
+    db.execute_unprepared("SELECT pg_reload_conf()").await.unwrap();
+    wait_for("a synchronous standby", Duration::from_secs(20), || async {
+        db.query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) AS n FROM pg_stat_replication WHERE sync_state = 'sync'",
+        ))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.try_get::<i64>("", "n").unwrap() == 1)
+    })
+    .await;
+    db.close().await.unwrap();
 }
 
 /// One answer of the load: when sent and answered, status, revision (of a 2xx), org, and whether
@@ -574,7 +471,7 @@ async fn load(
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
-    let url = format!("{base}{}", TestApp::connection_path(TENANT));
+    let url = connection_url(&base);
     let orgs = [world::ACME_CREATIVE_ORG, world::ACME_DESIGN_ORG];
     let mut answers = Vec::new();
     let mut n = 0usize;
@@ -624,20 +521,12 @@ fn recovered_at(answers: &[Answer], replica: usize, since: Instant) -> Option<In
 #[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_ways() {
     db::require_postgres();
-    let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
-        d.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|p| p.join("initdb").exists() && p.join("pg_basebackup").exists())
-    });
-    let Some(bin) = bin else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI needs PostgreSQL's initdb, pg_ctl and pg_basebackup"
-        );
+    let Some(bin) = postgres::server_bin_or_skip(&["initdb", "pg_ctl", "pg_basebackup"]) else {
         return;
     };
-    let first = Node::primary(&bin);
-    let second = Node::standby_of(&first);
-    first.require_sync_standby().await;
+    let first = node(&bin).primary();
+    let second = node(&bin).standby_of(&first);
+    require_sync_standby(&first).await;
 
     let endpoint = Endpoint::start(first.addr()).await;
     let url = format!("postgres://postgres@{}/postgres?sslmode=disable", endpoint.addr);
@@ -654,7 +543,7 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
     };
     let one = spawn();
     one.wait_ready(&client).await;
-    crate::helpers::add_demo_tenant_at(&first.url()).await;
+    crate::helpers::add_demo_tenant_at(&direct_url(&first)).await;
     let two = spawn();
     two.wait_ready(&client).await;
     let replicas = [one, two];
@@ -688,8 +577,8 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
     second.promote();
     endpoint.retarget(second.addr());
     let closed_moved = Instant::now();
-    let third = tokio::task::block_in_place(|| Node::standby_of(&second));
-    second.require_sync_standby().await;
+    let third = tokio::task::block_in_place(|| node(&bin).standby_of(&second));
+    require_sync_standby(&second).await;
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     let attempts_closed = endpoint.shared.accepted.load(Ordering::SeqCst) - accepted_before;
 
@@ -785,16 +674,12 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
     for r in &replicas {
         crate::helpers::wait_ready(&client, r.base()).await;
     }
-    let res = client
-        .get(format!(
-            "{}{}",
-            replicas[0].base(),
-            TestApp::connection_path(TENANT)
-        ))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
+    let res = send(
+        client
+            .get(connection_url(replicas[0].base()))
+            .bearer_auth(&reader),
+    )
+    .await;
     let etag = res.headers()["etag"].to_str().unwrap().to_owned();
     let org = res.json::<Value>().await.unwrap()["org_id"]
         .as_str()
@@ -804,11 +689,7 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
         .iter()
         .map(|r| {
             let req = client
-                .get(format!(
-                    "{}{}?wait=30",
-                    r.base(),
-                    TestApp::connection_path(TENANT)
-                ))
+                .get(format!("{}?wait=30", connection_url(r.base())))
                 .bearer_auth(&reader)
                 .header("If-None-Match", &etag)
                 .send();
@@ -824,18 +705,8 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
     } else {
         world::ACME_CREATIVE_ORG
     };
-    let res = client
-        .put(format!(
-            "{}{}",
-            replicas[1].base(),
-            TestApp::connection_path(TENANT)
-        ))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "org_id": other }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (status, _) = try_switch_at(&client, replicas[1].base(), &admin, other).await;
+    assert_eq!(status, 200);
     let acknowledged = Instant::now();
     for w in watches {
         let (status, at) = w.await.unwrap();

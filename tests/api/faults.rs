@@ -2,13 +2,12 @@
 //! initdb/pg_ctl, its own port) stopped and started, and the development IMS stopped and started
 //! again on its port, also in the middle of a load of switches and reads.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cc_connection::dev_ims::{DevIms, world};
+use cc_connection_testkit::postgres::{self, Cluster};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -19,112 +18,18 @@ use crate::helpers::{
     spawn_app_with,
 };
 
-struct Cluster {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-pub(crate) fn as_postgres(bin: &std::path::Path, tool: &str) -> Command {
-    // PostgreSQL refuses to run as root; CI runs as root.
-    let running_as_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    if running_as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
-        c
-    } else {
-        Command::new(bin.join(tool))
-    }
-}
-
-impl Cluster {
-    /// A new cluster; `None` (the test passes without running) only outside CI where the machine
-    /// lacks PostgreSQL's server binaries: under CI that fails.
-    fn start_or_skip() -> Option<Cluster> {
-        let cluster = Cluster::start();
-        assert!(
-            cluster.is_some() || std::env::var("CI").as_deref() != Ok("true"),
-            "CI needs PostgreSQL's initdb and pg_ctl"
-        );
-        cluster
-    }
-
-    /// A new cluster, or `None` where the machine has no PostgreSQL server binaries (then, under
-    /// CI, the test fails instead of skipping).
-    fn start() -> Option<Cluster> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|p| p.join("initdb").exists())?;
-        let dir = tempfile::Builder::new().prefix("ccc-pg-").tempdir().ok()?;
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let data = dir.path().join("data");
-        let ok = as_postgres(&bin, "initdb")
-            .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(&data)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(ok, "initdb failed");
-        let cluster = Cluster { bin, dir, port };
-        cluster.pg_ctl("start");
-        Some(cluster)
-    }
-
-    fn pg_ctl(&self, action: &str) {
-        let data = self.dir.path().join("data");
-        let mut cmd = as_postgres(&self.bin, "pg_ctl");
-        cmd.args([action, "-w", "-m", "fast", "-D"]).arg(&data);
-        if action != "stop" {
-            cmd.args([
-                "-o",
-                &format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1",
-                    self.port,
-                    self.dir.path().display()
-                ),
-            ])
-            .arg("-l")
-            .arg(self.dir.path().join("log"));
-        }
-        let out = cmd.output().expect("pg_ctl runs");
-        assert!(
-            out.status.success(),
-            "pg_ctl {action}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = as_postgres(&self.bin, "pg_ctl")
-            .args(["stop", "-w", "-m", "immediate", "-D"])
-            .arg(&data)
-            .output();
-    }
+/// A throwaway cluster of the machine's server binaries, started; `None` (the test passes without
+/// running) only outside CI where the machine lacks them: under CI that fails.
+fn cluster_or_skip() -> Option<Cluster> {
+    let bin = postgres::server_bin_or_skip(&["initdb", "pg_ctl"])?;
+    Some(Cluster::new(&bin, "ccc-pg-").primary())
 }
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart() {
     db::require_postgres();
-    let Some(cluster) = Cluster::start_or_skip() else {
+    let Some(cluster) = cluster_or_skip() else {
         return;
     };
     let url = cluster.url();
@@ -138,7 +43,7 @@ async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart
     let reader = app.integration_token();
     assert_eq!(app.get_connection(&reader).await.status(), 200);
 
-    cluster.pg_ctl("stop");
+    cluster.stop();
     let res = app.get_connection(&reader).await;
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, 503, "database-unavailable").await;
@@ -146,7 +51,7 @@ async fn a_database_outage_is_503_database_unavailable_and_heals_without_restart
     assert_problem(res, 503, "database-unavailable").await;
     readyz_turns(&app, 503).await;
 
-    cluster.pg_ctl("start");
+    cluster.start();
     let healed = Instant::now();
     loop {
         let res = app.get_connection(&reader).await;
@@ -267,6 +172,35 @@ async fn collect(tasks: Load) -> Vec<Answer> {
     all
 }
 
+/// Asserts the demo tenant's whole history holds every switch of `switches` that was acknowledged
+/// ([`assert_history_holds`]); returns those switches' `(revision, org)` and the history.
+async fn assert_no_acknowledged_switch_lost(
+    app: &TestApp,
+    switches: &[Answer],
+) -> (Vec<(i64, String)>, Vec<Value>) {
+    let acked = acknowledged(switches);
+    let history = full_history(&app.client, &app.address, &app.admin_token()).await;
+    assert_history_holds(&history, &acked);
+    (acked, history)
+}
+
+/// Stops the load and returns the answers of its writers (switches) and of its readers.
+async fn end_load(stop: &AtomicBool, writers: Load, readers: Load) -> (Vec<Answer>, Vec<Answer>) {
+    stop.store(true, Ordering::Relaxed);
+    (collect(writers).await, collect(readers).await)
+}
+
+/// Asserts every switch of a load was acknowledged or refused with 503 `slug` and Retry-After
+/// (`context` starts each failure message).
+fn assert_acknowledged_or_unavailable(switches: &[Answer], slug: &str, context: &str) {
+    for a in switches {
+        assert!(
+            a.acknowledged() || a.is_unavailable(slug),
+            "{context}a switch succeeds or is 503 {slug} with Retry-After: {a:?}"
+        );
+    }
+}
+
 /// Waits (at most 20 s) until the service is ready again after a fault ended at `since`, then lets
 /// the load run on a little.
 async fn until_ready_again(app: &TestApp, since: Instant) {
@@ -304,7 +238,7 @@ fn acknowledged(switches: &[Answer]) -> Vec<(i64, String)> {
 #[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
     db::require_postgres();
-    let Some(cluster) = Cluster::start_or_skip() else {
+    let Some(cluster) = cluster_or_skip() else {
         return;
     };
     let cluster = Arc::new(cluster);
@@ -321,25 +255,15 @@ async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let down = Instant::now();
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.pg_ctl("stop"))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || c.stop()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.pg_ctl("start"))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || c.start()).await.unwrap();
     let up = Instant::now();
     until_ready_again(&app, up).await;
-    stop.store(true, Ordering::Relaxed);
-    let (switches, reads) = (collect(writers).await, collect(readers).await);
+    let (switches, reads) = end_load(&stop, writers, readers).await;
 
-    for a in &switches {
-        assert!(
-            a.acknowledged() || a.is_unavailable("database-unavailable"),
-            "a switch succeeds or is 503 database-unavailable with Retry-After: {a:?}"
-        );
-    }
+    assert_acknowledged_or_unavailable(&switches, "database-unavailable", "");
     for a in &reads {
         assert!(
             a.acknowledged() || a.status == 404 || a.is_unavailable("database-unavailable"),
@@ -359,9 +283,7 @@ async fn postgres_stopped_mid_load_loses_no_acknowledged_switch_and_heals() {
         switches.iter().any(|a| a.acknowledged() && a.at > up),
         "switches succeed again without a restart"
     );
-    let acked = acknowledged(&switches);
-    let history = full_history(&app.client, &app.address, &app.admin_token()).await;
-    assert_history_holds(&history, &acked);
+    assert_no_acknowledged_switch_lost(&app, &switches).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -392,15 +314,10 @@ async fn ims_stopped_mid_load_refuses_switches_keeps_reads_and_heals() {
         let _restarted = restarted.expect("the IMS restarts on its port");
         let up = Instant::now();
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        stop.store(true, Ordering::Relaxed);
-        let (switches, reads) = (collect(writers).await, collect(readers).await);
+        let (switches, reads) = end_load(&stop, writers, readers).await;
 
-        for a in &switches {
-            assert!(
-                a.acknowledged() || a.is_unavailable("ims-unavailable"),
-                "{backend:?}: a switch succeeds or is 503 ims-unavailable with Retry-After: {a:?}"
-            );
-        }
+        let context = format!("{backend:?}: ");
+        assert_acknowledged_or_unavailable(&switches, "ims-unavailable", &context);
         for a in &reads {
             assert!(
                 a.acknowledged() || a.status == 404,
@@ -420,9 +337,7 @@ async fn ims_stopped_mid_load_refuses_switches_keeps_reads_and_heals() {
             switches.iter().any(|a| a.acknowledged() && a.at > up),
             "{backend:?}: switches succeed again once IMS is back"
         );
-        let acked = acknowledged(&switches);
-        let history = full_history(&app.client, &app.address, &app.admin_token()).await;
-        assert_history_holds(&history, &acked);
+        let (acked, history) = assert_no_acknowledged_switch_lost(&app, &switches).await;
         assert_eq!(
             history.len(),
             acked

@@ -66,47 +66,19 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     let app = Application::build_with_store(config.clone(), store)
         .await
         .expect("app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let ops_address = app.ops_port().map(|p| format!("http://127.0.0.1:{p}"));
-    let state = app.state().clone();
-    tokio::spawn(app.run_until_stopped());
-    let test_app = TestApp {
-        address,
-        ops_address,
-        ims,
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        backend,
-        config,
-        db,
-        state,
-    };
-    test_app.wait_ready().await;
-    test_app
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    TestApp::run(app, ims, client, backend, config, db).await
 }
 
 /// Another replica on the same database and IMS (for the concurrency tests).
 pub async fn spawn_replica(of: &TestApp) -> TestApp {
     let config = of.config.clone();
     let app = Application::build(config.clone()).await.expect("replica builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let ops_address = app.ops_port().map(|p| format!("http://127.0.0.1:{p}"));
-    let state = app.state().clone();
-    tokio::spawn(app.run_until_stopped());
-    let replica = TestApp {
-        address,
-        ops_address,
-        ims: of.ims.clone(),
-        client: of.client.clone(),
-        backend: of.backend,
-        config,
-        db: of.db.clone(),
-        state,
-    };
-    replica.wait_ready().await;
-    replica
+    let (ims, client, db) = (of.ims.clone(), of.client.clone(), of.db.clone());
+    TestApp::run(app, ims, client, of.backend, config, db).await
 }
 
 /// Registers the demo tenant `TENANT`: home org Acme, administered by the Acme admin group.
@@ -160,8 +132,28 @@ fn init_test_log() {
 }
 
 impl TestApp {
-    async fn wait_ready(&self) {
-        wait_ready(&self.client, &self.address).await;
+    /// Runs `app` (built from `config` on `db`) in the background; returned once it is ready.
+    async fn run(
+        app: Application,
+        ims: Arc<DevIms>,
+        client: reqwest::Client,
+        backend: Backend,
+        config: Config,
+        db: Arc<TestDb>,
+    ) -> TestApp {
+        let test_app = TestApp {
+            address: format!("http://127.0.0.1:{}", app.port()),
+            ops_address: app.ops_port().map(|p| format!("http://127.0.0.1:{p}")),
+            ims,
+            client,
+            backend,
+            config,
+            db,
+            state: app.state().clone(),
+        };
+        tokio::spawn(app.run_until_stopped());
+        wait_ready(&test_app.client, &test_app.address).await;
+        test_app
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -203,6 +195,11 @@ impl TestApp {
         admin_token(&self.ims)
     }
 
+    /// A service token of `client` with `scopes`.
+    pub fn service_token(&self, client: &str, scopes: &[&str]) -> String {
+        self.ims.mint(&TokenSpec::service(client, scopes))
+    }
+
     pub fn integration_token(&self) -> String {
         integration_token(&self.ims)
     }
@@ -214,16 +211,24 @@ impl TestApp {
 
     /// `GET /users/me/orgs`.
     pub async fn list_orgs(&self, token: &str) -> Response {
-        self.call(Method::GET, "/users/me/orgs", Some(token)).await
+        self.list_orgs_of("me", token).await
+    }
+
+    /// `GET /users/<user>/orgs`.
+    pub async fn list_orgs_of(&self, user: &str, token: &str) -> Response {
+        let path = format!("/users/{user}/orgs");
+        self.call(Method::GET, &path, Some(token)).await
+    }
+
+    /// `method` on the demo tenant's connection, with `token` as the bearer.
+    pub fn connection_request(&self, method: Method, token: &str) -> RequestBuilder {
+        self.request(method, &Self::connection_path(TENANT), Some(token))
     }
 
     /// `GET` the demo tenant's connection with `If-None-Match: <tag>`.
     pub async fn get_connection_if_none_match(&self, token: &str, tag: &str) -> Response {
-        self.request(Method::GET, &Self::connection_path(TENANT), Some(token))
-            .header("If-None-Match", tag)
-            .send()
-            .await
-            .unwrap()
+        let req = self.connection_request(Method::GET, token);
+        send(req.header("If-None-Match", tag)).await
     }
 
     /// The demo tenant's connection as the integration reads it (asserted 200).
@@ -240,18 +245,12 @@ impl TestApp {
     }
 
     pub async fn get_connection(&self, token: &str) -> Response {
-        self.request(Method::GET, &Self::connection_path(TENANT), Some(token))
-            .send()
-            .await
-            .unwrap()
+        send(self.connection_request(Method::GET, token)).await
     }
 
     pub async fn put_connection(&self, token: &str, org_id: &str) -> Response {
-        self.request(Method::PUT, &Self::connection_path(TENANT), Some(token))
-            .json(&serde_json::json!({ "org_id": org_id }))
-            .send()
-            .await
-            .unwrap()
+        let body = serde_json::json!({ "org_id": org_id });
+        send(self.connection_request(Method::PUT, token).json(&body)).await
     }
 
     /// Switches to `org` and asserts the answer is `status`; returns it for its headers and body.
@@ -275,36 +274,24 @@ impl TestApp {
 
     /// Switches to `org` with `If-Match: <tag>`.
     pub async fn switch(&self, token: &str, org: &str, if_match: &str) -> Response {
-        self.request(Method::PUT, &Self::connection_path(TENANT), Some(token))
-            .header("If-Match", if_match)
-            .json(&serde_json::json!({ "org_id": org }))
-            .send()
-            .await
-            .unwrap()
+        let body = serde_json::json!({ "org_id": org });
+        let req = self.connection_request(Method::PUT, token);
+        send(req.header("If-Match", if_match).json(&body)).await
     }
 
     /// Disconnects with `If-Match: <tag>`.
     pub async fn disconnect(&self, token: &str, if_match: &str) -> Response {
-        self.request(Method::DELETE, &Self::connection_path(TENANT), Some(token))
-            .header("If-Match", if_match)
-            .send()
-            .await
-            .unwrap()
+        let req = self.connection_request(Method::DELETE, token);
+        send(req.header("If-Match", if_match)).await
     }
 
     pub async fn delete_connection(&self, token: &str) -> Response {
-        self.request(Method::DELETE, &Self::connection_path(TENANT), Some(token))
-            .send()
-            .await
-            .unwrap()
+        send(self.connection_request(Method::DELETE, token)).await
     }
 
     pub async fn history(&self, token: &str, query: &str) -> Response {
         let path = format!("{}/history{query}", Self::connection_path(TENANT));
-        self.request(Method::GET, &path, Some(token))
-            .send()
-            .await
-            .unwrap()
+        send(self.request(Method::GET, &path, Some(token))).await
     }
 
     /// The history's entries, newest first, read with the admin token.
@@ -327,6 +314,11 @@ impl TestApp {
     }
 }
 
+/// The URL of the demo tenant's connection on the app at `base`.
+pub fn connection_url(base: &str) -> String {
+    format!("{base}{}", TestApp::connection_path(TENANT))
+}
+
 /// Switches the demo tenant on the app at `base` to `org`; asserts it did (200 or 201) and returns
 /// the connection it answered.
 pub async fn switch_at(client: &reqwest::Client, base: &str, token: &str, org: &str) -> Value {
@@ -338,7 +330,7 @@ pub async fn switch_at(client: &reqwest::Client, base: &str, token: &str, org: &
 /// Asks the app at `base` to switch the demo tenant to `org`: the status and the body.
 pub async fn try_switch_at(client: &reqwest::Client, base: &str, token: &str, org: &str) -> (u16, Value) {
     let res = client
-        .put(format!("{base}{}", TestApp::connection_path(TENANT)))
+        .put(connection_url(base))
         .bearer_auth(token)
         .json(&serde_json::json!({ "org_id": org }))
         .send()

@@ -28,6 +28,20 @@ const BACKGROUND_READERS: usize = 24;
 /// How late the slow link delivers the database's answers.
 const SLOW_LINK: Duration = Duration::from_millis(20);
 
+/// The database at `db_url` reached over a [`slow_link`] that delivers its answers `delay` late.
+pub(crate) async fn over_slow_link(db_url: &str, delay: Duration) -> String {
+    let url = url::Url::parse(db_url).unwrap();
+    let server = format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap()
+    );
+    let mut far = url.clone();
+    far.set_host(Some("127.0.0.1")).unwrap();
+    far.set_port(Some(slow_link(server, delay).await)).unwrap();
+    far.to_string()
+}
+
 /// A TCP proxy to `target` that passes requests at once and delivers the answers `delay` late, in
 /// order; returns its port.
 pub(crate) async fn slow_link(target: String, delay: Duration) -> u16 {
@@ -115,15 +129,7 @@ async fn no_read_on_any_replica_answers_older_than_a_switch_acknowledged_before_
     db::require_postgres();
     let (ims, db) = ims_and_postgres().await;
     // Replica 0 over the slow link, the others near the database.
-    let url = url::Url::parse(&db.url).unwrap();
-    let server = format!(
-        "{}:{}",
-        url.host_str().unwrap(),
-        url.port_or_known_default().unwrap()
-    );
-    let mut far = url.clone();
-    far.set_host(Some("127.0.0.1")).unwrap();
-    far.set_port(Some(slow_link(server, SLOW_LINK).await)).unwrap();
+    let far = over_slow_link(&db.url, SLOW_LINK).await;
     // Idle connections are dropped before the server's 5 s keep-alive would close them.
     let client = reqwest::Client::builder()
         .pool_idle_timeout(std::time::Duration::from_secs(2))

@@ -1,6 +1,6 @@
 //! The org picker: every org the user has access to, and which have Creative Cloud for them.
 
-use cc_connection::dev_ims::{TokenSpec, world};
+use cc_connection::dev_ims::world;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -39,31 +39,18 @@ async fn the_personal_id_with_the_same_email_sees_its_own_entitlements() {
 async fn own_id_works_and_another_users_id_is_403() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.admin_token();
-    let own = format!("/users/{}/orgs", world::ALICE_FEDERATED);
-    assert_eq!(app.call(Method::GET, &own, Some(&token)).await.status(), 200);
-    let other = format!("/users/{}/orgs", world::ALICE_PERSONAL);
-    assert_problem(
-        app.call(Method::GET, &other, Some(&token)).await,
-        403,
-        "forbidden",
-    )
-    .await;
-    assert_problem(
-        app.call(Method::GET, "/users/not%20an%20id/orgs", Some(&token))
-            .await,
-        400,
-        "invalid-request",
-    )
-    .await;
+    let own = app.list_orgs_of(world::ALICE_FEDERATED, &token).await;
+    assert_eq!(own.status(), 200);
+    let other = app.list_orgs_of(world::ALICE_PERSONAL, &token).await;
+    assert_problem(other, 403, "forbidden").await;
+    let malformed = app.list_orgs_of("not%20an%20id", &token).await;
+    assert_problem(malformed, 400, "invalid-request").await;
 }
 
 #[tokio::test]
 async fn service_tokens_have_no_orgs_to_list() {
     let app = spawn_app(Backend::Sqlite).await;
-    let token = app.ims.mint(&TokenSpec::service(
-        world::INTEGRATION_CLIENT,
-        &[world::READ_SCOPE],
-    ));
+    let token = app.integration_token();
     assert_problem(app.list_orgs(&token).await, 403, "forbidden").await;
 }
 

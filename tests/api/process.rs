@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cc_connection::dev_ims::{DevIms, world};
+use cc_connection::dev_ims::DevIms;
 
 use crate::common::db::{self, Backend, TestDb};
 use crate::helpers::{wait_for, wait_ready};
@@ -64,21 +64,7 @@ pub struct ServeProcess {
 /// port 0 of loopback.
 pub fn serve_command(ims: &DevIms, database_url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cc-connection"));
-    cmd.arg("serve")
-        .env("DATABASE_URL", database_url)
-        .env("CCC_LISTEN", "127.0.0.1:0")
-        .env("CCC_IMS_URL", ims.url())
-        .env("CCC_IMS_CERT_URL", ims.cert_base_url())
-        .env(
-            "CCC_IMS_CERT_NAME_PREFIX",
-            cc_connection::dev_ims::CERT_NAME_PREFIX,
-        )
-        .env("CCC_IMS_REGION", world::REGION)
-        .env(
-            "CCC_CLIENT_IDS",
-            format!("{},{}", world::UI_CLIENT, world::INTEGRATION_CLIENT),
-        )
-        .env("CCC_INTEGRATION_CLIENT_IDS", world::INTEGRATION_CLIENT)
+    cc_connection_testkit::serve_command(&mut cmd, ims, database_url, "127.0.0.1:0")
         // The replicas' load switches as one administrator far past a person's pace.
         .env("CCC_IMS_RATE_PER_MINUTE", "0")
         .env("RUST_LOG", "info")
@@ -110,6 +96,15 @@ pub async fn ims_and_postgres() -> (DevIms, TestDb) {
     db::require_postgres();
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
     (ims, db::fresh(Backend::Postgres).await)
+}
+
+/// `n` `serve` processes on one fresh PostgreSQL database, all started at once (their migrations
+/// race), with their development IMS and a client; returned when every one is ready.
+pub async fn replicas_on_postgres(n: usize) -> (DevIms, TestDb, reqwest::Client, Vec<ServeProcess>) {
+    let (ims, db) = ims_and_postgres().await;
+    let client = reqwest::Client::new();
+    let replicas = serve_replicas(&ims, vec![db.url.as_str(); n], &client).await;
+    (ims, db, client, replicas)
 }
 
 /// The port in `serve`'s startup line (`"message":"cc-connection serving"`), if `line` is it.
@@ -193,6 +188,12 @@ impl ServeProcess {
             assert!(since.elapsed() < within, "{why}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// [`ServeProcess::exit_within`], and asserts the process exited 0 (it was asked to stop).
+    pub async fn exits_cleanly_within(mut self, since: Instant, within: Duration, why: &str) {
+        let status = self.exit_within(since, within, why).await;
+        assert!(status.success(), "serve exits 0 after SIGTERM: {status}");
     }
 
     /// Kills the process and returns its whole log.

@@ -49,6 +49,13 @@ impl Responses {
         self.pending.extend_from_slice(&chunk[..n]);
     }
 
+    /// The next answer, asserted to have `status` (its head shown otherwise).
+    async fn expect(&mut self, status: u16) -> Answer {
+        let answer = self.next().await;
+        assert_eq!(answer.status, status, "{}", answer.head);
+        answer
+    }
+
     async fn next(&mut self) -> Answer {
         let end = loop {
             if let Some(at) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -66,6 +73,16 @@ impl Responses {
         let status = head[9..12].parse().unwrap();
         Answer { status, head, body }
     }
+}
+
+/// An app on SQLite with the demo tenant connected, the integration's token, and a connection to
+/// the app.
+async fn connected_app() -> (TestApp, String, Responses) {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.connected_by_admin().await;
+    let token = app.integration_token();
+    let conn = Responses::connect(&app).await;
+    (app, token, conn)
 }
 
 fn host(app: &TestApp) -> &str {
@@ -90,10 +107,7 @@ fn get_connection(app: &TestApp, token: &str, extra: &str) -> String {
 
 #[tokio::test]
 async fn pipelined_requests_in_one_write_are_answered_in_order() {
-    let app = spawn_app(Backend::Sqlite).await;
-    app.connected_by_admin().await;
-    let token = app.integration_token();
-    let mut conn = Responses::connect(&app).await;
+    let (app, token, mut conn) = connected_app().await;
     let mut burst = get_connection(&app, &token, "");
     burst.push_str(&get_connection(&app, &token, "If-None-Match: \"1\"\r\n"));
     burst.push_str(&format!(
@@ -103,51 +117,39 @@ async fn pipelined_requests_in_one_write_are_answered_in_order() {
     burst.push_str(&get_connection(&app, &token, ""));
     conn.send(burst.as_bytes()).await;
 
-    let first = conn.next().await;
-    assert_eq!(first.status, 200, "{}", first.head);
+    let first = conn.expect(200).await;
     assert!(first.body.contains(world::ACME_CREATIVE_ORG), "{}", first.body);
-    let second = conn.next().await;
-    assert_eq!(second.status, 304, "{}", second.head);
-    let third = conn.next().await;
-    assert_eq!(third.status, 404, "{}", third.head);
+    conn.expect(304).await;
+    let third = conn.expect(404).await;
     assert!(third.body.contains("not-found"), "{}", third.body);
-    let fourth = conn.next().await;
-    assert_eq!(fourth.status, 200, "{}", fourth.head);
+    let fourth = conn.expect(200).await;
     assert_eq!(fourth.body, first.body);
 }
 
 #[tokio::test]
 async fn a_request_arriving_a_few_bytes_at_a_time_is_answered() {
-    let app = spawn_app(Backend::Sqlite).await;
-    app.connected_by_admin().await;
-    let mut conn = Responses::connect(&app).await;
-    let request = get_connection(&app, &app.integration_token(), "");
+    let (app, token, mut conn) = connected_app().await;
+    let request = get_connection(&app, &token, "");
     for piece in request.as_bytes().chunks(97) {
         conn.send(piece).await;
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    let answer = conn.next().await;
-    assert_eq!(answer.status, 200, "{}", answer.head);
+    let answer = conn.expect(200).await;
     assert!(answer.body.contains(world::ACME_CREATIVE_ORG), "{}", answer.body);
 }
 
 #[tokio::test]
 async fn a_request_head_larger_than_a_first_read_is_answered() {
-    let app = spawn_app(Backend::Sqlite).await;
-    app.connected_by_admin().await;
-    let token = app.integration_token();
-    let mut conn = Responses::connect(&app).await;
+    let (app, token, mut conn) = connected_app().await;
     // 20 KiB of headers: more than the first read and than a connection's first buffer.
     let padding: String = (0..20)
         .map(|i| format!("X-Padding-{i}: {}\r\n", "p".repeat(1000)))
         .collect();
     conn.send(get_connection(&app, &token, &padding).as_bytes()).await;
-    let answer = conn.next().await;
-    assert_eq!(answer.status, 200, "{}", answer.head);
+    let answer = conn.expect(200).await;
     // The same connection goes on serving a small request after the large one.
     conn.send(get_connection(&app, &token, "").as_bytes()).await;
-    let again = conn.next().await;
-    assert_eq!(again.status, 200, "{}", again.head);
+    let again = conn.expect(200).await;
     assert_eq!(again.body, answer.body);
 }
 
@@ -177,13 +179,9 @@ async fn a_switch_whose_body_comes_after_a_pause_and_in_pieces_is_read_whole() {
 
 #[tokio::test]
 async fn a_kept_alive_connection_answers_again_after_idling_and_after_a_held_watch() {
-    let app = spawn_app(Backend::Sqlite).await;
-    app.connected_by_admin().await;
-    let token = app.integration_token();
-    let mut conn = Responses::connect(&app).await;
+    let (app, token, mut conn) = connected_app().await;
     conn.send(get_connection(&app, &token, "").as_bytes()).await;
-    let first = conn.next().await;
-    assert_eq!(first.status, 200, "{}", first.head);
+    let first = conn.expect(200).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A watch held for its whole second, then a plain read on the same connection.
     let watch = format!(
@@ -192,10 +190,8 @@ async fn a_kept_alive_connection_answers_again_after_idling_and_after_a_held_wat
         host(&app)
     );
     conn.send(watch.as_bytes()).await;
-    let held = conn.next().await;
-    assert_eq!(held.status, 304, "{}", held.head);
+    conn.expect(304).await;
     conn.send(get_connection(&app, &token, "").as_bytes()).await;
-    let last = conn.next().await;
-    assert_eq!(last.status, 200, "{}", last.head);
+    let last = conn.expect(200).await;
     assert_eq!(last.body, first.body);
 }
