@@ -114,6 +114,14 @@ impl Wrk {
         }
         cmd.env("BENCH_THREADS", place.threads().to_string());
         let out = cmd.output().expect("wrk runs (bench/run.sh installs it)");
+        // Pinned, a missing wrk is taskset's failure to start it: a row of zeros would read as a
+        // figure.
+        assert!(
+            out.status.success(),
+            "wrk failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let field = |prefix: &str| {
             text.lines()
