@@ -111,12 +111,17 @@ mod tests {
         )
     }
 
+    /// `caller` makes `n` requests, each let through.
+    fn all_let_through(limiter: &ImsRateLimiter<FakeRelativeClock>, caller: &str, n: usize) {
+        for _ in 0..n {
+            assert!(limiter.check(caller).is_ok(), "{caller} is let through");
+        }
+    }
+
     #[test]
     fn a_caller_gets_the_burst_then_waits_others_are_not_affected() {
         let (limiter, _) = on_fake_clock(60, 3);
-        for _ in 0..3 {
-            assert!(limiter.check("alice").is_ok());
-        }
+        all_let_through(&limiter, "alice", 3);
         // One a second comes back: the next in exactly a second (Retry-After: 1).
         let wait = limiter.check("alice").unwrap_err();
         assert_eq!(wait, Duration::from_secs(1));
@@ -127,9 +132,7 @@ mod tests {
     #[test]
     fn the_wait_counts_down_a_refusal_spends_nothing_and_the_bucket_refills() {
         let (limiter, clock) = on_fake_clock(60, 3);
-        for _ in 0..3 {
-            assert!(limiter.check("alice").is_ok());
-        }
+        all_let_through(&limiter, "alice", 3);
         clock.advance(Duration::from_millis(400));
         for _ in 0..5 {
             let wait = limiter.check("alice").unwrap_err();
@@ -142,9 +145,7 @@ mod tests {
         assert_eq!(limiter.check("alice").unwrap_err(), Duration::from_secs(1));
         // Idle for the burst's worth of refills: the whole burst again, no more.
         clock.advance(Duration::from_secs(3));
-        for _ in 0..3 {
-            assert!(limiter.check("alice").is_ok());
-        }
+        all_let_through(&limiter, "alice", 3);
         assert!(limiter.check("alice").is_err());
     }
 
@@ -152,9 +153,7 @@ mod tests {
     fn a_slow_rate_tells_the_caller_to_come_back_in_a_minute() {
         // One a minute, three at once: the fourth request waits the minute out.
         let (limiter, clock) = on_fake_clock(1, 3);
-        for _ in 0..3 {
-            assert!(limiter.check("bob").is_ok());
-        }
+        all_let_through(&limiter, "bob", 3);
         let wait = limiter.check("bob").unwrap_err();
         assert_eq!(wait, Duration::from_secs(60));
         assert_eq!(RetryAfter::after(wait).as_secs(), 60);

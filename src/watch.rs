@@ -417,9 +417,15 @@ pub fn spawn_postgres_feed(
     Ok(())
 }
 
-async fn recheck_while_down(registry: Weak<Inner>) {
-    let mut tick = tokio::time::interval(RECHECK_WHILE_DOWN);
+/// Ticks every `every`; a tick that came late is not made up for (the loops below only re-check).
+fn ticking(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+async fn recheck_while_down(registry: Weak<Inner>) {
+    let mut tick = ticking(RECHECK_WHILE_DOWN);
     loop {
         tick.tick().await;
         let Some(watchers) = Watchers::upgrade(&registry) else {
@@ -443,8 +449,7 @@ async fn send_heartbeats(
     let every = bounds.silence / 3;
     let notify = DbBackend::Postgres
         .build(Query::select().expr(Func::cust("pg_notify").arg(channel.as_str()).arg("")));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticking(every);
     loop {
         tick.tick().await;
         if Watchers::upgrade(&registry).is_none() {
@@ -502,8 +507,7 @@ async fn poll_data_version(registry: Weak<Inner>, options: SqliteConnectOptions,
     use sea_orm::sqlx::ConnectOptions;
     let mut conn: Option<SqliteConnection> = None;
     let mut last: Option<i64> = None;
-    let mut tick = tokio::time::interval(SQLITE_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticking(SQLITE_POLL);
     loop {
         tick.tick().await;
         let Some(watchers) = Watchers::upgrade(&registry) else {

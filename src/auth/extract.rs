@@ -413,7 +413,7 @@ impl FromRequest for Integration {
             let caller = Caller::from_parts(&req, &state).await?;
             let token = &caller.token;
             let cfg = &state.config;
-            if !(token.is_service() && cfg.integration_client_ids.iter().any(|c| *c == token.client_id)) {
+            if !is_integration(cfg, token) {
                 return Err(ApiError::Forbidden(
                     "only an integration's service token may read every tenant",
                 ));

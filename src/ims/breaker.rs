@@ -261,11 +261,17 @@ mod tests {
         assert!(b.admit().await.is_ok());
     }
 
+    /// A breaker that opens at the first failure, for `cool_down`, opened now.
+    async fn opened_for(cool_down: Duration) -> Breaker {
+        let b = Breaker::new(1, cool_down, Arc::default());
+        b.admit().await.unwrap().failed();
+        b
+    }
+
     #[tokio::test(start_paused = true)]
     async fn after_the_cool_down_one_trial_goes_through_and_the_others_wait_for_it() {
         let cool_down = Duration::from_secs(5);
-        let b = Breaker::new(1, cool_down, Arc::default());
-        b.admit().await.unwrap().failed();
+        let b = opened_for(cool_down).await;
         assert!(b.admit().await.is_err());
         advance(cool_down).await;
         let trial = b.admit().await.unwrap();
@@ -316,8 +322,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_trial_lets_the_next_call_try() {
         let cool_down = Duration::from_secs(5);
-        let b = Breaker::new(1, cool_down, Arc::default());
-        b.admit().await.unwrap().failed();
+        let b = opened_for(cool_down).await;
         advance(cool_down).await;
         drop(b.admit().await.unwrap());
         assert!(!b.is_closed());

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cc_connection::dev_ims::{TokenSpec, world};
 use reqwest::Response;
+use serde_json::Value;
 
 use crate::common::db::Backend;
 use crate::helpers::{TestApp, assert_problem, metric, spawn_app_with};
@@ -13,6 +14,20 @@ use crate::helpers::{TestApp, assert_problem, metric, spawn_app_with};
 fn user_calls(app: &TestApp) -> u64 {
     let f = app.ims.faults();
     f.requests("/ims/organizations/v6") + f.requests("/ims/profile/v1")
+}
+
+/// An app whose IMS circuit opens after two failures in a row, for `cool_down`.
+async fn breaker_opening_at_two_failures(cool_down: Duration) -> TestApp {
+    spawn_app_with(Backend::Sqlite, |c| {
+        c.ims_breaker_failures = 2;
+        c.ims_breaker_cooldown_ms = u64::try_from(cool_down.as_millis()).unwrap();
+    })
+    .await
+}
+
+/// The administrator's org list is refused: 503 `ims-unavailable`.
+async fn orgs_refused_as_ims_unavailable(app: &TestApp) -> Value {
+    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await
 }
 
 fn retry_after(res: &Response) -> u64 {
@@ -94,11 +109,7 @@ async fn a_slow_ims_opens_the_circuit_then_503_comes_at_once_and_it_closes_when_
     let cool_down = Duration::from_millis(500);
     // The test suite's IMS timeout (1 s): shorter ones can fail the start's key download on a
     // busy machine.
-    let app = spawn_app_with(Backend::Sqlite, |c| {
-        c.ims_breaker_failures = 2;
-        c.ims_breaker_cooldown_ms = cool_down.as_millis() as u64;
-    })
-    .await;
+    let app = breaker_opening_at_two_failures(cool_down).await;
     let opened_before = transitions_to(&app, "open").await;
     app.ims.faults().set_delay(Duration::from_secs(5));
     // Orgs and profile both time out (each after one retry): two failures open the circuit.
@@ -133,33 +144,25 @@ async fn a_slow_ims_opens_the_circuit_then_503_comes_at_once_and_it_closes_when_
 
 #[tokio::test]
 async fn a_failed_trial_opens_the_circuit_again_after_one_call() {
-    let app = spawn_app_with(Backend::Sqlite, |c| {
-        c.ims_breaker_failures = 2;
-        c.ims_breaker_cooldown_ms = 500;
-    })
-    .await;
+    let app = breaker_opening_at_two_failures(Duration::from_millis(500)).await;
     app.ims.faults().set_status(Some(500));
-    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await;
+    orgs_refused_as_ims_unavailable(&app).await;
     let calls = user_calls(&app);
-    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await;
+    orgs_refused_as_ims_unavailable(&app).await;
     assert_eq!(user_calls(&app), calls, "open");
 
     // After the cool-down one trial call goes to IMS (tried twice); it fails and the circuit opens
     // again: the other call of that request, waiting on the trial, never reaches IMS.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await;
+    orgs_refused_as_ims_unavailable(&app).await;
     assert_eq!(user_calls(&app), calls + 2, "one trial call, tried twice");
-    assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await;
+    orgs_refused_as_ims_unavailable(&app).await;
     assert_eq!(user_calls(&app), calls + 2, "open again");
 }
 
 #[tokio::test]
 async fn tokens_ims_rejects_do_not_open_the_circuit() {
-    let app = spawn_app_with(Backend::Sqlite, |c| {
-        c.ims_breaker_failures = 2;
-        c.ims_breaker_cooldown_ms = 60_000;
-    })
-    .await;
+    let app = breaker_opening_at_two_failures(Duration::from_secs(60)).await;
     // IMS answers 401 (as for a token it revoked): a bad token, not a failing IMS.
     app.ims.faults().set_status(Some(401));
     for _ in 0..5 {

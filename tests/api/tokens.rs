@@ -40,6 +40,15 @@ async fn connected_app() -> TestApp {
     app
 }
 
+/// An integration's service token signed with the certificate's key (its header names the
+/// certificate by `x5u`).
+fn cert_signed_integration_spec() -> TokenSpec {
+    TokenSpec {
+        use_cert_key: true,
+        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
+    }
+}
+
 #[tokio::test]
 async fn a_minted_integration_token_is_accepted() {
     let app = connected_app().await;
@@ -195,10 +204,7 @@ async fn unknown_or_hostile_kids_are_refused() {
 #[tokio::test]
 async fn a_certificate_key_is_used_from_the_configured_base_only() {
     let app = connected_app().await;
-    let spec = TokenSpec {
-        use_cert_key: true,
-        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
-    };
+    let spec = cert_signed_integration_spec();
     let token = app.ims.mint(&spec);
     assert_eq!(app.get_connection(&token).await.status(), 200);
     assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
@@ -216,10 +222,7 @@ async fn a_certificate_key_is_used_from_the_configured_base_only() {
 #[tokio::test]
 async fn without_a_certificate_base_the_certificate_key_is_unknown() {
     let app = spawn_app_with(Backend::Sqlite, |c| c.ims_cert_url = None).await;
-    let spec = TokenSpec {
-        use_cert_key: true,
-        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
-    };
+    let spec = cert_signed_integration_spec();
     expect_invalid(&app, &app.ims.mint(&spec)).await;
     assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 0);
 }
@@ -329,10 +332,7 @@ async fn a_kid_withdrawn_from_the_jwks_is_refused_even_while_its_certificate_is_
     expect_invalid(&app, &app.ims.sign_raw(&other, &c)).await;
     assert_eq!(app.ims.faults().requests("/keys/dev-key-at-1.cer"), 0);
     // The certificate-only key, never in the JWKS, still verifies.
-    let spec = TokenSpec {
-        use_cert_key: true,
-        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
-    };
+    let spec = cert_signed_integration_spec();
     assert_eq!(app.get_connection(&app.ims.mint(&spec)).await.status(), 200);
 }
 
@@ -383,10 +383,7 @@ async fn a_flood_of_random_certificate_names_does_not_turn_a_real_certificate_to
         "{flood_statuses:?}"
     );
     // The slot was just taken: a real certificate-keyed token is told to retry, never refused.
-    let spec = TokenSpec {
-        use_cert_key: true,
-        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
-    };
+    let spec = cert_signed_integration_spec();
     let token = app.ims.mint(&spec);
     let mut served = false;
     for _ in 0..5 {
@@ -412,10 +409,7 @@ async fn a_certificate_served_past_its_not_after_is_refused() {
     let app = connected_app().await;
     let expired = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
     app.ims.faults().set_certificate_expiry(Some(expired));
-    let spec = TokenSpec {
-        use_cert_key: true,
-        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
-    };
+    let spec = cert_signed_integration_spec();
     expect_invalid(&app, &app.ims.mint(&spec)).await;
     assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
 }
@@ -423,10 +417,7 @@ async fn a_certificate_served_past_its_not_after_is_refused() {
 #[tokio::test]
 async fn concurrent_first_uses_of_a_certificate_share_one_download() {
     let app = connected_app().await;
-    let spec = TokenSpec {
-        use_cert_key: true,
-        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
-    };
+    let spec = cert_signed_integration_spec();
     // Distinct tokens (so the verified-token cache does not answer), one certificate.
     let requests: Vec<_> = (0..20)
         .map(|i| {
@@ -457,10 +448,7 @@ async fn a_certificate_base_that_is_down_answers_503_with_retry_after_not_401() 
     drop(dead);
     let app = spawn_app_with(Backend::Sqlite, |c| c.ims_cert_url = Some(base.parse().unwrap())).await;
     assert!(app.state.verifier.keys().is_loaded(), "the JWKS is loaded");
-    let spec = TokenSpec {
-        use_cert_key: true,
-        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
-    };
+    let spec = cert_signed_integration_spec();
     let res = app.get_connection(&app.ims.mint(&spec)).await;
     let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1);
@@ -515,10 +503,7 @@ async fn a_flood_of_made_up_certificate_names_delays_a_genuine_certificate_by_se
     )
     .await;
 
-    let spec = TokenSpec {
-        use_cert_key: true,
-        ..TokenSpec::service(world::INTEGRATION_CLIENT, &[world::READ_SCOPE])
-    };
+    let spec = cert_signed_integration_spec();
     let token = app.ims.mint(&spec);
     let started = Instant::now();
     loop {
