@@ -118,14 +118,19 @@ mod tests {
         }
     }
 
+    /// `caller` is refused, told to wait `wait` (Retry-After: `retry_after` seconds).
+    fn refused(limiter: &ImsRateLimiter<FakeRelativeClock>, caller: &str, wait: Duration, retry_after: u64) {
+        let told = limiter.check(caller).unwrap_err();
+        assert_eq!(told, wait, "{caller} waits");
+        assert_eq!(RetryAfter::after(told).as_secs(), retry_after);
+    }
+
     #[test]
     fn a_caller_gets_the_burst_then_waits_others_are_not_affected() {
         let (limiter, _) = on_fake_clock(60, 3);
         all_let_through(&limiter, "alice", 3);
         // One a second comes back: the next in exactly a second (Retry-After: 1).
-        let wait = limiter.check("alice").unwrap_err();
-        assert_eq!(wait, Duration::from_secs(1));
-        assert_eq!(RetryAfter::after(wait).as_secs(), 1);
+        refused(&limiter, "alice", Duration::from_secs(1), 1);
         assert!(limiter.check("bob").is_ok());
     }
 
@@ -134,10 +139,9 @@ mod tests {
         let (limiter, clock) = on_fake_clock(60, 3);
         all_let_through(&limiter, "alice", 3);
         clock.advance(Duration::from_millis(400));
+        // Refused checks take nothing: the wait stays the same.
         for _ in 0..5 {
-            let wait = limiter.check("alice").unwrap_err();
-            assert_eq!(wait, Duration::from_millis(600), "refused checks take nothing");
-            assert_eq!(RetryAfter::after(wait).as_secs(), 1);
+            refused(&limiter, "alice", Duration::from_millis(600), 1);
         }
         // After Retry-After the caller may go on: one request, then a second's wait again.
         clock.advance(Duration::from_millis(600));
@@ -154,9 +158,7 @@ mod tests {
         // One a minute, three at once: the fourth request waits the minute out.
         let (limiter, clock) = on_fake_clock(1, 3);
         all_let_through(&limiter, "bob", 3);
-        let wait = limiter.check("bob").unwrap_err();
-        assert_eq!(wait, Duration::from_secs(60));
-        assert_eq!(RetryAfter::after(wait).as_secs(), 60);
+        refused(&limiter, "bob", Duration::from_secs(60), 60);
         clock.advance(Duration::from_secs(59));
         assert_eq!(RetryAfter::after(limiter.check("bob").unwrap_err()).as_secs(), 1);
         clock.advance(Duration::from_secs(1));

@@ -18,9 +18,9 @@ fn user_calls(app: &TestApp) -> u64 {
 
 /// An app whose IMS circuit opens after two failures in a row, for `cool_down`.
 async fn breaker_opening_at_two_failures(cool_down: Duration) -> TestApp {
+    let breaker = (2, u64::try_from(cool_down.as_millis()).unwrap());
     spawn_app_with(Backend::Sqlite, |c| {
-        c.ims_breaker_failures = 2;
-        c.ims_breaker_cooldown_ms = u64::try_from(cool_down.as_millis()).unwrap();
+        (c.ims_breaker_failures, c.ims_breaker_cooldown_ms) = breaker
     })
     .await
 }
@@ -30,17 +30,22 @@ async fn orgs_refused_as_ims_unavailable(app: &TestApp) -> Value {
     assert_problem(app.list_orgs(&app.admin_token()).await, 503, "ims-unavailable").await
 }
 
+/// An app that lets each user make `per_minute` IMS-bound requests a minute, `burst` at once.
+async fn with_ims_rate(per_minute: u32, burst: u32) -> TestApp {
+    let rate = (per_minute, burst);
+    spawn_app_with(Backend::Sqlite, |c| {
+        (c.ims_rate_per_minute, c.ims_rate_burst) = rate
+    })
+    .await
+}
+
 fn retry_after(res: &Response) -> u64 {
     res.headers()["retry-after"].to_str().unwrap().parse().unwrap()
 }
 
 #[tokio::test]
 async fn a_user_over_the_ims_rate_limit_gets_429_with_retry_after_and_nothing_changes() {
-    let app = spawn_app_with(Backend::Sqlite, |c| {
-        c.ims_rate_per_minute = 60;
-        c.ims_rate_burst = 3;
-    })
-    .await;
+    let app = with_ims_rate(60, 3).await;
     let admin = app.connected_by_admin().await;
     app.put_expecting(&admin, world::ACME_DESIGN_ORG, 200).await;
     assert_eq!(app.list_orgs(&admin).await.status(), 200);
@@ -211,11 +216,7 @@ async fn a_token_ims_refused_is_refused_from_memory_for_a_while() {
 /// history) spends the user's IMS budget like a switch; one answered from the cache does not.
 #[tokio::test]
 async fn member_reads_and_the_history_spend_the_users_ims_budget() {
-    let app = spawn_app_with(Backend::Sqlite, |c| {
-        c.ims_rate_per_minute = 1;
-        c.ims_rate_burst = 3;
-    })
-    .await;
+    let app = with_ims_rate(1, 3).await;
     // Each fresh token is a new org lookup in IMS: three spend Bob's burst.
     let cached = app.user_token(world::BOB_MEMBER, false);
     assert_problem(app.get_connection(&cached).await, 404, "no-connection").await;

@@ -40,6 +40,13 @@ async fn connected_app() -> TestApp {
     app
 }
 
+/// A token signed with the certificate's key is refused (401), the certificate downloaded
+/// `downloads` times in all.
+async fn cert_signed_token_refused(app: &TestApp, downloads: u64) {
+    expect_invalid(app, &app.ims.mint(&cert_signed_integration_spec())).await;
+    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), downloads);
+}
+
 /// An integration's service token signed with the certificate's key (its header names the
 /// certificate by `x5u`).
 fn cert_signed_integration_spec() -> TokenSpec {
@@ -222,9 +229,7 @@ async fn a_certificate_key_is_used_from_the_configured_base_only() {
 #[tokio::test]
 async fn without_a_certificate_base_the_certificate_key_is_unknown() {
     let app = spawn_app_with(Backend::Sqlite, |c| c.ims_cert_url = None).await;
-    let spec = cert_signed_integration_spec();
-    expect_invalid(&app, &app.ims.mint(&spec)).await;
-    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 0);
+    cert_signed_token_refused(&app, 0).await;
 }
 
 #[tokio::test]
@@ -409,9 +414,7 @@ async fn a_certificate_served_past_its_not_after_is_refused() {
     let app = connected_app().await;
     let expired = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
     app.ims.faults().set_certificate_expiry(Some(expired));
-    let spec = cert_signed_integration_spec();
-    expect_invalid(&app, &app.ims.mint(&spec)).await;
-    assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
+    cert_signed_token_refused(&app, 1).await;
 }
 
 #[tokio::test]
