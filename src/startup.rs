@@ -158,7 +158,12 @@ impl Application {
                 },
             )?;
         }
-        let hub = Hub::new(store.clone(), watchers.clone(), config.feed_buffer, &metrics);
+        let hub = Arc::new(Hub::new(
+            store.clone(),
+            watchers.clone(),
+            config.feed_buffer,
+            &metrics,
+        ));
         let state = AppState {
             config: Arc::new(config),
             store,

@@ -20,8 +20,9 @@ pub struct AppState {
     pub store: Store,
     /// This replica's held reads (watches and long polls), woken by the changes committed.
     pub watchers: Watchers,
-    /// This replica's broadcast of committed changes (the change feed's Server-Sent Events).
-    pub hub: Hub,
+    /// This replica's broadcast of committed changes (the change feed's Server-Sent Events). An
+    /// `Arc`: the state is cloned for every request, the hub's handles need not be.
+    pub hub: Arc<Hub>,
     /// IMS, for org lists and profiles.
     pub ims: ImsClient,
     /// Token verification and its key cache.
