@@ -7,4 +7,7 @@ version=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -q "$version"; then
   cargo install --locked --quiet "cargo-deny@$version"
 fi
+# --offline reads every crate of every target platform from the local registry, and a build fetches
+# only this platform's: fetch them all first (the advisory database stays offline).
+cargo fetch --locked --quiet
 cargo deny --offline --locked check --hide-inclusion-graph licenses bans sources
