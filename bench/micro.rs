@@ -75,7 +75,7 @@ fn switch(c: &mut Criterion) {
                 org_name: "Acme".to_owned(),
                 by: UserId::parse(world::ALICE_FEDERATED).unwrap(),
                 at: chrono::Utc::now(),
-                if_match: None,
+                preconditions: cc_connection::domain::Preconditions::NONE,
             };
             let store = store.clone();
             async move { store.switch(&req).await.unwrap() }

@@ -81,9 +81,11 @@ pub enum ApiError {
     /// 409: a concurrent switch of the same tenant won.
     #[error("a concurrent switch of this tenant won; read the connection and retry")]
     ConcurrentSwitch,
-    /// 412: `If-Match` did not match the current revision.
-    #[error("the connection changed since the ETag given in If-Match")]
-    PreconditionFailed,
+    /// 412: `If-Match` or `If-None-Match` did not hold; the current ETag is sent with it.
+    #[error(
+        "the connection is not in the state If-Match or If-None-Match requires; its current ETag is sent"
+    )]
+    PreconditionFailed(crate::domain::Revision),
     /// 413: the body is larger than allowed.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -147,7 +149,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => ProblemKind::MethodNotAllowed,
             Self::RequestTimeout => ProblemKind::RequestTimeout,
             Self::ConcurrentSwitch => ProblemKind::ConcurrentSwitch,
-            Self::PreconditionFailed => ProblemKind::PreconditionFailed,
+            Self::PreconditionFailed(_) => ProblemKind::PreconditionFailed,
             Self::PayloadTooLarge(_) => ProblemKind::PayloadTooLarge,
             Self::UnsupportedMediaType | Self::UnsupportedContentEncoding => {
                 ProblemKind::UnsupportedMediaType
@@ -433,6 +435,10 @@ impl ResponseError for ApiError {
                 // RFC 9110 15.5.16: say which content codings would have been accepted.
                 res.insert_header((header::ACCEPT_ENCODING, HeaderValue::from_static("identity")));
             }
+            Self::PreconditionFailed(current) => {
+                // RFC 9110 13.1: the current ETag, so the client can read it or retry at once.
+                res.insert_header((header::ETAG, crate::routes::etag::of(*current)));
+            }
             Self::MethodNotAllowed(allow) => {
                 // The route table's own method names: always a valid header value.
                 if let Ok(v) = HeaderValue::from_str(allow) {
@@ -453,7 +459,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::UnknownTenant => Self::UnknownTenant,
             StoreError::NoConnection => Self::NoConnection,
-            StoreError::PreconditionFailed => Self::PreconditionFailed,
+            StoreError::PreconditionFailed(current) => Self::PreconditionFailed(current),
             StoreError::ConcurrentSwitch => Self::ConcurrentSwitch,
             StoreError::TenantExists => Self::invalid("tenant is already registered"),
             e @ StoreError::Unavailable(_) => {

@@ -114,6 +114,15 @@ impl Modify for ProblemResponses {
                                 .build(),
                         );
                     }
+                    if kinds.contains(&ProblemKind::PreconditionFailed) {
+                        response = response.header(
+                            "ETag",
+                            HeaderBuilder::new()
+                                .schema(Some(Object::with_type(Type::String)))
+                                .description(Some("The current ETag, quoted"))
+                                .build(),
+                        );
+                    }
                     let response = response.build();
                     op.responses
                         .responses
@@ -162,7 +171,7 @@ pub fn example_error(kind: ProblemKind) -> ApiError {
         ProblemKind::MethodNotAllowed => ApiError::MethodNotAllowed("GET, HEAD".to_owned()),
         ProblemKind::RequestTimeout => ApiError::RequestTimeout,
         ProblemKind::ConcurrentSwitch => ApiError::ConcurrentSwitch,
-        ProblemKind::PreconditionFailed => ApiError::PreconditionFailed,
+        ProblemKind::PreconditionFailed => ApiError::PreconditionFailed(crate::domain::Revision::new(7)),
         ProblemKind::PayloadTooLarge => ApiError::PayloadTooLarge(routes::MAX_BODY_BYTES),
         ProblemKind::UnsupportedMediaType => ApiError::UnsupportedMediaType,
         ProblemKind::OrgNotAccessible => ApiError::OrgNotAccessible(EXAMPLE_ORG.to_owned()),

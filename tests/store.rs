@@ -4,7 +4,7 @@
 
 mod common;
 
-use cc_connection::domain::{OrgId, Precondition, Revision, TenantId, UserId};
+use cc_connection::domain::{Condition, OrgId, Preconditions, Revision, TenantId, UserId};
 use cc_connection::store::{DbOptions, Store, StoreError, SwitchOutcome, SwitchRequest};
 use chrono::Utc;
 use common::db::{self, Backend, TestDb};
@@ -53,14 +53,27 @@ async fn is_connected(store: &Store) -> bool {
     view.expect("the tenant is registered").active.is_some()
 }
 
-fn switch_to(org: &str, if_match: Option<Precondition>) -> SwitchRequest {
+/// `If-Match` with `condition`.
+fn if_match(condition: Condition) -> Preconditions {
+    Preconditions {
+        if_match: Some(condition),
+        if_none_match: None,
+    }
+}
+
+/// `If-Match` naming `n`.
+fn if_match_revision(n: i64) -> Preconditions {
+    if_match(Condition::Revisions(vec![Revision::new(n)]))
+}
+
+fn switch_to(org: &str, preconditions: Preconditions) -> SwitchRequest {
     SwitchRequest {
         tenant_id: tenant(),
         org_id: OrgId::parse(org).unwrap(),
         org_name: format!("name of {org}"),
         by: admin(),
         at: Utc::now(),
-        if_match,
+        preconditions,
     }
 }
 
@@ -98,15 +111,27 @@ async fn tenants_are_registered_once_and_listed() {
 async fn switch_creates_replaces_and_leaves_an_unchanged_org_alone() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
-        let SwitchOutcome::Created(first) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
+        let SwitchOutcome::Created(first) = store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap()
+        else {
             panic!("{backend:?}: first switch creates")
         };
         assert_eq!(first.revision.get(), 1);
-        let SwitchOutcome::Unchanged(same) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
+        let SwitchOutcome::Unchanged(same) = store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap()
+        else {
             panic!("{backend:?}: same org is unchanged")
         };
         assert_eq!(same, first);
-        let SwitchOutcome::Replaced(second) = store.switch(&switch_to(ORG_B, None)).await.unwrap() else {
+        let SwitchOutcome::Replaced(second) = store
+            .switch(&switch_to(ORG_B, Preconditions::NONE))
+            .await
+            .unwrap()
+        else {
             panic!("{backend:?}: other org replaces")
         };
         assert_eq!(
@@ -133,16 +158,19 @@ async fn stale_if_match_fails_and_leaves_everything_as_it_was() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
         let err = store
-            .switch(&switch_to(ORG_A, Some(Precondition::Any)))
+            .switch(&switch_to(ORG_A, if_match(Condition::Any)))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::PreconditionFailed), "{backend:?}");
-        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        assert!(matches!(err, StoreError::PreconditionFailed(_)), "{backend:?}");
+        store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap();
         let err = store
-            .switch(&switch_to(ORG_B, Some(Precondition::Revision(Revision::new(7)))))
+            .switch(&switch_to(ORG_B, if_match_revision(7)))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::PreconditionFailed), "{backend:?}");
+        assert!(matches!(err, StoreError::PreconditionFailed(_)), "{backend:?}");
         let view = store.tenant_view(&tenant()).await.unwrap().unwrap();
         assert_eq!(
             view.tenant.revision.get(),
@@ -152,7 +180,7 @@ async fn stale_if_match_fails_and_leaves_everything_as_it_was() {
         assert_eq!(view.active.unwrap().org_id.as_str(), ORG_A);
         assert!(matches!(
             store
-                .switch(&switch_to(ORG_B, Some(Precondition::Revision(Revision::new(1)))))
+                .switch(&switch_to(ORG_B, if_match_revision(1)))
                 .await
                 .unwrap(),
             SwitchOutcome::Replaced(_)
@@ -165,23 +193,25 @@ async fn disconnect_ends_the_connection_and_revisions_never_repeat() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
         let err = store
-            .disconnect(&tenant(), &admin(), Utc::now(), None)
+            .disconnect(&tenant(), &admin(), Utc::now(), &Preconditions::NONE)
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NoConnection), "{backend:?}");
-        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap();
         let ended = store
-            .disconnect(
-                &tenant(),
-                &admin(),
-                Utc::now(),
-                Some(Precondition::Revision(Revision::new(1))),
-            )
+            .disconnect(&tenant(), &admin(), Utc::now(), &if_match_revision(1))
             .await
             .unwrap();
         assert!(!ended.active);
         assert!(!is_connected(&store).await);
-        let SwitchOutcome::Created(again) = store.switch(&switch_to(ORG_A, None)).await.unwrap() else {
+        let SwitchOutcome::Created(again) = store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap()
+        else {
             panic!("{backend:?}: reconnecting creates")
         };
         assert_eq!(again.revision.get(), 3, "{backend:?}");
@@ -194,7 +224,7 @@ async fn disconnect_ends_the_connection_and_revisions_never_repeat() {
             store
                 .switch(&SwitchRequest {
                     tenant_id: unknown,
-                    ..switch_to(ORG_A, None)
+                    ..switch_to(ORG_A, Preconditions::NONE)
                 })
                 .await
                 .unwrap_err(),
@@ -208,7 +238,7 @@ async fn history_pages_by_revision() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
         for org in [ORG_A, ORG_B, ORG_C, ORG_A, ORG_B] {
-            store.switch(&switch_to(org, None)).await.unwrap();
+            store.switch(&switch_to(org, Preconditions::NONE)).await.unwrap();
         }
         let page = store.history(&tenant(), 2, None).await.unwrap();
         assert_eq!(page.iter().map(|r| r.revision.get()).collect::<Vec<_>>(), [5, 4]);
@@ -223,7 +253,10 @@ async fn history_pages_by_revision() {
 async fn the_database_refuses_a_second_active_connection() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
-        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap();
         // Bypass the store, as a buggy writer or a manual fix-up would.
         let truth = if backend == Backend::Sqlite { "1" } else { "TRUE" };
         let sql = format!(
@@ -256,7 +289,7 @@ async fn concurrent_switches_from_three_pools_leave_exactly_one_active_row() {
         let orgs = [ORG_A, ORG_B, ORG_C];
         let calls = (0..90).map(|i| {
             let store = replicas[i % 3].clone();
-            let req = switch_to(orgs[(i / 3) % 3], None);
+            let req = switch_to(orgs[(i / 3) % 3], Preconditions::NONE);
             tokio::spawn(async move { store.switch(&req).await })
         });
         let mut acknowledged = Vec::new();
@@ -336,7 +369,10 @@ async fn the_removal_mark_migrates_up_and_down() {
                 .unwrap()
         };
         assert!(has_mark().await, "{backend:?}");
-        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap();
         let gone = TenantId::parse("globex").unwrap();
         store
             .add_tenant(&gone, &OrgId::parse(ORG_C).unwrap(), &["1".into()])
@@ -371,7 +407,10 @@ async fn the_removal_mark_migrates_up_and_down() {
 async fn a_removed_tenant_is_unknown_until_added_again_and_its_revisions_go_on() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
-        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap();
         let by = cc_connection::domain::Actor::operator("ops");
         let ended = store
             .remove_tenant(&tenant(), &by, Utc::now())
@@ -385,7 +424,7 @@ async fn a_removed_tenant_is_unknown_until_added_again_and_its_revisions_go_on()
             "{backend:?}"
         );
         assert!(matches!(
-            store.switch(&switch_to(ORG_B, None)).await,
+            store.switch(&switch_to(ORG_B, Preconditions::NONE)).await,
             Err(StoreError::UnknownTenant)
         ));
         assert!(matches!(
@@ -432,7 +471,7 @@ async fn many_tenants(store: &Store, n: usize) {
                 .switch(&SwitchRequest {
                     tenant_id: id.clone(),
                     org_name: format!("org of {id}"),
-                    ..switch_to(ORG_A, None)
+                    ..switch_to(ORG_A, Preconditions::NONE)
                 })
                 .await
                 .unwrap();
@@ -672,7 +711,10 @@ async fn reads_queued_behind_a_query_whose_worker_stopped_are_still_answered() {
 async fn a_stored_id_that_does_not_parse_is_a_database_error() {
     for backend in db::backends() {
         let (_db, store) = with_tenant(backend).await;
-        store.switch(&switch_to(ORG_A, None)).await.unwrap();
+        store
+            .switch(&switch_to(ORG_A, Preconditions::NONE))
+            .await
+            .unwrap();
         let conn = store.connection();
         conn.execute_unprepared("UPDATE connection SET connected_by = 'not a user id'")
             .await

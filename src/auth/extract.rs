@@ -1,10 +1,13 @@
 //! Typed extractors: `TenantReader`, `TenantAdmin`, `UserCaller`, all built on `Caller`.
 //!
-//! Order of checks, the same everywhere: the token (401), then the path (400), then the tenant,
-//! then the caller's rights in IMS (403). Only an integration learns that a tenant is not registered
-//! (404 `unknown-tenant`): to every other caller a tenant they may not see is 403 `forbidden`,
-//! registered or not, with the same detail, so a token does not tell which tenants exist. A service
-//! token (no `user_id`, or a technical account's) is never a user, whatever groups IMS lists for it.
+//! Order of checks, the same everywhere: the token (401), then the path (400), then for a user the
+//! IMS budget (429) and the user's orgs from IMS, and only then the tenant and the caller's rights
+//! in it (403). Only an integration learns that a tenant is not registered (404 `unknown-tenant`):
+//! to every other caller a tenant they may not see is 403 `forbidden`, registered or not, with the
+//! same detail, after the same work (the budget spent, IMS asked), so neither the answer nor the
+//! budget tells which tenants exist. Preconditions (`If-Match`) are the handlers', read only once
+//! the caller may act. A service token (no `user_id`, or a technical account's) is never a user,
+//! whatever groups IMS lists for it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +22,7 @@ use crate::domain::{TenantId, UserId};
 use crate::error::{ApiError, RetryAfter};
 use crate::ims::{Freshness, ImsOrg};
 use crate::state::AppState;
-use crate::store::{TenantRecord, TenantView};
+use crate::store::TenantView;
 use crate::watch::WatchGuard;
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
@@ -116,33 +119,43 @@ fn caller_key(token: &VerifiedToken) -> String {
     }
 }
 
-/// Whether the token's user is in `tenant`'s home org (and, for `admin`, in one of its admin groups),
-/// as IMS lists the user's orgs for this very token (cached up to a minute). A lookup that must ask
-/// IMS spends one request of the caller's IMS budget first; one answered from memory (the cached
-/// org list, or IMS's recent refusal of the token) spends nothing.
-async fn member_of_home_org(
-    state: &AppState,
-    token: &VerifiedToken,
-    tenant: &TenantRecord,
-    admin: bool,
-) -> Result<bool, ApiError> {
+/// The user's orgs as IMS lists them for this very token (cached up to a minute). A lookup that
+/// must ask IMS spends one request of the caller's IMS budget first; one answered from memory (the
+/// cached org list, or IMS's recent refusal of the token) spends nothing. Asked before the tenant
+/// is looked up, so a tenant that is not registered costs the same as one that is.
+async fn cached_orgs(state: &AppState, token: &VerifiedToken) -> Result<Arc<Vec<ImsOrg>>, ApiError> {
     if !state.ims.organizations_known(&token.bearer) {
         spend_ims_budget(state, token)?;
     }
     // Boxed: an IMS call is kilobytes of future state, and integrations (the hot path) never
     // make it; inline, every read's extractor would allocate it.
-    let orgs = Box::pin(
+    Ok(Box::pin(
         state
             .ims
             .organizations(&token.bearer, token.remaining(), Freshness::Cached),
     )
-    .await?;
-    Ok(in_home_org(&orgs, tenant, admin))
+    .await?)
+}
+
+/// The tenant and its active connection if `orgs` put the caller in its home org (and, for
+/// `admin`, in one of its administrator groups); 403 `forbidden` with `refusal` otherwise, whether
+/// the tenant is registered or not.
+async fn view_as_member(
+    state: &AppState,
+    tenant_id: &TenantId,
+    orgs: &[ImsOrg],
+    admin: bool,
+    refusal: &'static str,
+) -> Result<TenantView, ApiError> {
+    match state.store.tenant_view(tenant_id).await? {
+        Some(view) if in_home_org(orgs, &view.tenant, admin) => Ok(view),
+        _ => Err(ApiError::Forbidden(refusal)),
+    }
 }
 
 /// Whether `orgs` (a user's orgs from IMS) put the user in `tenant`'s home org (and, for `admin`,
 /// in one of its administrator groups).
-fn in_home_org(orgs: &[ImsOrg], tenant: &TenantRecord, admin: bool) -> bool {
+fn in_home_org(orgs: &[ImsOrg], tenant: &crate::store::TenantRecord, admin: bool) -> bool {
     orgs.iter().any(|o| {
         o.org_id == tenant.home_org
             && (!admin || o.group_idents.iter().any(|g| tenant.admin_groups.contains(g)))
@@ -217,14 +230,8 @@ impl FromRequest for TenantReader {
                     "this client may not read tenants' connections",
                 ));
             }
-            let view = state
-                .store
-                .tenant_view(&tenant_id)
-                .await?
-                .ok_or(ApiError::Forbidden(NOT_A_MEMBER))?;
-            if !member_of_home_org(&state, token, &view.tenant, false).await? {
-                return Err(ApiError::Forbidden(NOT_A_MEMBER));
-            }
+            let orgs = cached_orgs(&state, token).await?;
+            let view = view_as_member(&state, &tenant_id, &orgs, false, NOT_A_MEMBER).await?;
             Ok(Self {
                 caller,
                 view,
@@ -260,20 +267,15 @@ pub struct TenantAdmin {
     pub caller: Caller,
     /// The administrator.
     pub user_id: UserId,
-    /// The tenant.
-    pub tenant: TenantRecord,
+    /// The tenant and its active connection, read once the caller was known to be an
+    /// administrator.
+    pub view: TenantView,
 }
 
 /// The checks every administrator passes before IMS is asked: a person's token (403; a service
 /// token, technical accounts' included, is never an administrator) with the admin scope (403)
-/// naming a tenant (400) that is registered (else 403 `forbidden`, as for one the caller does not
-/// administer, by `find`).
-async fn admin_token_for<T>(
-    req: &HttpRequest,
-    state: &AppState,
-    find: impl AsyncFnOnce(&TenantId) -> Result<Option<T>, ApiError>,
-) -> Result<(Caller, UserId, T), ApiError> {
-    let caller = Caller::from_parts(req, state).await?;
+/// naming a well-formed tenant (400). Nothing here depends on the tenant being registered.
+fn admin_token(req: &HttpRequest, caller: &Caller, state: &AppState) -> Result<(TenantId, UserId), ApiError> {
     let tenant_id = tenant_from_path(req)?;
     let token = &caller.token;
     let user_id = match &token.user_id {
@@ -283,8 +285,7 @@ async fn admin_token_for<T>(
     if !token.has_scope(&state.config.admin_scope) {
         return Err(ApiError::InsufficientScope(state.config.admin_scope.clone()));
     }
-    let found = find(&tenant_id).await?.ok_or(ApiError::Forbidden(NOT_AN_ADMIN))?;
-    Ok((caller, user_id, found))
+    Ok((tenant_id, user_id))
 }
 
 /// Why a caller who is not an administrator of the tenant is refused (403).
@@ -295,50 +296,45 @@ impl FromRequest for TenantAdmin {
     type Future = BoxFut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         extract(req, |req, state| async move {
-            let (caller, user_id, tenant) = admin_token_for(&req, &state, async |id| {
-                Ok(state.store.tenant_view(id).await?.map(|v| v.tenant))
-            })
-            .await?;
-            let token = &caller.token;
-            if !member_of_home_org(&state, token, &tenant, true).await? {
-                return Err(ApiError::Forbidden(NOT_AN_ADMIN));
-            }
+            let caller = Caller::from_parts(&req, &state).await?;
+            let (tenant_id, user_id) = admin_token(&req, &caller, &state)?;
+            let orgs = cached_orgs(&state, &caller.token).await?;
+            let view = view_as_member(&state, &tenant_id, &orgs, true, NOT_AN_ADMIN).await?;
             Ok(Self {
                 caller,
                 user_id,
-                tenant,
+                view,
             })
         })
     }
 }
 
-/// A would-be administrator of the tenant, for the writes (switch, disconnect): everything but the
-/// group membership is checked, and the tenant is read with its active connection. The writes act
-/// on what IMS says now, so they confirm the membership with [`AdminCandidate::confirm`] against
-/// an org list fetched fresh for the request (one IMS call, where a cached check first would be
-/// two, and would let a removed administrator write for up to a minute); and they can refuse a
-/// stale `If-Match` from [`AdminCandidate::view`] before asking IMS at all.
+/// A would-be administrator of the tenant, for the writes (switch, disconnect): the token, the
+/// scope and the caller's IMS budget are checked, nothing about the tenant. The writes act on what
+/// IMS says now, so they fetch the caller's orgs fresh (one IMS call, where a cached check first
+/// would be two, and would let a removed administrator write for up to a minute) and then
+/// [`AdminCandidate::admit`] reads the tenant and judges the caller by that list. Only an admitted
+/// administrator's preconditions are looked at.
 #[derive(Debug)]
 pub struct AdminCandidate {
     /// The caller.
     pub caller: Caller,
-    /// The user, an administrator once confirmed.
+    /// The user, an administrator once admitted.
     pub user_id: UserId,
-    /// The tenant and its active connection, as read before IMS was asked.
-    pub view: TenantView,
+    /// The tenant named in the path.
+    pub tenant_id: TenantId,
 }
 
 impl AdminCandidate {
-    /// The administrator, if `orgs` (the caller's orgs, fresh from IMS) put the caller in one of
-    /// the tenant's administrator groups of its home org; 403 `forbidden` otherwise.
-    pub fn confirm(self, orgs: &[ImsOrg]) -> Result<TenantAdmin, ApiError> {
-        if !in_home_org(orgs, &self.view.tenant, true) {
-            return Err(ApiError::Forbidden(NOT_AN_ADMIN));
-        }
+    /// The administrator, with the tenant and its active connection as read now, if `orgs` (the
+    /// caller's orgs, fresh from IMS) put the caller in one of the tenant's administrator groups of
+    /// its home org; 403 `forbidden` otherwise, registered or not.
+    pub async fn admit(self, state: &AppState, orgs: &[ImsOrg]) -> Result<TenantAdmin, ApiError> {
+        let view = view_as_member(state, &self.tenant_id, orgs, true, NOT_AN_ADMIN).await?;
         Ok(TenantAdmin {
             caller: self.caller,
             user_id: self.user_id,
-            tenant: self.view.tenant,
+            view,
         })
     }
 }
@@ -348,15 +344,16 @@ impl FromRequest for AdminCandidate {
     type Future = BoxFut<Self>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         extract(req, |req, state| async move {
-            let (caller, user_id, view) =
-                admin_token_for(&req, &state, async |id| Ok(state.store.tenant_view(id).await?)).await?;
+            let caller = Caller::from_parts(&req, &state).await?;
+            let (tenant_id, user_id) = admin_token(&req, &caller, &state)?;
             // Switches and disconnects ask IMS afresh each time: they spend the caller's IMS
-            // budget (before any IMS call). The history (TenantAdmin) uses the per-token org cache.
+            // budget (before any IMS call, and before the tenant is looked up). The history
+            // (TenantAdmin) uses the per-token org cache.
             spend_ims_budget(&state, &caller.token)?;
             Ok(Self {
                 caller,
                 user_id,
-                view,
+                tenant_id,
             })
         })
     }

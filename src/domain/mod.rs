@@ -268,22 +268,54 @@ impl std::str::FromStr for Revision {
     }
 }
 
-/// What a write requires of the tenant's active connection (`If-Match`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precondition {
-    /// `*`: a connection must exist, whatever its revision.
+/// One conditional header of a write (RFC 9110 13.1): `*`, or the revisions its entity tags name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// `*`: any current representation (a connection exists).
     Any,
-    /// The active connection must be at this revision (the one the caller last saw).
-    Revision(Revision),
+    /// The revisions named; a tag that is not one of ours names none, so an `If-Match` of only such
+    /// tags never holds.
+    Revisions(Vec<Revision>),
 }
 
-impl Precondition {
-    /// Whether it holds for the active connection's revision (`None`: no connection).
-    pub fn holds(self, active_revision: Option<Revision>) -> bool {
-        match self {
-            Self::Any => active_revision.is_some(),
-            Self::Revision(rev) => active_revision == Some(rev),
-        }
+impl Condition {
+    fn names(&self, revision: Revision) -> bool {
+        matches!(self, Self::Revisions(revisions) if revisions.contains(&revision))
+    }
+}
+
+/// What a write requires of the tenant's current state: `If-Match` and `If-None-Match`, judged
+/// against the ETag a read answers (the active connection's revision, or without one the tenant's,
+/// as a 404 `no-connection` carries it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// `If-Match`: `*` needs a connection; a tag must name the current ETag (strong comparison).
+    pub if_match: Option<Condition>,
+    /// `If-None-Match`: `*` needs no connection (a first connection only); a tag must not name the
+    /// current ETag.
+    pub if_none_match: Option<Condition>,
+}
+
+impl Preconditions {
+    /// No condition: always holds.
+    pub const NONE: Self = Self {
+        if_match: None,
+        if_none_match: None,
+    };
+
+    /// Whether both hold for the current ETag `etag` and whether a connection `exists`.
+    pub fn hold(&self, etag: Revision, exists: bool) -> bool {
+        let matched = match &self.if_match {
+            None => true,
+            Some(Condition::Any) => exists,
+            Some(tags) => tags.names(etag),
+        };
+        let none_matched = match &self.if_none_match {
+            None => true,
+            Some(Condition::Any) => !exists,
+            Some(tags) => !tags.names(etag),
+        };
+        matched && none_matched
     }
 }
 
@@ -291,6 +323,33 @@ impl Precondition {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn preconditions_follow_rfc_9110_on_the_current_etag() {
+        let rev = |n| Condition::Revisions(vec![Revision::new(n)]);
+        let im = |c| Preconditions {
+            if_match: Some(c),
+            if_none_match: None,
+        };
+        let inm = |c| Preconditions {
+            if_match: None,
+            if_none_match: Some(c),
+        };
+        let (etag, connected, absent) = (Revision::new(3), true, false);
+        assert!(Preconditions::NONE.hold(etag, absent));
+        assert!(
+            im(rev(3)).hold(etag, connected) && im(rev(3)).hold(etag, absent),
+            "a 404's ETag too"
+        );
+        assert!(!im(rev(2)).hold(etag, connected));
+        assert!(im(Condition::Any).hold(etag, connected) && !im(Condition::Any).hold(etag, absent));
+        assert!(
+            !im(Condition::Revisions(vec![])).hold(etag, connected),
+            "a tag not ours"
+        );
+        assert!(inm(Condition::Any).hold(etag, absent) && !inm(Condition::Any).hold(etag, connected));
+        assert!(!inm(rev(3)).hold(etag, connected) && inm(rev(2)).hold(etag, connected));
+    }
 
     #[test]
     fn tenant_ids_follow_the_documented_alphabet() {

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::etag::{self, EntityTags};
 use crate::auth::{AdminCandidate, NOT_AN_ADMIN, TenantAdmin, TenantReader};
-use crate::domain::{OrgId, Precondition, Revision, TenantId};
+use crate::domain::{OrgId, Preconditions, Revision, TenantId};
 use crate::error::ApiError;
 use crate::ims::Freshness;
 use crate::representation::{Connection, HistoryEntry};
@@ -76,14 +76,14 @@ fn admin_store_error(e: StoreError) -> ApiError {
     }
 }
 
-/// `If-Match` of a write, refused at once (412) when already stale: no IMS call is made for a write
-/// that cannot succeed. The store checks it again in the write's transaction.
-fn checked_if_match(req: &HttpRequest, candidate: &AdminCandidate) -> Result<Option<Precondition>, ApiError> {
-    let precondition = etag::if_match(req.headers())?;
-    if !candidate.view.precondition_holds(precondition) {
-        return Err(ApiError::PreconditionFailed);
-    }
-    Ok(precondition)
+/// The conditions of an administrator's write (`If-Match`, `If-None-Match`), refused at once (412,
+/// with the current ETag) when they already fail for the view just read; the store checks them
+/// again in the write's transaction. Read only for an admitted administrator: to anyone else the
+/// headers change nothing, so they tell nothing about the tenant.
+fn checked_preconditions(req: &HttpRequest, admin: &TenantAdmin) -> Result<Preconditions, ApiError> {
+    let preconditions = etag::write_preconditions(req.headers())?;
+    admin.view.check(&preconditions)?;
+    Ok(preconditions)
 }
 
 /// `?wait=<seconds>`: hold the read until the state changes (with `If-None-Match`).
@@ -110,23 +110,17 @@ fn parse_wait(query: &str) -> Result<Option<u64>, ApiError> {
     }
 }
 
-/// The ETag of what a read of the tenant answers: the active connection's revision, or, without
-/// one, the tenant's revision (bumped by every switch and disconnect).
-fn state_etag(view: &TenantView) -> Revision {
-    view.active.as_ref().map_or(view.tenant.revision, |a| a.revision)
-}
-
 /// Whether `If-None-Match` names the current state (`*`: any current connection).
 fn still_current(tags: &EntityTags, view: &TenantView) -> bool {
     match tags {
         EntityTags::Any => view.active.is_some(),
-        EntityTags::Tags(_) => tags.names(state_etag(view)),
+        EntityTags::Tags(_) => tags.names(view.etag()),
     }
 }
 
 fn not_modified(view: &TenantView) -> HttpResponse {
     HttpResponse::NotModified()
-        .insert_header((header::ETAG, etag::of(state_etag(view))))
+        .insert_header((header::ETAG, etag::of(view.etag())))
         .finish()
 }
 
@@ -258,12 +252,15 @@ async fn watch(
 ///
 /// Administrators only. The caller must see the org in IMS and hold an active Creative Cloud
 /// entitlement there under their own user id, as IMS says now. 201 when the tenant had no
-/// connection, 200 otherwise (the same org again changes nothing). Honours `If-Match`.
+/// connection, 200 otherwise (the same org again changes nothing). Honours `If-Match` (the
+/// current ETag, a 404's included, or `*`) and `If-None-Match: *` (a first connection only), read
+/// once the caller is known to be an administrator; a 412 carries the current ETag.
 #[utoipa::path(
     tag = "connection",
     params(
         ("tenant_id" = TenantId, Path, description = "The AEM Assets tenant"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read; 412 if the connection changed since"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read (a 404 `no-connection`'s included) or `*` (a connection must exist); 412 with the current ETag if it does not hold"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: connect only a tenant without a connection (a first connection); 412 with the current ETag otherwise"),
     ),
     request_body(content = SwitchBody, content_type = "application/json"),
     responses(
@@ -282,7 +279,6 @@ pub async fn put_connection(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let precondition = checked_if_match(&req, &candidate)?;
     let target = body.into_inner().org_id;
     let token = candidate.caller.token.clone();
     // As IMS says now: both lookups bypass the cache, and run at once. The fresh org list is the
@@ -292,7 +288,8 @@ pub async fn put_connection(
         .orgs_and_profile(&token.bearer, token.remaining(), Freshness::Fresh)
         .await;
     let orgs = orgs?;
-    let admin = candidate.confirm(&orgs)?;
+    let admin = candidate.admit(&state, &orgs).await?;
+    let preconditions = checked_preconditions(&req, &admin)?;
     let org = orgs
         .iter()
         .find(|o| o.org_id == target)
@@ -309,12 +306,12 @@ pub async fn put_connection(
     let outcome = state
         .store
         .switch(&SwitchRequest {
-            tenant_id: admin.tenant.tenant_id.clone(),
+            tenant_id: admin.view.tenant.tenant_id.clone(),
             org_id: target,
             org_name: org.name.clone(),
             by: admin.user_id.clone(),
             at: Utc::now(),
-            if_match: precondition,
+            preconditions,
         })
         .await
         .map_err(admin_store_error)?;
@@ -346,7 +343,7 @@ pub async fn put_connection(
     tag = "connection",
     params(
         ("tenant_id" = TenantId, Path, description = "The AEM Assets tenant"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read; 412 if the connection changed since"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read or `*`; 412 with the current ETag if it does not hold"),
     ),
     responses((status = 204, description = "Disconnected")),
     security(("bearer" = [])),
@@ -357,7 +354,6 @@ pub async fn delete_connection(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let precondition = checked_if_match(&req, &candidate)?;
     // Disconnecting breaks every integration of the tenant: judged like a switch, by the org list
     // as IMS gives it now, not a cached one.
     let token = &candidate.caller.token;
@@ -365,10 +361,16 @@ pub async fn delete_connection(
         .ims
         .organizations(&token.bearer, token.remaining(), Freshness::Fresh)
         .await?;
-    let admin = candidate.confirm(&orgs)?;
+    let admin = candidate.admit(&state, &orgs).await?;
+    let preconditions = checked_preconditions(&req, &admin)?;
     let ended = state
         .store
-        .disconnect(&admin.tenant.tenant_id, &admin.user_id, Utc::now(), precondition)
+        .disconnect(
+            &admin.view.tenant.tenant_id,
+            &admin.user_id,
+            Utc::now(),
+            &preconditions,
+        )
         .await
         .map_err(admin_store_error)?;
     tracing::info!(org_id = %ended.org_id, revision = ended.revision.get(), "tenant disconnected");
@@ -412,7 +414,7 @@ pub async fn get_history(
     // One more than asked tells whether another page follows.
     let mut rows = state
         .store
-        .history(&admin.tenant.tenant_id, limit + 1, before)
+        .history(&admin.view.tenant.tenant_id, limit + 1, before)
         .await
         .map_err(admin_store_error)?;
     let more = rows.len() as u64 > limit;
@@ -422,7 +424,7 @@ pub async fn get_history(
         .flatten();
     let entries = rows.iter().map(HistoryEntry::from).collect();
     Ok(HttpResponse::Ok().json(HistoryPage {
-        tenant_id: admin.tenant.tenant_id.clone(),
+        tenant_id: admin.view.tenant.tenant_id.clone(),
         entries,
         next_cursor,
     }))

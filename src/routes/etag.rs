@@ -4,7 +4,7 @@
 
 use actix_web::http::header::{self, EntityTag, HeaderMap, HeaderName, HeaderValue, TryIntoHeaderValue};
 
-use crate::domain::{Precondition, Revision};
+use crate::domain::{Condition, Preconditions, Revision};
 use crate::error::ApiError;
 
 /// The strong entity tag of a revision: the number.
@@ -67,22 +67,32 @@ pub fn if_none_match(headers: &HeaderMap) -> Result<Option<EntityTags>, ApiError
     parse(headers, &header::IF_NONE_MATCH)
 }
 
-/// `If-Match` as the store takes it: `*` or one tag. A tag that is not one of ours can never hold
-/// (strong comparison: a weak tag never matches): it is refused (412) here.
-pub fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
-    match parse(headers, &header::IF_MATCH)? {
-        None => Ok(None),
-        Some(EntityTags::Any) => Ok(Some(Precondition::Any)),
-        Some(EntityTags::Tags(tags)) => match tags.as_slice() {
-            [tag] => match tag.tag().parse::<Revision>() {
-                Ok(revision) if tag.strong_eq(&tag_of(revision)) => {
-                    Ok(Some(Precondition::Revision(revision)))
-                }
-                _ => Err(ApiError::PreconditionFailed),
-            },
-            _ => Err(ApiError::invalid("If-Match must hold one entity tag or *")),
-        },
-    }
+/// The conditions of a write: `If-Match` (strong comparison: a weak tag, or one that is not a
+/// revision of ours, names nothing, so it fails as stale) and `If-None-Match` (weak comparison).
+/// Read only once the caller is known to be allowed to write: to anyone else the headers mean
+/// nothing, so they cannot tell a registered tenant or its state.
+pub fn write_preconditions(headers: &HeaderMap) -> Result<Preconditions, ApiError> {
+    let condition = |tags: EntityTags, strong: bool| match tags {
+        EntityTags::Any => Condition::Any,
+        EntityTags::Tags(tags) => Condition::Revisions(
+            tags.iter()
+                .filter_map(|t| {
+                    let revision = t.tag().parse::<Revision>().ok()?;
+                    let ours = tag_of(revision);
+                    let same = if strong {
+                        t.strong_eq(&ours)
+                    } else {
+                        t.weak_eq(&ours)
+                    };
+                    same.then_some(revision)
+                })
+                .collect(),
+        ),
+    };
+    Ok(Preconditions {
+        if_match: parse(headers, &header::IF_MATCH)?.map(|t| condition(t, true)),
+        if_none_match: if_none_match(headers)?.map(|t| condition(t, false)),
+    })
 }
 
 #[cfg(test)]
@@ -116,18 +126,35 @@ mod tests {
     }
 
     #[test]
-    fn if_match_is_star_or_one_of_our_tags() {
-        let im = |v| if_match(&headers(header::IF_MATCH, v));
-        assert_eq!(
-            im("\"7\"").ok().flatten(),
-            Some(Precondition::Revision(Revision::new(7)))
-        );
-        assert_eq!(im("*").ok().flatten(), Some(Precondition::Any));
+    fn write_preconditions_compare_if_match_strongly_and_if_none_match_weakly() {
+        let pre = |name, v| write_preconditions(&headers(name, v));
+        let revisions = |v: &[i64]| {
+            Some(Condition::Revisions(
+                v.iter().map(|n| Revision::new(*n)).collect(),
+            ))
+        };
+        let im = |v| pre(header::IF_MATCH, v).map(|p| p.if_match).ok().flatten();
+        assert_eq!(im("\"7\""), revisions(&[7]));
+        assert_eq!(im("\"7\", \"8\""), revisions(&[7, 8]));
+        assert_eq!(im("*"), Some(Condition::Any));
         // Strong comparison: a weak tag never matches; nor does a tag that is not a revision.
-        assert!(matches!(im("W/\"7\""), Err(ApiError::PreconditionFailed)));
-        assert!(matches!(im("\"abc\""), Err(ApiError::PreconditionFailed)));
-        assert!(matches!(im("\"7\", \"8\""), Err(ApiError::InvalidRequest { .. })));
-        assert!(matches!(im("7"), Err(ApiError::InvalidRequest { .. })));
-        assert!(matches!(if_match(&HeaderMap::new()), Ok(None)));
+        assert_eq!(im("W/\"7\""), revisions(&[]));
+        assert_eq!(im("\"abc\""), revisions(&[]));
+        let inm = |v| {
+            pre(header::IF_NONE_MATCH, v)
+                .map(|p| p.if_none_match)
+                .ok()
+                .flatten()
+        };
+        assert_eq!(inm("*"), Some(Condition::Any));
+        assert_eq!(inm("W/\"7\""), revisions(&[7]));
+        assert!(matches!(
+            pre(header::IF_MATCH, "7"),
+            Err(ApiError::InvalidRequest { .. })
+        ));
+        assert_eq!(
+            write_preconditions(&HeaderMap::new()).ok(),
+            Some(Preconditions::NONE)
+        );
     }
 }

@@ -16,7 +16,7 @@ use super::sql::is_active;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
-use crate::domain::{Actor, Precondition, Revision, TenantId, UserId};
+use crate::domain::{Actor, Preconditions, Revision, TenantId, UserId};
 use crate::entity::{connection, tenant};
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
@@ -54,6 +54,24 @@ struct Locked {
     txn: DatabaseTransaction,
     revision: Revision,
     active: Option<ConnectionRecord>,
+}
+
+impl Locked {
+    /// The ETag a read answered before this transaction: the active connection's revision, or
+    /// the tenant's (the one just bumped, less one).
+    fn etag(&self) -> Revision {
+        current_etag(self.active.as_ref(), Revision::new(self.revision.get() - 1))
+    }
+
+    /// Rolls back, failing with the current ETag, unless `preconditions` hold.
+    async fn check(self, store: &Store, preconditions: &Preconditions) -> Result<Self, StoreError> {
+        let etag = self.etag();
+        if preconditions.hold(etag, self.active.is_some()) {
+            return Ok(self);
+        }
+        store.wait(self.txn.rollback()).await?;
+        Err(StoreError::PreconditionFailed(etag))
+    }
 }
 
 impl Store {
@@ -133,11 +151,11 @@ impl Store {
             txn,
             revision,
             active,
-        } = self.lock_tenant(&req.tenant_id).await?;
-        if !precondition_holds(req.if_match, active.as_ref()) {
-            self.wait(txn.rollback()).await?;
-            return Err(StoreError::PreconditionFailed);
-        }
+        } = self
+            .lock_tenant(&req.tenant_id)
+            .await?
+            .check(self, &req.preconditions)
+            .await?;
         if let Some(current) = active.as_ref().filter(|a| a.org_id == req.org_id) {
             // Nothing changes, not even the revision.
             self.wait(txn.rollback()).await?;
@@ -220,26 +238,22 @@ impl Store {
         tenant_id: &TenantId,
         by: &UserId,
         at: DateTime<Utc>,
-        if_match: Option<Precondition>,
+        preconditions: &Preconditions,
     ) -> Result<ConnectionRecord, StoreError> {
         let at = at.trunc_subsecs(6);
         let Locked {
             txn,
             revision,
             active,
-        } = self.lock_tenant(tenant_id).await?;
+        } = self
+            .lock_tenant(tenant_id)
+            .await?
+            .check(self, preconditions)
+            .await?;
         let Some(current) = active else {
             self.wait(txn.rollback()).await?;
-            return Err(if if_match.is_some() {
-                StoreError::PreconditionFailed
-            } else {
-                StoreError::NoConnection
-            });
+            return Err(StoreError::NoConnection);
         };
-        if !precondition_holds(if_match, Some(&current)) {
-            self.wait(txn.rollback()).await?;
-            return Err(StoreError::PreconditionFailed);
-        }
         end_active(self, &txn, tenant_id, by.as_str(), at, EndReason::Disconnected).await?;
         change::record(
             self,
@@ -374,16 +388,27 @@ impl Store {
 }
 
 impl TenantView {
-    /// Whether `If-Match` holds for this view (the switch and disconnect check it again in their
-    /// transaction; this answers a precondition that is already stale without further work).
-    pub fn precondition_holds(&self, if_match: Option<Precondition>) -> bool {
-        precondition_holds(if_match, self.active.as_ref())
+    /// The ETag a read of this view answers: the active connection's revision, or without one
+    /// the tenant's (bumped by every switch and disconnect).
+    pub fn etag(&self) -> Revision {
+        current_etag(self.active.as_ref(), self.tenant.revision)
+    }
+
+    /// Fails with the current ETag unless `preconditions` hold for this view (the switch and
+    /// disconnect check them again in their transaction; this answers one already failed without
+    /// further work).
+    pub fn check(&self, preconditions: &Preconditions) -> Result<(), StoreError> {
+        let etag = self.etag();
+        if preconditions.hold(etag, self.active.is_some()) {
+            Ok(())
+        } else {
+            Err(StoreError::PreconditionFailed(etag))
+        }
     }
 }
 
-/// `If-Match`: absent always holds; otherwise as [`Precondition::holds`] says.
-fn precondition_holds(if_match: Option<Precondition>, active: Option<&ConnectionRecord>) -> bool {
-    if_match.is_none_or(|p| p.holds(active.map(|a| a.revision)))
+fn current_etag(active: Option<&ConnectionRecord>, tenant_revision: Revision) -> Revision {
+    active.map_or(tenant_revision, |a| a.revision)
 }
 
 /// Ends the tenant's active connection in `txn` (it was replaced, disconnected or removed).

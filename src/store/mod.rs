@@ -29,7 +29,7 @@ pub use notify::{CHANNEL, CommitListener, parse_payload, payload};
 pub(crate) use outage::jittered;
 pub use readiness::{DbReadiness, READINESS_TTL};
 
-use crate::domain::{Actor, OrgId, Precondition, Revision, TenantId, UserId};
+use crate::domain::{Actor, OrgId, Preconditions, Revision, TenantId, UserId};
 
 /// What can go wrong in the store. `Clone`: one failed batch query answers every read in it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,9 +40,9 @@ pub enum StoreError {
     /// The tenant has no active connection.
     #[error("tenant has no active connection")]
     NoConnection,
-    /// `If-Match` named a revision that is no longer current.
+    /// `If-Match` or `If-None-Match` did not hold; the current ETag (revision) is carried.
     #[error("revision precondition failed")]
-    PreconditionFailed,
+    PreconditionFailed(Revision),
     /// Another switch of the same tenant won a race this one could not wait out.
     #[error("a concurrent switch of the same tenant won")]
     ConcurrentSwitch,
@@ -153,8 +153,8 @@ pub struct SwitchRequest {
     pub by: UserId,
     /// When.
     pub at: DateTime<Utc>,
-    /// `If-Match`, if the caller sent one.
-    pub if_match: Option<Precondition>,
+    /// `If-Match` and `If-None-Match`, as the caller sent them.
+    pub preconditions: Preconditions,
 }
 
 /// What a switch did.

@@ -59,23 +59,31 @@ async fn a_switch_lists_the_callers_orgs_once_and_a_disconnect_once() {
 }
 
 #[tokio::test]
-async fn a_stale_if_match_is_412_without_asking_ims() {
+async fn a_stale_precondition_is_412_with_the_current_etag_once_ims_confirmed_the_administrator() {
     let app = spawn_app(Backend::Sqlite).await;
     let admin = app.admin_token();
-    // No connection yet: `*` and any revision are stale.
-    let before = ims_calls(&app);
+    // No connection yet: `*` needs one, and "1" is not the tenant's ETag (a 404 carries "0").
     for tag in ["*", "\"1\""] {
+        let before = ims_calls(&app);
         let res = app.switch(&admin, world::ACME_CREATIVE_ORG, tag).await;
+        assert_eq!(res.headers()["etag"], "\"0\"", "{tag}");
         assert_problem(res, 412, "precondition-failed").await;
+        // Who may act is decided first, by IMS as it answers now.
+        assert_eq!(ims_calls(&app), (before.0 + 1, before.1 + 1), "{tag}");
     }
-    assert_eq!(ims_calls(&app), before, "no IMS call for a stale If-Match");
     app.put_expecting(&admin, world::ACME_CREATIVE_ORG, 201).await;
     let before = ims_calls(&app);
     let res = app.switch(&admin, world::ACME_DESIGN_ORG, "\"7\"").await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
     assert_problem(res, 412, "precondition-failed").await;
     let res = app.disconnect(&admin, "\"7\"").await;
+    assert_eq!(res.headers()["etag"], "\"1\"");
     assert_problem(res, 412, "precondition-failed").await;
-    assert_eq!(ims_calls(&app), before, "no IMS call for a stale If-Match");
+    assert_eq!(
+        ims_calls(&app),
+        (before.0 + 2, before.1 + 1),
+        "one org listing each"
+    );
     // The current one goes through.
     let res = app.switch(&admin, world::ACME_DESIGN_ORG, "\"1\"").await;
     assert_eq!(res.status(), 200);

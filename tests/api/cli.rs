@@ -454,7 +454,7 @@ async fn tenant_show_prints_no_control_characters() {
                 org_name: raw.to_owned(),
                 by: UserId::parse(world::ALICE_FEDERATED).unwrap(),
                 at: chrono::Utc::now(),
-                if_match: None,
+                preconditions: cc_connection::domain::Preconditions::NONE,
             })
             .await
             .unwrap();

@@ -2,10 +2,10 @@
 
 use cc_connection::dev_ims::{TokenSpec, world};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::each_backend;
-use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app};
+use crate::helpers::{TENANT, TestApp, assert_problem, send, spawn_app};
 
 #[tokio::test]
 async fn first_switch_returns_201_and_integration_reads_it_with_etag() {
@@ -392,6 +392,42 @@ async fn if_match_star_requires_an_existing_connection() {
         let res = app.switch(&admin, world::ACME_CREATIVE_ORG, "*").await;
         assert_problem(res, 412, "precondition-failed").await;
         assert_problem(app.get_connection(&admin).await, 404, "no-connection").await;
+    });
+}
+
+/// RFC 9110 on a first connection: the ETag a 404 `no-connection` carries is the one `If-Match`
+/// names, and `If-None-Match: *` connects only a tenant that has no connection.
+#[tokio::test]
+async fn a_first_connection_is_conditional_on_the_404s_etag_or_if_none_match_star() {
+    each_backend!(|app| {
+        let admin = app.admin_token();
+        let absent = app.get_connection(&admin).await;
+        let etag = absent.headers()["etag"].to_str().unwrap().to_owned();
+        assert_problem(absent, 404, "no-connection").await;
+        let res = app.switch(&admin, world::ACME_CREATIVE_ORG, &etag).await;
+        assert_eq!(res.status(), 201, "If-Match with the 404's ETag connects");
+        let connected = res.headers()["etag"].to_str().unwrap().to_owned();
+
+        // "Create only": refused now that a connection exists, with the current ETag.
+        let create_only = |org| {
+            let req = app.connection_request(Method::PUT, &admin);
+            send(req.header("If-None-Match", "*").json(&json!({ "org_id": org })))
+        };
+        let res = create_only(world::ACME_DESIGN_ORG).await;
+        assert_eq!(res.headers()["etag"].to_str().unwrap(), connected);
+        assert_problem(res, 412, "precondition-failed").await;
+        assert_eq!(app.connection_json().await["org_id"], world::ACME_CREATIVE_ORG);
+
+        // Disconnected, the tenant takes a first connection again, once.
+        assert_eq!(app.delete_connection(&admin).await.status(), 204);
+        assert_eq!(create_only(world::ACME_DESIGN_ORG).await.status(), 201);
+        assert_problem(
+            create_only(world::ACME_CREATIVE_ORG).await,
+            412,
+            "precondition-failed",
+        )
+        .await;
+        assert_eq!(app.connection_json().await["org_id"], world::ACME_DESIGN_ORG);
     });
 }
 

@@ -738,7 +738,7 @@ async fn after_an_upgrade_the_listing_and_the_feed_bring_a_client_to_the_current
                 &TenantId::parse(TENANT).unwrap(),
                 &cc_connection::domain::UserId::parse(world::ALICE_FEDERATED).unwrap(),
                 chrono::Utc::now(),
-                None,
+                &cc_connection::domain::Preconditions::NONE,
             )
             .await
             .unwrap();

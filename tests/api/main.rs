@@ -19,6 +19,7 @@ mod ims_guard;
 mod linearizable;
 mod logs;
 mod openapi;
+mod oracles;
 mod orgs;
 mod probes;
 mod process;

@@ -121,7 +121,7 @@ async fn every_documented_problem_is_what_the_error_renders() {
         ApiError::NoConnection,
         ApiError::RequestTimeout,
         ApiError::ConcurrentSwitch,
-        ApiError::PreconditionFailed,
+        ApiError::PreconditionFailed(cc_connection::domain::Revision::new(7)),
         ApiError::PayloadTooLarge(cc_connection::routes::MAX_BODY_BYTES),
         ApiError::UnsupportedMediaType,
         ApiError::OrgNotAccessible(org.to_owned()),
