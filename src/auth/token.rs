@@ -70,11 +70,15 @@ impl VerifiedToken {
     }
 
     /// Whether this is a service (client-credentials) token: no `user_id`, or a technical
-    /// account's (`...@techacct.adobe.com`). Any other `user_id` is a person's.
+    /// account's (`...@techacct.adobe.com`, the domain in any case, as domains are). Any other
+    /// `user_id` is a person's.
     pub fn is_service(&self) -> bool {
-        self.user_id
-            .as_ref()
-            .is_none_or(|u| u.as_str().ends_with(TECHNICAL_ACCOUNT_SUFFIX))
+        self.user_id.as_ref().is_none_or(|u| {
+            let id = u.as_str();
+            // `get`: no panic when the cut falls inside a multi-byte character.
+            id.get(id.len().saturating_sub(TECHNICAL_ACCOUNT_SUFFIX.len())..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(TECHNICAL_ACCOUNT_SUFFIX))
+        })
     }
 
     /// How long the token stays valid from now (zero if already past).

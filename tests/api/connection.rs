@@ -330,37 +330,34 @@ async fn a_tenant_a_caller_may_not_see_is_the_same_403_registered_or_not() {
 /// when IMS lists it in the tenant's administrator group.
 #[tokio::test]
 async fn a_technical_account_is_never_an_administrator_or_a_user() {
+    // Domains are compared without regard to case (fourth hardening round, item 5).
+    let mixed_case = world::EXPRESS_TECHNICAL_ACCOUNT.replace("techacct.adobe.com", "TechAcct.Adobe.COM");
     each_backend!(|app| {
         app.connected_by_admin().await;
         let mut scopes: Vec<&str> = world::USER_SCOPES.to_vec();
         scopes.push(world::ADMIN_SCOPE);
-        let techacct = app.ims.mint(&TokenSpec::user(
-            world::EXPRESS_TECHNICAL_ACCOUNT,
-            world::UI_CLIENT,
-            &scopes,
-        ));
-        app.ims.faults().set_groups(
-            world::EXPRESS_TECHNICAL_ACCOUNT,
-            world::ACME_HOME_ORG,
-            &[world::ACME_ADMIN_GROUP],
-        );
-        let before = app.ims.faults().requests_under("/ims/organizations");
-        app.put_refused(&techacct, world::ACME_DESIGN_ORG, 403, "forbidden")
-            .await;
-        assert_problem(app.delete_connection(&techacct).await, 403, "forbidden").await;
-        assert_problem(app.history(&techacct, "").await, 403, "forbidden").await;
-        assert_problem(app.list_orgs(&techacct).await, 403, "forbidden").await;
-        let res = app
-            .list_orgs_of(world::EXPRESS_TECHNICAL_ACCOUNT, &techacct)
-            .await;
-        assert_problem(res, 403, "forbidden").await;
-        // Not a member either: a service token of a client that is not an integration reads nothing.
-        assert_problem(app.get_connection(&techacct).await, 403, "forbidden").await;
-        assert_eq!(
-            app.ims.faults().requests_under("/ims/organizations"),
-            before,
-            "refused before IMS is asked"
-        );
+        for account in [world::EXPRESS_TECHNICAL_ACCOUNT, mixed_case.as_str()] {
+            let techacct = app.ims.mint(&TokenSpec::user(account, world::UI_CLIENT, &scopes));
+            app.ims
+                .faults()
+                .set_groups(account, world::ACME_HOME_ORG, &[world::ACME_ADMIN_GROUP]);
+            let before = app.ims.faults().requests_under("/ims/organizations");
+            app.put_refused(&techacct, world::ACME_DESIGN_ORG, 403, "forbidden")
+                .await;
+            assert_problem(app.delete_connection(&techacct).await, 403, "forbidden").await;
+            assert_problem(app.history(&techacct, "").await, 403, "forbidden").await;
+            assert_problem(app.list_orgs(&techacct).await, 403, "forbidden").await;
+            let res = app.list_orgs_of(account, &techacct).await;
+            assert_problem(res, 403, "forbidden").await;
+            // Not a member either: a service token of a client that is not an integration reads
+            // nothing.
+            assert_problem(app.get_connection(&techacct).await, 403, "forbidden").await;
+            assert_eq!(
+                app.ims.faults().requests_under("/ims/organizations"),
+                before,
+                "{account}: refused before IMS is asked"
+            );
+        }
         let current = app.connection_json().await;
         assert_eq!(current["org_id"], world::ACME_CREATIVE_ORG, "nothing changed");
         assert_eq!(current["revision"], 1);
