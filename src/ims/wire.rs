@@ -156,15 +156,22 @@ pub(super) fn parse_orgs(body: &[u8]) -> Result<Vec<ImsOrg>, ImsError> {
         .collect())
 }
 
-/// Whether `c` is a character no stored or shown text may hold: a control character (C0, DEL, C1:
-/// NUL, which PostgreSQL refuses in text, and ESC, which starts a terminal's escape sequences,
-/// among them) or a bidirectional-text control (which reorders what is displayed around it).
+/// Whether `c` is a character no stored or shown text may hold: a control character (Unicode
+/// category Cc: C0, DEL, C1; NUL, which PostgreSQL refuses in text, and ESC, which starts a
+/// terminal's escape sequences, among them), a format character (Cf: the bidirectional controls,
+/// which reorder what is displayed around them, zero-width spaces and joiners, the byte order mark:
+/// invisible, so two names that look alike differ), or a line or paragraph separator (Zl, Zp).
 pub fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    use unicode_general_category::{GeneralCategory as G, get_general_category};
+    matches!(
+        get_general_category(c),
+        G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+    )
 }
 
-/// Text from IMS (an org's name and type) as the service keeps it: whitespace controls (tab, line
-/// breaks) become a space, the other unsafe characters ([`is_unsafe_char`]) are dropped.
+/// Text from IMS (an org's name and type) as the service keeps it: whitespace among the unsafe
+/// characters (tab, line breaks, the line and paragraph separators) becomes a space, the others
+/// ([`is_unsafe_char`]) are dropped.
 pub fn clean_text(raw: &str) -> String {
     raw.chars()
         .filter_map(|c| match c {
@@ -227,6 +234,12 @@ mod tests {
         );
         assert_eq!(clean_text("\u{9b}31m\u{7f}\u{202e}Acme"), "31mAcme");
         assert_eq!(clean_text("Équipe Créative 東京"), "Équipe Créative 東京");
+        // Invisible: zero-width space, non-joiner, joiner, word joiner, byte order mark, soft
+        // hyphen; line and paragraph separators break lines like a newline does.
+        assert_eq!(
+            clean_text("A\u{200b}c\u{200c}m\u{200d}e\u{2060}\u{feff}\u{ad}\u{2028}Creative\u{2029}X"),
+            "Acme Creative X"
+        );
         let body = br#"[{"orgRef":{"ident":"C0FFEE00C0FFEE00C0FFEE00","authSrc":"AdobeOrg"},"orgName":"A\u0000B\u001b]0;x\u0007","orgType":"Ent\u0085erprise"}]"#;
         let orgs = parse_orgs(body).unwrap();
         assert_eq!(orgs[0].name, "AB]0;x");

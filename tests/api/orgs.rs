@@ -138,3 +138,27 @@ async fn control_characters_in_org_names_from_ims_are_removed() {
         assert!(!unsafe_char(history["entries"][0]["org_name"].as_str().unwrap()));
     });
 }
+
+/// Item 8 of the fourth hardening round: invisible characters (Unicode format characters: zero-width
+/// spaces and joiners, the byte order mark) and line and paragraph separators in an org name from IMS
+/// are removed where it is read, so no two org names look alike while differing.
+#[tokio::test]
+async fn invisible_characters_in_org_names_from_ims_are_removed() {
+    crate::each_backend!(|app| {
+        let raw = "Ac\u{200b}me\u{200d} Cre\u{feff}ative\u{2060}\u{2028}Te\u{ad}am\u{2029}";
+        app.ims.faults().set_org_name(world::ACME_CREATIVE_ORG, raw);
+        let admin = app.admin_token();
+        let listed: Value = app.list_orgs(&admin).await.json().await.unwrap();
+        let names: Vec<&str> = listed["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["org_name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"Acme Creative Team "), "{names:?}");
+        let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["org_name"], "Acme Creative Team ", "{:?}", app.backend);
+        assert_eq!(app.connection_json().await["org_name"], body["org_name"]);
+    });
+}
