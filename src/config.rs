@@ -30,6 +30,18 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// What a request's trace does with the caller's `traceparent` (`CCC_TRACE_INCOMING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceIncoming {
+    /// Continue the caller's trace (an end-to-end trace: the default).
+    #[default]
+    Continue,
+    /// Start a trace of our own, linked to the caller's: for callers that are not trusted to pick
+    /// our trace ids or our sampling.
+    Link,
+}
+
 /// Where the IMS is (`CCC_IMS_URL`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ImsEndpoint {
@@ -95,6 +107,10 @@ pub struct Config {
     pub ims_cert_name_prefix: Option<String>,
     /// `CCC_LOG_FORMAT`: `json` or `pretty`.
     pub log_format: LogFormat,
+    /// `CCC_TRACE_INCOMING`: `continue` (a request's span continues the caller's `traceparent`)
+    /// or `link` (it starts a trace of its own, linked to the caller's). Traces on only.
+    #[serde(default)]
+    pub trace_incoming: TraceIncoming,
     /// `CCC_DB_MAX_CONNECTIONS`: size of the database pool.
     pub db_max_connections: u32,
     /// `CCC_DB_CONNECT_TIMEOUT_MS`: how long a request waits for a database connection, a pooled
@@ -231,6 +247,7 @@ impl Config {
             ims_cert_url: (!dev).then(|| known_url("https://static.adobelogin.com/keys/prod/")),
             ims_cert_name_prefix: None,
             log_format: if dev { LogFormat::Pretty } else { LogFormat::Json },
+            trace_incoming: TraceIncoming::Continue,
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
             db_connect_timeout_ms: DEFAULT_DB_CONNECT_TIMEOUT.as_millis() as u64,
             db_statement_timeout_ms: DEFAULT_DB_STATEMENT_TIMEOUT_MS,

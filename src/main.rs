@@ -90,12 +90,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::StartDev => {
                 let config = cli::load_dev_config()?;
-                telemetry::init(config.log_format);
+                telemetry::init(config.log_format, config.trace_incoming);
                 cli::start_dev(config).await
             }
             Command::Serve => {
                 let config = Config::load(Mode::Serve).map_err(|e| e.to_string())?;
-                telemetry::init(config.log_format);
+                telemetry::init(config.log_format, config.trace_incoming);
                 cli::serve(config).await
             }
             Command::Migrate => cli::migrate().await,

@@ -6,6 +6,13 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. Otherwise nothing of them exists: no exporter, no
 //! background thread, no subscriber layer, and every span helper below is one atomic load that
 //! returns [`Span::none`] or leaves the request as it was.
+//!
+//! What a caller sends does not grow what we keep or send on: an attribute taken from the request
+//! (path, query, user agent) is cut to [`MAX_ATTRIBUTE_BYTES`], and the caller's `tracestate` is
+//! dropped where the `traceparent` is read (IMS gets our `traceparent` only; we add no entries of
+//! our own). The export queue is the SDK's batch processor, bounded: at most 2,048 spans wait
+//! (`OTEL_BSP_MAX_QUEUE_SIZE`; more are dropped while the collector is slow), exported 512 at a
+//! time, each export bounded by `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -24,7 +31,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, TraceIncoming};
 use crate::metrics::Metrics;
 
 /// The header that carries the request id both ways.
@@ -36,6 +43,22 @@ tokio::task_local! {
 
 /// The tracer provider, when traces are exported (set once, by [`init`]).
 static TRACER_PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// What a request's span does with the caller's `traceparent` (set once, by [`init`]).
+static TRACE_INCOMING: OnceLock<TraceIncoming> = OnceLock::new();
+
+/// The most bytes of an attribute value taken from the request (path, query, user agent): a
+/// caller's kilobytes never reach the export queue.
+pub const MAX_ATTRIBUTE_BYTES: usize = 256;
+
+/// `value`, cut to at most [`MAX_ATTRIBUTE_BYTES`] at a character boundary.
+fn bounded(value: &str) -> String {
+    let mut end = value.len().min(MAX_ATTRIBUTE_BYTES);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
 
 /// Whether traces are exported (the OTLP exporter was configured at start).
 pub fn traces_on() -> bool {
@@ -72,7 +95,8 @@ fn tracer_provider() -> Result<SdkTracerProvider, String> {
 /// Installs the global subscriber (`RUST_LOG`, default `info`), with trace export when the
 /// OpenTelemetry variables ask for it. Safe to call more than once. Connection errors any client
 /// can cause are counted, not logged ([`crate::logfilter`]).
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat, incoming: TraceIncoming) {
+    let _ = TRACE_INCOMING.set(incoming);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if export_requested(|name| std::env::var(name).ok()) && TRACER_PROVIDER.get().is_none() {
         match tracer_provider() {
@@ -165,8 +189,10 @@ impl opentelemetry::propagation::Extractor for RequestHeaders<'_> {
     }
 }
 
-/// The server span of a request (traces on): continues the caller's `traceparent`/`tracestate`,
-/// carries the stable HTTP attributes, and names its trace and span ids for the log lines.
+/// The server span of a request (traces on): continues the caller's `traceparent` (or, with
+/// `CCC_TRACE_INCOMING=link`, starts a trace of its own linked to it), without the caller's
+/// `tracestate`; carries the stable HTTP attributes, bounded; and names its trace and span ids for
+/// the log lines.
 fn server_span(req: &ServiceRequest, request_id: &str, method: &'static str) -> Span {
     let span = tracing::info_span!(
         "request",
@@ -177,25 +203,46 @@ fn server_span(req: &ServiceRequest, request_id: &str, method: &'static str) -> 
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&RequestHeaders(req.headers())));
-    let _ = span.set_parent(parent);
+    if let Some(caller) = callers_span(req) {
+        if TRACE_INCOMING.get().copied().unwrap_or_default() == TraceIncoming::Link {
+            span.add_link(caller);
+        } else {
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(caller));
+        }
+    }
     span.set_attribute("http.request.method", method);
-    span.set_attribute("url.path", req.path().to_owned());
+    span.set_attribute("url.path", bounded(req.path()));
     span.set_attribute("url.scheme", req.connection_info().scheme().to_owned());
     if let Some(q) = Some(req.query_string()).filter(|q| !q.is_empty()) {
-        span.set_attribute("url.query", q.to_owned());
+        span.set_attribute("url.query", bounded(q));
     }
     if let Some(ua) = req
         .headers()
         .get(actix_web::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
     {
-        span.set_attribute("user_agent.original", ua.to_owned());
+        span.set_attribute("user_agent.original", bounded(ua));
     }
     span.set_attribute("network.protocol.version", protocol_version(req.version()));
     record_ids(&span);
     span
+}
+
+/// The caller's span from a valid `traceparent`, without its `tracestate`: the caller's entries
+/// (up to 32 of them, kilobytes) are neither kept in our spans nor sent on to IMS.
+fn callers_span(req: &ServiceRequest) -> Option<SpanContext> {
+    let extracted =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&RequestHeaders(req.headers())));
+    let caller = extracted.span().span_context().clone();
+    caller.is_valid().then(|| {
+        SpanContext::new(
+            caller.trace_id(),
+            caller.span_id(),
+            caller.trace_flags(),
+            true,
+            opentelemetry::trace::TraceState::NONE,
+        )
+    })
 }
 
 /// Records the span's trace and span ids as its fields, so the log lines within it name them.
@@ -276,7 +323,8 @@ pub fn end_ims_call_span(span: &Span, outcome: &'static str) {
     }
 }
 
-/// The current span's `traceparent` (and `tracestate`) for an outgoing request (traces on).
+/// The current span's `traceparent` for an outgoing request (traces on); no `tracestate`, as we
+/// keep no entries of our own and pass on none of a caller's.
 pub fn outgoing_trace_headers() -> Vec<(String, String)> {
     if !traces_on() {
         return Vec::new();
@@ -284,7 +332,8 @@ pub fn outgoing_trace_headers() -> Vec<(String, String)> {
     let context = Span::current().context();
     let mut headers = std::collections::HashMap::new();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut headers));
-    headers.into_iter().collect()
+    // The propagator writes an empty `tracestate` when there are no entries: nothing to send.
+    headers.into_iter().filter(|(_, value)| !value.is_empty()).collect()
 }
 
 /// Records an outgoing call's response status on the current span (traces on).
@@ -511,6 +560,15 @@ pub async fn request_context(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_attributes_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short"), "short");
+        assert_eq!(bounded(&"a".repeat(1_000)).len(), MAX_ATTRIBUTE_BYTES);
+        // A three-byte character straddling the bound is left out whole.
+        let text = format!("{}東京", "a".repeat(MAX_ATTRIBUTE_BYTES - 1));
+        assert_eq!(bounded(&text), "a".repeat(MAX_ATTRIBUTE_BYTES - 1));
+    }
 
     #[test]
     fn only_sane_request_ids_are_kept() {

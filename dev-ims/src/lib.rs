@@ -144,6 +144,8 @@ pub struct Faults {
     org_names: Mutex<HashMap<String, String>>,
     /// `(path, traceparent)` of the `/ims/*` requests that carried one, oldest first.
     traceparents: Mutex<Vec<(String, String)>>,
+    /// `(path, tracestate)` of the `/ims/*` requests that carried one, oldest first.
+    tracestates: Mutex<Vec<(String, String)>>,
 }
 
 impl Faults {
@@ -258,6 +260,17 @@ impl Faults {
             t.push((path.to_owned(), traceparent.to_owned()));
         }
     }
+
+    /// The `tracestate` headers received on `/ims/*` requests so far, with their paths.
+    pub fn tracestates(&self) -> Vec<(String, String)> {
+        self.tracestates.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn note_tracestate(&self, path: &str, tracestate: &str) {
+        if let Ok(mut t) = self.tracestates.lock() {
+            t.push((path.to_owned(), tracestate.to_owned()));
+        }
+    }
     /// Clears faults and counts.
     pub fn reset(&self) {
         self.set_delay(Duration::ZERO);
@@ -276,6 +289,9 @@ impl Faults {
             n.clear();
         }
         if let Ok(mut t) = self.traceparents.lock() {
+            t.clear();
+        }
+        if let Ok(mut t) = self.tracestates.lock() {
             t.clear();
         }
     }

@@ -53,6 +53,9 @@ async fn faulted(ims: &Ims, req: &HttpRequest) -> Option<HttpResponse> {
     if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
         ims.faults.note_traceparent(req.path(), tp);
     }
+    if let Some(ts) = req.headers().get("tracestate").and_then(|v| v.to_str().ok()) {
+        ims.faults.note_tracestate(req.path(), ts);
+    }
     let delay = ims.faults.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -127,7 +127,10 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
 
 fn init_test_log() {
     if std::env::var("TEST_LOG").is_ok() {
-        cc_connection::telemetry::init(cc_connection::config::LogFormat::Pretty);
+        cc_connection::telemetry::init(
+            cc_connection::config::LogFormat::Pretty,
+            cc_connection::config::TraceIncoming::Continue,
+        );
     }
 }
 

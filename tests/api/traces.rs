@@ -25,6 +25,10 @@ struct Traced {
 }
 
 async fn traced_replica(collector: Option<&FakeCollectorServer>) -> Traced {
+    traced_replica_with(collector, &[]).await
+}
+
+async fn traced_replica_with(collector: Option<&FakeCollectorServer>, env: &[(&str, &str)]) -> Traced {
     let ims = DevIms::start("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/traces.db?mode=rwc", dir.path().display());
@@ -44,6 +48,7 @@ async fn traced_replica(collector: Option<&FakeCollectorServer>) -> Traced {
         cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
             .env("OTEL_SERVICE_NAME", "cc-connection-test");
     }
+    cmd.envs(env.iter().copied());
     let replica = ServeProcess::start(&mut cmd);
     let client = reqwest::Client::new();
     replica.wait_ready(&client).await;
@@ -138,7 +143,8 @@ async fn a_switch_continues_the_callers_trace_and_its_ims_calls_are_children_tha
     let server = servers[0];
     assert_eq!(server.parent_span_id, caller_span);
     assert_eq!(server.name, format!("PUT {ROUTE}"));
-    assert_eq!(server.trace_state, "vendor=abc");
+    // The caller's tracestate is neither kept nor sent on.
+    assert_eq!(server.trace_state, "");
     assert!(
         attr(server, "http.request.method").contains("\"PUT\""),
         "{server:#?}"
@@ -156,6 +162,7 @@ async fn a_switch_continues_the_callers_trace_and_its_ims_calls_are_children_tha
         .filter(|s| s.kind == "SPAN_KIND_CLIENT" && s.name == "GET")
         .collect();
     assert!(ims_calls.len() >= 2, "organizations and profile: {in_trace:#?}");
+    assert_eq!(ims.faults().tracestates(), Vec::<(String, String)>::new());
     let received = ims.faults().traceparents();
     for call in &ims_calls {
         assert_eq!(call.parent_span_id, server.span_id, "{call:#?}");
@@ -279,4 +286,92 @@ async fn with_export_off_nothing_is_sent_and_nothing_is_propagated() {
     assert_eq!(ims.faults().traceparents(), Vec::<(String, String)>::new());
     assert!(!log.contains(&trace), "the log names a trace while export is off");
     assert!(!log.contains("\"trace_id\""));
+}
+
+/// Item 6 of the fourth hardening round: what a caller sends does not grow our spans or reach IMS.
+#[tokio::test]
+async fn a_callers_tracestate_stays_here_and_request_attributes_are_cut_to_a_bound() {
+    let mut collector = FakeCollectorServer::start().await.unwrap();
+    let app = traced_replica(Some(&collector)).await;
+    let trace = trace_id(9);
+    // The W3C maximum: 32 members; about 6.5 KB.
+    let tracestate = (0..32)
+        .map(|i| format!("v{i}={}", "x".repeat(200)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let long = "q".repeat(7_000);
+    let path = format!("{}?wait=1&junk={long}", TestApp::connection_path(TENANT));
+    let res = app
+        .client
+        .put(format!("{}{path}", app.replica.base()))
+        .bearer_auth(admin_token(&app.ims))
+        .header("traceparent", traceparent(&trace, "00f067aa0ba902b7"))
+        .header("tracestate", &tracestate)
+        .header("user-agent", &long)
+        .json(&serde_json::json!({ "org_id": world::ACME_CREATIVE_ORG }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let (ims, _log) = app.stop().await;
+    assert!(ims.faults().requests_under("/ims/") > 0);
+    assert_eq!(
+        ims.faults().tracestates(),
+        Vec::<(String, String)>::new(),
+        "no tracestate to IMS"
+    );
+
+    let spans = spans_until(&mut collector, |spans| {
+        spans
+            .iter()
+            .any(|s| s.trace_id == trace && s.kind == "SPAN_KIND_SERVER")
+    })
+    .await;
+    let server = spans
+        .iter()
+        .find(|s| s.trace_id == trace && s.kind == "SPAN_KIND_SERVER")
+        .expect("the server span");
+    assert_eq!(server.trace_state, "");
+    for key in ["url.query", "user_agent.original"] {
+        let value = attr(server, key);
+        assert!(value.contains("qqqq"), "{key}: {value}");
+        // The decoded form adds a little around the value: far below the 7,000 bytes sent.
+        assert!(value.len() < 400, "{key}: {} bytes", value.len());
+    }
+}
+
+/// Item 6: for callers that are not trusted, `CCC_TRACE_INCOMING=link` starts a trace of our own
+/// (our sampler decides, our ids in the logs) linked to the caller's.
+#[tokio::test]
+async fn with_trace_incoming_link_a_request_starts_its_own_trace_linked_to_the_callers() {
+    let mut collector = FakeCollectorServer::start().await.unwrap();
+    let app = traced_replica_with(Some(&collector), &[("CCC_TRACE_INCOMING", "link")]).await;
+    let trace = trace_id(11);
+    let caller_span = "00f067aa0ba902b7";
+    // sampled=0 from the caller: not ours to decide.
+    let res = app
+        .call(
+            Method::GET,
+            &integration_token(&app.ims),
+            &format!("00-{trace}-{caller_span}-00"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let (_ims, log) = app.stop().await;
+    let is_linked = |s: &ExportedSpan| {
+        s.kind == "SPAN_KIND_SERVER"
+            && s.links
+                .iter()
+                .any(|l| l.trace_id == trace && l.span_id == caller_span)
+    };
+    let spans = spans_until(&mut collector, |spans| spans.iter().any(is_linked)).await;
+    let server = spans
+        .iter()
+        .find(|s| is_linked(s))
+        .expect("a server span linked to the caller's");
+    assert_ne!(server.trace_id, trace);
+    assert_eq!(server.parent_span_id, "");
+    assert!(!log.contains(&trace), "the log names our trace, not the caller's");
 }
