@@ -333,7 +333,10 @@ pub fn outgoing_trace_headers() -> Vec<(String, String)> {
     let mut headers = std::collections::HashMap::new();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut headers));
     // The propagator writes an empty `tracestate` when there are no entries: nothing to send.
-    headers.into_iter().filter(|(_, value)| !value.is_empty()).collect()
+    headers
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .collect()
 }
 
 /// Records an outgoing call's response status on the current span (traces on).

@@ -11,9 +11,13 @@
 //!
 //! Certificates: only a name of the configured IMS's form is looked up (`<kid>.cer` of the token's
 //! own `kid`, starting with the configured prefix, e.g. `ims_na1-key-`). One download starts per
-//! [`MIN_CERT_INTERVAL`], of the name most asked for lately among those requests wait on (a name
-//! tokens keep coming back with beats made-up names, each asked for once), so a flood of made-up
-//! names delays a genuine certificate by a few seconds at most. A request waits up to
+//! [`MIN_CERT_INTERVAL`], of the name first in line among those requests wait on: a certificate in
+//! use about to lapse; then a name the base served before (a genuine one, downloaded again); then
+//! the name asked for in the most distinct seconds lately (a genuine token's clients come back
+//! second after second, where a made-up name is worth one download to a flood, as the base's "not
+//! found" is remembered, so its requests crowd into a moment however many there are); then the name
+//! asked for most. A name whose download failed goes last for [`CERT_FAILURE_KEPT`]. So a flood of
+//! made-up names, new or each reused many times, delays a genuine certificate by a few seconds. A request waits up to
 //! [`CERT_WAIT`] for its certificate, then is answered 503 with `Retry-After` (not 401: the key
 //! may well exist). A downloaded certificate is used for at most [`CERT_TTL`] (never past its
 //! `notAfter`); one in use is downloaded again in its last [`CERT_REFRESH_AHEAD`], ahead of all
@@ -25,7 +29,7 @@
 //! and advance the one and set the other, so none of this is tested by waiting.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -55,8 +59,13 @@ const CERT_ASKS_TTL: Duration = Duration::from_secs(60);
 const MAX_ASKED_NAMES: u64 = 100_000;
 /// At most this many names are waited on at once; a request for another is told to retry.
 const MAX_WANTED_CERTS: usize = 10_000;
-/// How long a failed download's error is kept for the requests that waited on it.
+/// How long a failed download's error is kept for the requests that waited on it (and the name
+/// goes last in line).
 const CERT_FAILURE_KEPT: Duration = Duration::from_secs(10);
+/// How long a name the base served is first in line for a download again (its certificate lapsed
+/// or was evicted), and at most how many such names are kept.
+const SERVED_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_SERVED_CERTS: u64 = 1_024;
 /// At most this many not-found names are remembered (names come from unauthenticated tokens).
 const MAX_MISSING_CERTS: u64 = 10_000;
 /// At most this many kids seen in the JWKS are remembered (IMS publishes a handful).
@@ -173,7 +182,11 @@ struct CertCache {
     /// [`MISSING_CERT_TTL`] (the cache forgets them then too, keeping memory bounded).
     missing: moka::sync::Cache<String, tokio::time::Instant>,
     /// Requests per name lately: a genuine certificate is asked for again and again.
-    asks: moka::sync::Cache<String, Arc<AtomicU32>>,
+    asks: moka::sync::Cache<String, Arc<Asks>>,
+    /// Names the base served a usable certificate for (a genuine name, if ever it is needed again).
+    served: moka::sync::Cache<String, ()>,
+    /// Where the seconds of [`Asks`] count from.
+    epoch: tokio::time::Instant,
     downloads: Mutex<Downloads>,
     /// Wakes the waiting requests when a download settled.
     settled: tokio::sync::Notify,
@@ -190,6 +203,35 @@ struct Downloads {
     last_start: Option<tokio::time::Instant>,
     /// Recent failed downloads (the base unreachable) and when they failed.
     failures: HashMap<String, (ImsError, tokio::time::Instant)>,
+}
+
+/// How a name has been asked for lately.
+#[derive(Debug)]
+struct Asks {
+    /// In how many distinct seconds.
+    seconds: AtomicU32,
+    /// The last of them (seconds since the cache's epoch; `u64::MAX`: none yet).
+    last_second: AtomicU64,
+    /// How many times.
+    count: AtomicU32,
+}
+
+impl Asks {
+    fn new() -> Self {
+        Self {
+            seconds: AtomicU32::new(0),
+            last_second: AtomicU64::new(u64::MAX),
+            count: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts one request, in second `second`.
+    fn note(&self, second: u64) {
+        if self.last_second.swap(second, Ordering::Relaxed) != second {
+            self.seconds.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -245,6 +287,11 @@ impl KeyStore {
                     .max_capacity(MAX_ASKED_NAMES)
                     .time_to_live(CERT_ASKS_TTL)
                     .build(),
+                served: moka::sync::Cache::builder()
+                    .max_capacity(MAX_SERVED_CERTS)
+                    .time_to_live(SERVED_CERT_TTL)
+                    .build(),
+                epoch: tokio::time::Instant::now(),
                 downloads: Mutex::default(),
                 settled: tokio::sync::Notify::new(),
             })
@@ -527,10 +574,10 @@ impl CertCache {
 
     /// Waits (at most [`CERT_WAIT`]) until `name` is downloaded, found missing or failed.
     async fn wait_for(self: &Arc<Self>, name: &str) -> Result<Arc<Cert>, CertMiss> {
-        self.asks
-            .get_with_by_ref(name, || Arc::new(AtomicU32::new(0)))
-            .fetch_add(1, Ordering::Relaxed);
         let since = tokio::time::Instant::now();
+        self.asks
+            .get_with_by_ref(name, || Arc::new(Asks::new()))
+            .note(since.duration_since(self.epoch).as_secs());
         let _waiting = self.register(name, since)?;
         let deadline = since + CERT_WAIT;
         loop {
@@ -593,9 +640,9 @@ impl CertCache {
         }
     }
 
-    /// Starts the next download if the slot is free: the name first in line (a refresh, then the
-    /// most asked for lately, then the most waited on, then the longest waited on). Returns when the
-    /// slot frees if it is taken by time (not by a download running).
+    /// Starts the next download if the slot is free: the name first in line (see the module's
+    /// doc; then the most waited on, then the longest waited on). Returns when the slot frees if it
+    /// is taken by time (not by a download running).
     fn start_next(self: &Arc<Self>) -> Option<tokio::time::Instant> {
         let now = tokio::time::Instant::now();
         let next = {
@@ -608,11 +655,31 @@ impl CertCache {
             {
                 return Some(last + MIN_CERT_INTERVAL);
             }
-            let asks = |name: &str| self.asks.get(name).map_or(0, |a| a.load(Ordering::Relaxed));
+            let asks = |name: &str| {
+                self.asks.get(name).map_or((0, 0), |a| {
+                    (a.seconds.load(Ordering::Relaxed), a.count.load(Ordering::Relaxed))
+                })
+            };
+            let failed_lately = |name: &str| {
+                d.failures
+                    .get(name)
+                    .is_some_and(|(_, at)| now.duration_since(*at) < CERT_FAILURE_KEPT)
+            };
             let next = d
                 .wanted
                 .iter()
-                .max_by_key(|(name, w)| (w.refresh, asks(name), w.waiters, std::cmp::Reverse(w.since)))
+                .max_by_key(|(name, w)| {
+                    let (seconds, count) = asks(name);
+                    (
+                        w.refresh,
+                        !failed_lately(name),
+                        self.served.contains_key(name.as_str()),
+                        seconds,
+                        count,
+                        w.waiters,
+                        std::cmp::Reverse(w.since),
+                    )
+                })
                 .map(|(name, _)| name.clone())?;
             d.in_flight = Some(next.clone());
             d.last_start = Some(now);
@@ -635,6 +702,7 @@ impl CertCache {
         let now = tokio::time::Instant::now();
         match outcome {
             Ok(cert) => {
+                self.served.insert(name.clone(), ());
                 let wall_now = self.wall_now();
                 if let Ok(mut held) = self.held.write() {
                     held.retain(|_, h| h.usable(wall_now));
@@ -829,25 +897,61 @@ mod tests {
         }
     }
 
+    /// Asks as `name` had them: in `seconds` distinct seconds, `count` in all.
+    fn asked(cache: &CertCache, name: &str, seconds: u32, count: u32) {
+        let asks = Asks::new();
+        asks.seconds.store(seconds, Ordering::Relaxed);
+        asks.count.store(count, Ordering::Relaxed);
+        cache.asks.insert(name.to_owned(), Arc::new(asks));
+    }
+
+    /// The name the free slot goes to, the slot then freed again.
+    fn next_download(cache: &Arc<CertCache>) -> Option<String> {
+        assert_eq!(cache.start_next(), None);
+        let mut d = cache.downloads();
+        let next = d.in_flight.take();
+        d.last_start = None;
+        next
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_name_asked_for_most_is_downloaded_first_and_a_refresh_before_all() {
+    async fn the_name_asked_for_most_persistently_is_downloaded_first_and_a_refresh_before_all() {
         let cache = cache();
         let t0 = tokio::time::Instant::now();
-        // Ten made-up names, asked for once each (and first); the genuine one asked for twice.
+        // Made-up names: asked once each; or each reused by a flood many times within a moment.
         let mut guards = Vec::new();
         for i in 0..10 {
             let name = format!("ims_na1-key-flood-{i}.cer");
-            cache.asks.insert(name.clone(), Arc::new(AtomicU32::new(1)));
+            asked(&cache, &name, 1, if i % 2 == 0 { 1 } else { 100 + i });
             guards.push(cache.register(&name, t0).unwrap());
         }
+        // The genuine name, asked for again in each of three seconds (a client retrying).
         let genuine = "ims_na1-key-at-1.cer";
-        cache.asks.insert(genuine.to_owned(), Arc::new(AtomicU32::new(2)));
+        asked(&cache, genuine, 3, 3);
         guards.push(cache.register(genuine, t0 + Duration::from_millis(5)).unwrap());
         assert_eq!(cache.start_next(), None);
         assert_eq!(cache.downloads().in_flight.as_deref(), Some(genuine));
         // The slot is taken for a second, whatever the download's outcome.
         cache.downloads().in_flight = None;
         assert_eq!(cache.start_next(), Some(t0 + MIN_CERT_INTERVAL));
+        cache.downloads().last_start = None;
+        // Among made-up names of one moment, the most asked for.
+        cache.downloads().wanted.remove(genuine);
+        assert_eq!(next_download(&cache).as_deref(), Some("ims_na1-key-flood-9.cer"));
+
+        // A name the base served before goes first, however persistent the others.
+        let served = "ims_na1-key-at-3.cer";
+        cache.served.insert(served.to_owned(), ());
+        guards.push(cache.register(served, t0).unwrap());
+        asked(&cache, "ims_na1-key-flood-8.cer", 50, 5_000);
+        assert_eq!(next_download(&cache).as_deref(), Some(served));
+        // A name whose download failed just now goes last.
+        cache.downloads().wanted.remove(served);
+        cache.downloads().failures.insert(
+            "ims_na1-key-flood-8.cer".to_owned(),
+            (ImsError::Rejected, tokio::time::Instant::now()),
+        );
+        assert_eq!(next_download(&cache).as_deref(), Some("ims_na1-key-flood-9.cer"));
 
         // A certificate in use, downloaded nearly an hour ago: still served, and first in line.
         let in_use = "ims_na1-key-at-2.cer";
@@ -869,6 +973,16 @@ mod tests {
         tokio::time::advance(CERT_REFRESH_AHEAD).await;
         assert!(cache.usable(in_use).is_none());
         drop(guards);
+    }
+
+    #[test]
+    fn asks_count_distinct_seconds() {
+        let asks = Asks::new();
+        for second in [0, 0, 0, 1, 1, 5] {
+            asks.note(second);
+        }
+        assert_eq!(asks.seconds.load(Ordering::Relaxed), 3);
+        assert_eq!(asks.count.load(Ordering::Relaxed), 6);
     }
 
     #[tokio::test(start_paused = true)]

@@ -461,17 +461,25 @@ async fn a_certificate_base_that_is_down_answers_503_with_retry_after_not_401() 
     assert_eq!(app.get_connection(&app.integration_token()).await.status(), 404);
 }
 
-/// Item 1 of the third hardening round: while tokens naming made-up certificates (of the right
-/// form, each new) flood in, a genuine certificate-keyed token is served within seconds: the name
-/// asked for again and again is downloaded before names asked for once.
-#[tokio::test]
-async fn a_flood_of_made_up_certificate_names_delays_a_genuine_certificate_by_seconds_at_most() {
+/// How a flood names its made-up certificates.
+#[derive(Clone, Copy)]
+enum FloodNames {
+    /// A new name for every request.
+    EachNew,
+    /// One name shared by every flooder for 300 ms, then the next (each reused many times).
+    Reused,
+}
+
+/// While tokens naming made-up certificates (of the right form) flood in, a genuine
+/// certificate-keyed token is served within seconds, and its certificate downloaded once.
+async fn a_genuine_certificate_is_served_within_seconds_of_a_flood(names: FloodNames) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
     let app = connected_app().await;
     let stop = Arc::new(AtomicBool::new(false));
     let c = claims(json!(now_ms().to_string()), json!("86400000"));
+    let flood_started = Instant::now();
     let flooders: Vec<_> = (0..16)
         .map(|_| {
             let (stop, client, url, ims, c) = (
@@ -484,11 +492,11 @@ async fn a_flood_of_made_up_certificate_names_delays_a_genuine_certificate_by_se
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let name = format!(
-                        "{}flood-{}",
-                        cc_connection::dev_ims::CERT_NAME_PREFIX,
-                        uuid::Uuid::new_v4().simple()
-                    );
+                    let suffix = match names {
+                        FloodNames::EachNew => uuid::Uuid::new_v4().simple().to_string(),
+                        FloodNames::Reused => (flood_started.elapsed().as_millis() / 300).to_string(),
+                    };
+                    let name = format!("{}flood-{suffix}", cc_connection::dev_ims::CERT_NAME_PREFIX);
                     let header = json!({"alg": "RS256", "kid": name, "x5u": format!("{name}.cer")});
                     let token = ims.sign_raw(&header, &c);
                     let res = client.get(&url).bearer_auth(token).send().await.unwrap();
@@ -536,6 +544,20 @@ async fn a_flood_of_made_up_certificate_names_delays_a_genuine_certificate_by_se
         "the genuine certificate waited {waited:?} ({flood_downloads} flood names downloaded)"
     );
     assert_eq!(app.ims.faults().requests("/keys/dev-key-cert-1.cer"), 1);
+}
+
+/// Item 1 of the third hardening round: made-up names, each new.
+#[tokio::test]
+async fn a_flood_of_made_up_certificate_names_delays_a_genuine_certificate_by_seconds_at_most() {
+    a_genuine_certificate_is_served_within_seconds_of_a_flood(FloodNames::EachNew).await;
+}
+
+/// Item 4 of the fourth hardening round: made-up names, each reused by the whole flood for 300 ms
+/// (hundreds of requests each) before the next: they outranked a genuine name asked for once a
+/// second, which got 503 for as long as the flood ran.
+#[tokio::test]
+async fn a_flood_reusing_each_made_up_certificate_name_delays_a_genuine_certificate_by_seconds_at_most() {
+    a_genuine_certificate_is_served_within_seconds_of_a_flood(FloodNames::Reused).await;
 }
 
 /// Item 1: names not of the configured IMS's form are refused without a download: another prefix,
