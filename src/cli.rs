@@ -185,15 +185,29 @@ fn database_url() -> Result<String, String> {
         .ok_or_else(|| "DATABASE_URL is required (see README, Configuration)".to_owned())
 }
 
-/// Opens the database without touching its schema.
-async fn open() -> Result<Store, String> {
+/// A bound in milliseconds from the environment (`name`), else `default`; at least 1.
+fn bound_ms(name: &str, default: u64) -> Result<u64, String> {
+    match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms >= 1)
+            .ok_or_else(|| format!("{name} must be a whole number of milliseconds, at least 1")),
+    }
+}
+
+/// Opens the database without touching its schema, every statement (or, migrating, the whole
+/// migration) bounded by `statement_timeout_ms` on the server and on our side.
+async fn open(statement_timeout_ms: u64) -> Result<Store, String> {
     Store::connect(
         &database_url()?,
         &DbOptions {
-            // Migrations need two (a lock and the DDL) and may run long.
+            // Migrations need two (a lock and the DDL).
             max_connections: 2,
             connect_timeout: std::time::Duration::from_secs(5),
-            statement_timeout_ms: 0,
+            statement_timeout_ms,
             ..DbOptions::default()
         },
     )
@@ -226,7 +240,11 @@ fn refuse_missing_sqlite_file(url: &str) -> Result<(), String> {
 /// the newer columns mean).
 async fn open_current() -> Result<Store, String> {
     refuse_missing_sqlite_file(&database_url()?)?;
-    let store = open().await?;
+    let bound = bound_ms(
+        "CCC_DB_STATEMENT_TIMEOUT_MS",
+        crate::config::DEFAULT_DB_STATEMENT_TIMEOUT_MS,
+    )?;
+    let store = open(bound).await?;
     let pending = store
         .pending_migrations()
         .await
@@ -270,7 +288,11 @@ pub fn operator() -> Actor {
 
 /// `migrate`: applies pending migrations.
 pub async fn migrate() -> Result<(), String> {
-    let store = open().await?;
+    let bound = bound_ms(
+        "CCC_DB_MIGRATION_TIMEOUT_MS",
+        crate::config::DEFAULT_DB_MIGRATION_TIMEOUT_MS,
+    )?;
+    let store = open(bound).await?;
     store
         .migrate()
         .await

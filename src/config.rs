@@ -119,6 +119,9 @@ pub struct Config {
     /// `CCC_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL statement timeout; the same plus half a second
     /// bounds each statement and each commit on our side (at least 1).
     pub db_statement_timeout_ms: u64,
+    /// `CCC_DB_MIGRATION_TIMEOUT_MS`: how long applying the migrations may take in all (`serve`
+    /// with `CCC_MIGRATE`, and `migrate`), the migration lock's wait included; then it fails.
+    pub db_migration_timeout_ms: u64,
     /// `CCC_DB_LISTENER_TIMEOUT_MS`: how long the PostgreSQL change listener may go without
     /// hearing its own heartbeat (sent every third of this) before it is replaced.
     pub db_listener_timeout_ms: u64,
@@ -174,6 +177,8 @@ pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 10;
 pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The default of `CCC_DB_STATEMENT_TIMEOUT_MS`; also [`crate::store::DbOptions`]'s.
 pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// The default of `CCC_DB_MIGRATION_TIMEOUT_MS`: ten minutes (DDL on a large table takes long).
+pub const DEFAULT_DB_MIGRATION_TIMEOUT_MS: u64 = 600_000;
 /// The default of `CCC_DB_READ_BATCH_SIZE`; also [`crate::store::DbOptions`]'s.
 pub const DEFAULT_DB_READ_BATCH_SIZE: usize = 256;
 /// The default of `CCC_DB_READ_BATCHES_IN_FLIGHT`; also [`crate::store::DbOptions`]'s.
@@ -251,6 +256,7 @@ impl Config {
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
             db_connect_timeout_ms: DEFAULT_DB_CONNECT_TIMEOUT.as_millis() as u64,
             db_statement_timeout_ms: DEFAULT_DB_STATEMENT_TIMEOUT_MS,
+            db_migration_timeout_ms: DEFAULT_DB_MIGRATION_TIMEOUT_MS,
             db_listener_timeout_ms: 3_000,
             db_read_batch_size: DEFAULT_DB_READ_BATCH_SIZE,
             db_read_batches_in_flight: DEFAULT_DB_READ_BATCHES_IN_FLIGHT,
@@ -386,6 +392,10 @@ impl Config {
             (
                 "CCC_DB_STATEMENT_TIMEOUT_MS",
                 self.db_statement_timeout_ms as usize,
+            ),
+            (
+                "CCC_DB_MIGRATION_TIMEOUT_MS",
+                usize::try_from(self.db_migration_timeout_ms).unwrap_or(usize::MAX),
             ),
             ("CCC_DB_READ_BATCH_SIZE", self.db_read_batch_size),
             ("CCC_DB_READ_BATCHES_IN_FLIGHT", self.db_read_batches_in_flight),

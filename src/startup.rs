@@ -60,12 +60,12 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
     if config.migrate {
         // Migrations hold a lock on one connection while they run on another, and DDL may
         // outlast the request statement timeout: they get a pool of their own, whatever the
-        // serving pool's size.
+        // serving pool's size, bounded in all by the migration timeout.
         let migrator = Store::connect(
             url,
             &DbOptions {
                 max_connections: 2,
-                statement_timeout_ms: 0,
+                statement_timeout_ms: config.db_migration_timeout_ms,
                 ..options
             },
         )

@@ -21,9 +21,9 @@ pub struct DbOptions {
     /// How long a caller waits for a connection: an idle one from the pool, or a new one opened
     /// (connecting included).
     pub connect_timeout: Duration,
-    /// PostgreSQL `statement_timeout`, in milliseconds (0: none, for operator commands). A
-    /// statement that runs longer is cancelled and the request answers 503
-    /// `database-unavailable`. The same figure plus [`STATEMENT_GRACE`] bounds each statement and
+    /// PostgreSQL `statement_timeout`, in milliseconds (0: none). A statement that runs longer
+    /// is cancelled and the request answers 503 `database-unavailable`. A pool that migrates
+    /// (`Store::migrate`) is given the migration timeout here: it then bounds the whole migration. The same figure plus [`STATEMENT_GRACE`] bounds each statement and
     /// each commit on our side, where the server cannot help: a host gone silent, or a commit
     /// waiting for a synchronous standby (PostgreSQL lifts `statement_timeout` during COMMIT).
     pub statement_timeout_ms: u64,
@@ -258,9 +258,19 @@ impl Store {
         &self.db
     }
 
-    /// Applies pending migrations. On PostgreSQL an advisory lock is held meanwhile, so replicas
-    /// starting at once migrate one after the other (the later ones find nothing to do).
+    /// Applies pending migrations, within the store's bound in all (the lock's wait included). On
+    /// PostgreSQL an advisory lock is held meanwhile, so replicas starting at once migrate one
+    /// after the other (the later ones find nothing to do).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.limit {
+            None => self.migrate_unbounded().await,
+            Some(limit) => tokio::time::timeout(limit, self.migrate_unbounded())
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable(super::failure::timed_out(limit)))),
+        }
+    }
+
+    async fn migrate_unbounded(&self) -> Result<(), StoreError> {
         use migration::MigratorTrait;
         use sea_orm::TransactionTrait;
         if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
@@ -306,9 +316,9 @@ impl Store {
     /// changing anything (not even creating the migrations table).
     pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
         use migration::MigratorTrait;
-        let pending = migration::Migrator::get_pending_migrations_read_only(&self.db)
-            .await
-            .map_err(classify)?;
+        let pending = self
+            .wait(migration::Migrator::get_pending_migrations_read_only(&self.db))
+            .await?;
         Ok(pending.iter().map(|m| m.name().to_owned()).collect())
     }
 }
@@ -322,4 +332,4 @@ fn no_ping_answer(limit: Duration) -> sea_orm::sqlx::Error {
 }
 
 /// The advisory lock key of migrations ("cc-conn" in ASCII).
-const MIGRATION_LOCK: i64 = 0x63_632d_636f_6e6e;
+pub const MIGRATION_LOCK: i64 = 0x63_632d_636f_6e6e;

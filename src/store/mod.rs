@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 
 pub use change::{ChangeKind, ChangeRecord, ListedTenant};
-pub use db::DbOptions;
+pub use db::{DbOptions, MIGRATION_LOCK};
 pub(crate) use failure::{classify, is_outage};
 pub use notify::{CHANNEL, CommitListener, parse_payload, payload};
 pub(crate) use outage::jittered;

@@ -6,6 +6,7 @@
 mod common;
 
 mod admin_rights;
+mod bounds;
 mod cli;
 mod concurrency;
 mod connection;
