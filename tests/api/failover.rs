@@ -417,7 +417,11 @@ async fn a_commit_whose_answer_never_comes_is_503_outcome_unknown_and_repeating_
 /// A server of the failover (on the machine's binaries, in a folder and on a port of its own):
 /// standbys can stream from it, and its commits wait for a synchronous standby once required.
 fn node(bin: &Path) -> Cluster {
-    Cluster::new(bin, "ccc-ha-").with_options("-c wal_level=replica -c synchronous_commit=on")
+    // wal_log_hints, wal_keep_size: a failed primary can be rewound to follow the one promoted in
+    // its place (its WAL back to the last checkpoint before they parted is kept).
+    Cluster::new(bin, "ccc-ha-").with_options(
+        "-c wal_level=replica -c synchronous_commit=on -c wal_log_hints=on -c wal_keep_size=128MB",
+    )
 }
 
 /// The URL of `node`'s `postgres` database for the test's own sessions.
@@ -730,4 +734,203 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
             lines("\"ERROR\"")
         );
     }
+}
+
+/// A `serve` process on `url` with the bounds of this file, against `ims`.
+fn failover_replica(ims: &cc_connection::dev_ims::DevIms, url: &str) -> crate::process::ServeProcess {
+    let mut cmd = crate::process::serve_command(ims, url);
+    cmd.env("CCC_DB_STATEMENT_TIMEOUT_MS", STATEMENT_TIMEOUT_MS.to_string())
+        .env("CCC_DB_CONNECT_TIMEOUT_MS", "1000")
+        .env("CCC_DB_LISTENER_TIMEOUT_MS", LISTENER_TIMEOUT_MS.to_string());
+    crate::process::ServeProcess::start(&mut cmd)
+}
+
+/// Item 9 of the fourth hardening round: the synchronous standby stalls while a switch commits. The
+/// commit waits for it, so the switch ends at our bound (503, the outcome unknown); meanwhile reads
+/// answer the state before it; once the standby is back the switch is there, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
+async fn a_switch_committing_while_the_synchronous_standby_stalls_ends_at_our_bound_and_lands_once() {
+    db::require_postgres();
+    let Some(bin) = postgres::server_bin_or_skip(&["initdb", "pg_ctl", "pg_basebackup"]) else {
+        return;
+    };
+    let primary = node(&bin).primary();
+    let standby = node(&bin).standby_of(&primary);
+    require_sync_standby(&primary).await;
+    let ims = cc_connection::dev_ims::DevIms::start("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let replica = failover_replica(&ims, &primary.url());
+    replica.wait_ready(&client).await;
+    crate::helpers::add_demo_tenant_at(&direct_url(&primary)).await;
+    let admin = crate::helpers::admin_token(&ims);
+    let reader = crate::helpers::integration_token(&ims);
+    let (status, _) = try_switch_at(&client, replica.base(), &admin, world::ACME_CREATIVE_ORG).await;
+    assert_eq!(status, 201);
+
+    // The standby stops answering: every commit on the primary now waits for it.
+    standby.stop();
+    let sent = Instant::now();
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(15),
+        try_switch_at(&client, replica.base(), &admin, world::ACME_DESIGN_ORG),
+    )
+    .await
+    .expect("the switch answered while the standby stalled");
+    let took = sent.elapsed();
+    eprintln!("switch while the standby stalled: {status} after {took:?}");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["type"], "/problems/database-unavailable", "{body}");
+    let bound = Duration::from_millis(STATEMENT_TIMEOUT_MS + 500);
+    assert!(took < bound + Duration::from_secs(2), "answered after {took:?}");
+    // Not acknowledged by the standby, so not there for anyone yet: reads answer the state before
+    // (once the service, which took the unanswered commit for an outage, probed the database).
+    let since = Instant::now();
+    loop {
+        let res = send(client.get(connection_url(replica.base())).bearer_auth(&reader)).await;
+        if res.status() == 200 {
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["org_id"], world::ACME_CREATIVE_ORG);
+            break;
+        }
+        assert_eq!(res.status(), 503);
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "reads did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The standby is back: the commit it held lands, and the same switch again changes nothing.
+    standby.start();
+    let since = Instant::now();
+    let body = loop {
+        let (status, body) = try_switch_at(&client, replica.base(), &admin, world::ACME_DESIGN_ORG).await;
+        if status == 200 {
+            break body;
+        }
+        assert!(
+            status == 503 || status == 409,
+            "until the commit is released: {status} {body}"
+        );
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "the switch never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(body["org_id"], world::ACME_DESIGN_ORG);
+    assert_eq!(body["revision"], 2, "one switch made, not two: {body}");
+    let history = crate::helpers::full_history(&client, replica.base(), &admin).await;
+    assert_eq!(history.len(), 2, "{history:?}");
+    drop(replica);
+}
+
+/// Item 9: the primary fails, its synchronous standby takes over, the old primary is rewound to
+/// follow it and, once in sync, takes over again: no acknowledged switch is lost either way, no read
+/// is older than a switch acknowledged before it, and each move costs seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
+async fn failing_back_to_the_old_primary_loses_no_acknowledged_switch() {
+    db::require_postgres();
+    let Some(bin) = postgres::server_bin_or_skip(&["initdb", "pg_ctl", "pg_basebackup", "pg_rewind"]) else {
+        return;
+    };
+    let old = node(&bin).primary();
+    let new = node(&bin).standby_of(&old);
+    require_sync_standby(&old).await;
+    let endpoint = Endpoint::start(old.addr()).await;
+    let url = format!("postgres://postgres@{}/postgres?sslmode=disable", endpoint.addr);
+    let ims = cc_connection::dev_ims::DevIms::start("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let replica = failover_replica(&ims, &url);
+    replica.wait_ready(&client).await;
+    crate::helpers::add_demo_tenant_at(&direct_url(&old)).await;
+    let admin = crate::helpers::admin_token(&ims);
+    let reader = crate::helpers::integration_token(&ims);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = [true, false].map(|switch| {
+        let token = if switch { admin.clone() } else { reader.clone() };
+        tokio::spawn(load(replica.base().to_owned(), 0, switch, token, stop.clone()))
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // Over: the old primary dies, the standby is promoted, the address moves.
+    let over = Instant::now();
+    old.kill();
+    new.promote();
+    endpoint.retarget(new.addr());
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    // The old primary, rewound, follows the new one; once it is in sync, back: the new primary
+    // stops, the old one is promoted again, the address moves back.
+    tokio::task::block_in_place(|| old.rewind_to_standby_of(&new));
+    require_sync_standby(&new).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let back = Instant::now();
+    new.kill();
+    old.promote();
+    // Alone until a standby is rebuilt for it (the new primary's setting came with the rewind).
+    let db = sea_orm::Database::connect(direct_url(&old)).await.unwrap();
+    db.execute_unprepared("ALTER SYSTEM RESET synchronous_standby_names")
+        .await
+        .unwrap();
+    db.execute_unprepared("SELECT pg_reload_conf()").await.unwrap();
+    db.close().await.unwrap();
+    endpoint.retarget(old.addr());
+    let moved_back = Instant::now();
+    tokio::time::sleep(Duration::from_millis(STATEMENT_TIMEOUT_MS + 500 + 3_000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+
+    for a in &answers {
+        assert!(
+            a.status < 300 || a.proper_503 || (!a.switch && a.status == 404),
+            "a success or 503 database-unavailable with Retry-After: {a:?}"
+        );
+    }
+    let mut acked: Vec<(i64, String)> = answers
+        .iter()
+        .filter(|a| a.switch && a.revision.is_some())
+        .filter_map(|a| Some((a.revision?, a.org.clone()?)))
+        .collect();
+    acked.sort();
+    acked.dedup();
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.switch && a.revision.is_some() && a.sent > back),
+        "switches were acknowledged after the move back"
+    );
+    let history = crate::helpers::full_history(&client, replica.base(), &admin).await;
+    crate::helpers::assert_history_holds(&history, &acked);
+    for read in answers.iter().filter(|a| !a.switch && a.revision.is_some()) {
+        let newest_before = answers
+            .iter()
+            .filter(|s| s.switch && s.at < read.sent)
+            .filter_map(|s| s.revision)
+            .max();
+        assert!(
+            newest_before.is_none_or(|r| read.revision.unwrap() >= r),
+            "a read older than a switch acknowledged before it was sent: {read:?}"
+        );
+    }
+    let again = recovered_at(&answers, 0, back).expect("switches acknowledged after the move back");
+    eprintln!(
+        "fail-back: {} switches acknowledged; back {:?} after the address moved back (over at {:?})",
+        acked.len(),
+        again.saturating_duration_since(moved_back),
+        back.saturating_duration_since(over)
+    );
+    assert!(
+        again.saturating_duration_since(moved_back)
+            < Duration::from_millis(STATEMENT_TIMEOUT_MS + 500) + Duration::from_secs(4)
+    );
+    drop(replica);
 }

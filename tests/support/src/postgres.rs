@@ -135,6 +135,46 @@ impl Cluster {
         self.run("pg_ctl", &["stop", "-w", "-m", "immediate", "-D", &self.data()]);
     }
 
+    /// A former primary, stopped, made a standby of `source` (the primary promoted in its place):
+    /// `pg_rewind` winds its data back to where the two timelines parted and writes the standby
+    /// settings (`-R`); then it is started. Needs `wal_log_hints=on` (or checksums) on it.
+    pub fn rewind_to_standby_of(&self, source: &Cluster) {
+        // A primary that died is recovered first with its own settings, then shut down cleanly:
+        // pg_rewind's own recovery would run without them (and forget wal_log_hints).
+        self.start();
+        self.stop();
+        // The promoted source records its new timeline in its control file at a checkpoint: until
+        // then pg_rewind would see one timeline and rewind nothing.
+        let port = source.port.to_string();
+        source.run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-c",
+                "CHECKPOINT",
+            ],
+        );
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            source.port
+        );
+        self.run(
+            "pg_rewind",
+            &["-D", &self.data(), "--source-server", &conninfo, "-R"],
+        );
+        self.start();
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
     /// A standby becomes a primary.
     pub fn promote(&self) {
         self.run("pg_ctl", &["promote", "-w", "-D", &self.data()]);
