@@ -84,6 +84,16 @@ pub enum ApiError {
     /// 412: `If-Match` did not match the current revision.
     #[error("the connection changed since the ETag given in If-Match")]
     PreconditionFailed,
+    /// 412 (`precondition-failed`): a registry write's `If-Match` or `If-None-Match: *` does not
+    /// hold for the tenant's registry entry.
+    #[error(
+        "the registry entry is not as If-Match or If-None-Match requires (it changed since that \
+         ETag, or it is registered, or it is not)"
+    )]
+    EntryPreconditionFailed,
+    /// 409: a registered tenant's home org is not changed in place.
+    #[error("the tenant is registered with another home org; remove it first to register it with this one")]
+    TenantOrgConflict,
     /// 413: the body is larger than allowed.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -147,7 +157,8 @@ impl ApiError {
             Self::MethodNotAllowed(_) => ProblemKind::MethodNotAllowed,
             Self::RequestTimeout => ProblemKind::RequestTimeout,
             Self::ConcurrentSwitch => ProblemKind::ConcurrentSwitch,
-            Self::PreconditionFailed => ProblemKind::PreconditionFailed,
+            Self::PreconditionFailed | Self::EntryPreconditionFailed => ProblemKind::PreconditionFailed,
+            Self::TenantOrgConflict => ProblemKind::TenantOrgConflict,
             Self::PayloadTooLarge(_) => ProblemKind::PayloadTooLarge,
             Self::UnsupportedMediaType | Self::UnsupportedContentEncoding => {
                 ProblemKind::UnsupportedMediaType
@@ -223,6 +234,8 @@ pub enum ProblemKind {
     ConcurrentSwitch,
     /// `precondition-failed`
     PreconditionFailed,
+    /// `tenant-org-conflict`
+    TenantOrgConflict,
     /// `payload-too-large`
     PayloadTooLarge,
     /// `unsupported-media-type`
@@ -274,7 +287,7 @@ const fn retried(slug: &'static str, status: StatusCode, title: &'static str) ->
 
 impl ProblemKind {
     /// Every problem type.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::InvalidRequest,
         Self::InvalidToken,
         Self::InsufficientScope,
@@ -286,6 +299,7 @@ impl ProblemKind {
         Self::RequestTimeout,
         Self::ConcurrentSwitch,
         Self::PreconditionFailed,
+        Self::TenantOrgConflict,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::OrgNotAccessible,
@@ -316,6 +330,7 @@ impl ProblemKind {
                 S::PRECONDITION_FAILED,
                 "Precondition failed",
             ),
+            Self::TenantOrgConflict => def("tenant-org-conflict", S::CONFLICT, "Tenant org conflict"),
             Self::PayloadTooLarge => def("payload-too-large", S::PAYLOAD_TOO_LARGE, "Payload too large"),
             Self::UnsupportedMediaType => def(
                 "unsupported-media-type",
@@ -456,6 +471,8 @@ impl From<StoreError> for ApiError {
             StoreError::PreconditionFailed => Self::PreconditionFailed,
             StoreError::ConcurrentSwitch => Self::ConcurrentSwitch,
             StoreError::TenantExists => Self::invalid("tenant is already registered"),
+            StoreError::TenantOrgConflict => Self::TenantOrgConflict,
+            StoreError::EntryPreconditionFailed(_) => Self::EntryPreconditionFailed,
             e @ StoreError::Unavailable(_) => {
                 if !crate::store::is_outage(&e) {
                     tracing::warn!(cause = %error_chain(&e), "the database answered but could not serve the request");

@@ -32,6 +32,7 @@ use crate::routes::connection::SwitchBody;
         (name = "connection", description = "The tenant's Creative Cloud connection"),
         (name = "orgs", description = "The org picker"),
         (name = "feed", description = "Every tenant's connection and the change feed (integrations)"),
+        (name = "provisioning", description = "The tenant registry, as the AEM Assets provisioning system drives it"),
         (name = "operations", description = "Probes"),
     ),
 )]
@@ -114,6 +115,20 @@ impl Modify for ProblemResponses {
                                 .build(),
                         );
                     }
+                    // A registry write's 412 carries the entry's current ETag.
+                    if matches!(id, "put_tenant" | "delete_tenant")
+                        && kinds.contains(&ProblemKind::PreconditionFailed)
+                    {
+                        response = response.header(
+                            "ETag",
+                            HeaderBuilder::new()
+                                .schema(Some(Object::with_type(Type::String)))
+                                .description(Some(
+                                    "With `precondition-failed`: the entry's current version, quoted (none when the tenant is not registered)",
+                                ))
+                                .build(),
+                        );
+                    }
                     let response = response.build();
                     op.responses
                         .responses
@@ -163,6 +178,7 @@ pub fn example_error(kind: ProblemKind) -> ApiError {
         ProblemKind::RequestTimeout => ApiError::RequestTimeout,
         ProblemKind::ConcurrentSwitch => ApiError::ConcurrentSwitch,
         ProblemKind::PreconditionFailed => ApiError::PreconditionFailed,
+        ProblemKind::TenantOrgConflict => ApiError::TenantOrgConflict,
         ProblemKind::PayloadTooLarge => ApiError::PayloadTooLarge(routes::MAX_BODY_BYTES),
         ProblemKind::UnsupportedMediaType => ApiError::UnsupportedMediaType,
         ProblemKind::OrgNotAccessible => ApiError::OrgNotAccessible(EXAMPLE_ORG.to_owned()),

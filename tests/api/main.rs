@@ -22,6 +22,7 @@ mod openapi;
 mod orgs;
 mod probes;
 mod process;
+mod provisioning;
 mod replicas;
 mod tokens;
 mod traces;
