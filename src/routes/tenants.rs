@@ -52,8 +52,8 @@ pub struct Tenant {
     /// When its registry entry last changed.
     pub updated_at: DateTime<Utc>,
     /// Its active connection as `GET .../creative-cloud-connection` answers it; `null` when it has
-    /// none.
-    #[schema(nullable = true)]
+    /// none. Always present.
+    #[schema(nullable = true, required = true)]
     pub connection: Option<Connection>,
 }
 
@@ -84,8 +84,8 @@ impl Tenant {
 pub struct TenantsPage {
     /// The tenants of this page, by tenant id.
     pub tenants: Vec<Tenant>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
-    #[schema(nullable = true)]
+    /// Pass as `cursor` to get the next page; `null` on the last page. Always present.
+    #[schema(nullable = true, required = true)]
     pub next_cursor: Option<String>,
 }
 
