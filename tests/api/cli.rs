@@ -17,7 +17,7 @@ use crate::helpers::{TENANT, TestApp, admin_token, assert_problem, integration_t
 use crate::process::ServeProcess;
 
 /// Runs `cc-connection <args>` on `database_url` as the operator `ops-alice`.
-fn ccc(database_url: &str, args: &[&str]) -> Output {
+pub fn ccc(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cc-connection"))
         .args(args)
         .env_clear()

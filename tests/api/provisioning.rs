@@ -2,12 +2,11 @@
 //! /tenants/{tenant_id}` and `GET /tenants`, for the provisioning system's service token only, with
 //! the same rules and feed changes as the `tenant` commands.
 
-use std::process::{Command, Output};
-
 use cc_connection::dev_ims::{TokenSpec, world};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
+use crate::cli::ccc;
 use crate::common::db;
 use crate::each_backend;
 use crate::helpers::{TENANT, TestApp, assert_problem, send, spawn_app_with, spawn_replica};
@@ -483,17 +482,6 @@ async fn administrator_groups_set_over_the_api_are_in_effect_at_once_on_another_
         let res = replica.put_connection(&bob, world::ACME_CREATIVE_ORG).await;
         assert_eq!(res.status(), 201, "{:?}", app.backend);
     });
-}
-
-/// Runs `cc-connection <args>` on `database_url` as the operator `ops-alice`.
-fn ccc(database_url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cc-connection"))
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("USER", "ops-alice")
-        .output()
-        .expect("cc-connection runs")
 }
 
 /// Issue 29, item 4: `tenant add` is in the feed, so a follower is as current as a fresh listing.
