@@ -8,10 +8,10 @@ use crate::config::Config;
 use crate::config::Mode;
 #[cfg(feature = "dev-ims")]
 use crate::dev_ims::{DevIms, TokenSpec, world};
-use crate::domain::{Actor, OrgId, Revision, TenantId};
+use crate::domain::{Actor, AdminGroups, Condition, OrgId, Revision, TenantId};
 use crate::representation::{Connection, HistoryEntry};
 use crate::startup::Application;
-use crate::store::{DbOptions, Store, StoreError, TenantRecord};
+use crate::store::{DbOptions, EntryCondition, RegistryEntry, Store, StoreError, TenantWrite};
 
 /// The demo tenant `start-dev` registers.
 pub const DEMO_TENANT: &str = "acme-prod";
@@ -37,11 +37,13 @@ pub fn dev_defaults() -> Config {
             world::UI_CLIENT.to_owned(),
             world::INTEGRATION_CLIENT.to_owned(),
             world::LIBRARIES_CLIENT.to_owned(),
+            world::PROVISIONING_CLIENT.to_owned(),
         ],
         integration_client_ids: vec![
             world::INTEGRATION_CLIENT.to_owned(),
             world::LIBRARIES_CLIENT.to_owned(),
         ],
+        provisioning_client_ids: vec![world::PROVISIONING_CLIENT.to_owned()],
         ims_region: Some(world::REGION.to_owned()),
         ims_cert_name_prefix: Some(crate::dev_ims::CERT_NAME_PREFIX.to_owned()),
         ..Config::defaults(Mode::Dev)
@@ -82,21 +84,29 @@ pub async fn start_dev(mut config: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let tenant = TenantId::parse(DEMO_TENANT).map_err(|e| e.to_string())?;
     let home = OrgId::parse(world::ACME_HOME_ORG).map_err(|e| e.to_string())?;
-    match store
-        .add_tenant(&tenant, &home, &[world::ACME_ADMIN_GROUP.to_owned()])
-        .await
-    {
-        Ok(_) | Err(StoreError::TenantExists) => {}
+    let demo = TenantWrite {
+        tenant_id: &tenant,
+        home_org: Some(&home),
+        admin_groups: &[world::ACME_ADMIN_GROUP.to_owned()],
+        condition: EntryCondition::Absent,
+        by: &Actor::operator("start-dev"),
+        at: chrono::Utc::now(),
+    };
+    match store.put_tenant(&demo).await {
+        Ok(_) | Err(StoreError::EntryPreconditionFailed(_)) => {}
         Err(e) => return Err(format!("could not register the demo tenant: {e}")),
     }
-    let admin_scope = config.admin_scope.clone();
-    let read_scope = config.read_scope.clone();
+    let scopes = DevScopes {
+        admin: config.admin_scope.clone(),
+        read: config.read_scope.clone(),
+        provision: config.provisioning_scope.clone(),
+    };
     let app = Application::build_with_store(config, store)
         .await
         .map_err(|e| e.to_string())?;
     let base = format!("http://127.0.0.1:{}", app.port());
     if let Some(ims) = &dev_ims {
-        print_dev_banner(ims, &base, &admin_scope, &read_scope);
+        print_dev_banner(ims, &base, &scopes);
     }
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
@@ -107,8 +117,17 @@ pub async fn start_dev(_config: Config) -> Result<(), String> {
     Err(NO_DEV_IMS.to_owned())
 }
 
+/// The scopes `start-dev`'s tokens carry (as configured).
 #[cfg(feature = "dev-ims")]
-fn print_dev_banner(ims: &DevIms, base: &str, admin_scope: &str, read_scope: &str) {
+struct DevScopes {
+    admin: String,
+    read: String,
+    provision: String,
+}
+
+#[cfg(feature = "dev-ims")]
+fn print_dev_banner(ims: &DevIms, base: &str, scopes: &DevScopes) {
+    let (admin_scope, read_scope) = (scopes.admin.as_str(), scopes.read.as_str());
     let mut user_scopes: Vec<&str> = world::USER_SCOPES.to_vec();
     let member = ims.mint(&TokenSpec::user(
         world::BOB_MEMBER,
@@ -127,6 +146,10 @@ fn print_dev_banner(ims: &DevIms, base: &str, admin_scope: &str, read_scope: &st
         &user_scopes,
     ));
     let integration = ims.mint(&TokenSpec::service(world::INTEGRATION_CLIENT, &[read_scope]));
+    let provisioning = ims.mint(&TokenSpec::service(
+        world::PROVISIONING_CLIENT,
+        &[scopes.provision.as_str()],
+    ));
     let t = DEMO_TENANT;
     println!(
         "\ncc-connection (development) on {base}\n\
@@ -137,17 +160,23 @@ fn print_dev_banner(ims: &DevIms, base: &str, admin_scope: &str, read_scope: &st
          PERSONAL_TOKEN={personal}\n  # alice's personal Adobe ID (same email): administrator, no Creative Cloud entitlement\n\n\
          MEMBER_TOKEN={member}\n  # bob, member of the tenant's org, not an administrator\n\n\
          INTEGRATION_TOKEN={integration}\n  # service token of {integ} with {read_scope}\n\n\
+         PROVISIONING_TOKEN={provisioning}\n  # service token of {prov} with {provision_scope}: the tenant registry (/tenants)\n\n\
          Try:\n\
          curl -s -X PUT -H \"Authorization: Bearer {admin}\" -H 'Content-Type: application/json' \
          -d '{{\"org_id\":\"{creative}\"}}' {base}/tenants/{t}/creative-cloud-connection\n\
          curl -s -H \"Authorization: Bearer {integration}\" {base}/tenants/{t}/creative-cloud-connection\n\
          # follow every tenant's changes (Server-Sent Events):\n\
-         curl -sN -H \"Authorization: Bearer {integration}\" -H 'Accept: text/event-stream' {base}/creative-cloud-connections/changes\n",
+         curl -sN -H \"Authorization: Bearer {integration}\" -H 'Accept: text/event-stream' {base}/creative-cloud-connections/changes\n\
+         # register a tenant as the provisioning system does:\n\
+         curl -s -X PUT -H \"Authorization: Bearer {provisioning}\" -H 'Content-Type: application/json' \
+         -d '{{\"ims_org\":\"{home}\",\"admin_groups\":[\"{admin_group}\"]}}' {base}/tenants/acme-stage\n",
         ims_url = ims.url(),
         home = world::ACME_HOME_ORG,
         admin_group = world::ACME_ADMIN_GROUP,
         creative = world::ACME_CREATIVE_ORG,
         integ = world::INTEGRATION_CLIENT,
+        prov = world::PROVISIONING_CLIENT,
+        provision_scope = scopes.provision,
     );
 }
 
@@ -267,12 +296,10 @@ fn not_registered(tenant: &TenantId) -> String {
     format!("tenant {tenant} is not registered")
 }
 
-/// Refuses an empty group ident (IMS never has one; it would be a quoting mistake).
-fn check_groups(groups: &[String]) -> Result<(), String> {
-    if groups.iter().any(|g| g.trim().is_empty()) {
-        return Err("an --admin-group may not be empty".to_owned());
-    }
-    Ok(())
+/// The `--admin-group` list, checked as the API checks `admin_groups` (an empty ident is a quoting
+/// mistake: IMS never has one).
+fn check_groups(groups: &[String]) -> Result<AdminGroups, String> {
+    AdminGroups::parse(groups.to_vec()).map_err(|e| format!("--admin-group: {}", e.reason))
 }
 
 /// The operator running this command, as it goes into the history: `cli:<login>`, the login from
@@ -301,12 +328,22 @@ pub async fn migrate() -> Result<(), String> {
     Ok(())
 }
 
-/// `tenant add`.
+/// `tenant add`: registers a tenant that is not registered (also one removed before), as
+/// `PUT /tenants/{id}` with `If-None-Match: *` does.
 pub async fn tenant_add(tenant: &TenantId, org: &OrgId, groups: &[String]) -> Result<(), String> {
-    check_groups(groups)?;
+    let groups = check_groups(groups)?;
     let store = open_current().await?;
-    match store.add_tenant(tenant, org, groups).await {
-        Ok(t) => {
+    let write = TenantWrite {
+        tenant_id: tenant,
+        home_org: Some(org),
+        admin_groups: groups.as_slice(),
+        condition: EntryCondition::Absent,
+        by: &operator(),
+        at: chrono::Utc::now(),
+    };
+    match store.put_tenant(&write).await {
+        Ok(outcome) => {
+            let t = &outcome.entry().tenant;
             say!(
                 "added {} (home org {}, admin groups {})",
                 t.tenant_id,
@@ -315,7 +352,7 @@ pub async fn tenant_add(tenant: &TenantId, org: &OrgId, groups: &[String]) -> Re
             );
             Ok(())
         }
-        Err(StoreError::TenantExists) => Err(format!("tenant {tenant} is already registered")),
+        Err(StoreError::EntryPreconditionFailed(_)) => Err(format!("tenant {tenant} is already registered")),
         Err(e) => Err(db_error(&e)),
     }
 }
@@ -329,17 +366,28 @@ pub struct TenantJson {
     pub home_org: OrgId,
     /// The IMS group idents (in the home org) whose members administer it.
     pub admin_groups: Vec<String>,
-    /// The tenant's revision (bumped by every switch, disconnect and removal).
+    /// The tenant's revision (bumped by every change of the feed: switch, disconnect, removal,
+    /// registration again).
     pub revision: Revision,
+    /// The registry entry's version (the provisioning API's `ETag`).
+    pub version: Revision,
+    /// When the tenant was (last) registered.
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// When its registry entry last changed.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-impl From<&TenantRecord> for TenantJson {
-    fn from(t: &TenantRecord) -> Self {
+impl From<&RegistryEntry> for TenantJson {
+    fn from(e: &RegistryEntry) -> Self {
+        let t = &e.tenant;
         Self {
             tenant_id: t.tenant_id.clone(),
             home_org: t.home_org.clone(),
             admin_groups: t.admin_groups.clone(),
             revision: t.revision,
+            version: e.version,
+            registered_at: e.registered_at,
+            updated_at: e.updated_at,
         }
     }
 }
@@ -360,14 +408,27 @@ pub struct TenantShowJson {
 /// `tenant list`: a table, or a JSON array with `json`.
 pub async fn tenant_list(json: bool) -> Result<(), String> {
     let store = open_current().await?;
-    let tenants = store.list_tenants().await.map_err(|e| db_error(&e))?;
+    // Page by page, as `GET /tenants` reads it.
+    let mut tenants: Vec<RegistryEntry> = Vec::new();
+    loop {
+        let after = tenants.last().map(|e| e.tenant.tenant_id.clone());
+        let page = store
+            .registry_page(after.as_ref(), 1_000)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let last = page.len() < 1_000;
+        tenants.extend(page.into_iter().map(|(entry, _)| entry));
+        if last {
+            break;
+        }
+    }
     if json {
         let all: Vec<TenantJson> = tenants.iter().map(TenantJson::from).collect();
         println!("{}", to_json(&all)?);
         return Ok(());
     }
     say!("{:<40} {:<36} ADMIN GROUPS", "TENANT", "HOME ORG");
-    for t in tenants {
+    for t in tenants.iter().map(|e| &e.tenant) {
         say!(
             "{:<40} {:<36} {}",
             t.tenant_id,
@@ -399,8 +460,8 @@ fn to_json(value: &impl Serialize) -> Result<String, String> {
 /// `tenant show`: the registry entry, the active connection and the newest `history` entries.
 pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<(), String> {
     let store = open_current().await?;
-    let view = store
-        .tenant_view(tenant)
+    let (entry, active) = store
+        .registry_entry(tenant)
         .await
         .map_err(|e| db_error(&e))?
         .ok_or_else(|| not_registered(tenant))?;
@@ -411,8 +472,8 @@ pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<
         Err(e) => return Err(db_error(&e)),
     };
     let shown = TenantShowJson {
-        tenant: TenantJson::from(&view.tenant),
-        connection: view.active.as_ref().map(Connection::from),
+        tenant: TenantJson::from(&entry),
+        connection: active.as_ref().map(Connection::from),
         history: entries.iter().map(HistoryEntry::from).collect(),
     };
     if json {
@@ -424,6 +485,12 @@ pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<
     say!("home org      {}", t.home_org);
     say!("admin groups  {}", t.admin_groups.join(", "));
     say!("revision      {}", t.revision);
+    say!(
+        "registered    {} (entry version {}, updated {})",
+        t.registered_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        t.version,
+        t.updated_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
     match &shown.connection {
         Some(c) => say!(
             "connected to  {} ({}) by {} at {}, revision {}",
@@ -460,11 +527,20 @@ pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<
     Ok(())
 }
 
-/// `tenant set-admin-groups`: replaces the tenant's administrator groups.
+/// `tenant set-admin-groups`: replaces the tenant's administrator groups, as `PUT /tenants/{id}`
+/// with the registered org and `If-Match: *` does.
 pub async fn tenant_set_admin_groups(tenant: &TenantId, groups: &[String]) -> Result<(), String> {
-    check_groups(groups)?;
+    let groups = check_groups(groups)?;
     let store = open_current().await?;
-    match store.set_admin_groups(tenant, groups).await {
+    let write = TenantWrite {
+        tenant_id: tenant,
+        home_org: None,
+        admin_groups: groups.as_slice(),
+        condition: EntryCondition::Present(Condition::Any),
+        by: &operator(),
+        at: chrono::Utc::now(),
+    };
+    match store.put_tenant(&write).await.map(|o| o.entry().tenant.clone()) {
         Ok(t) => {
             say!(
                 "admin groups of {} are now {}",
@@ -473,7 +549,9 @@ pub async fn tenant_set_admin_groups(tenant: &TenantId, groups: &[String]) -> Re
             );
             Ok(())
         }
-        Err(StoreError::UnknownTenant) => Err(not_registered(tenant)),
+        Err(StoreError::UnknownTenant | StoreError::EntryPreconditionFailed(_)) => {
+            Err(not_registered(tenant))
+        }
         Err(e) => Err(db_error(&e)),
     }
 }
@@ -483,7 +561,10 @@ pub async fn tenant_set_admin_groups(tenant: &TenantId, groups: &[String]) -> Re
 pub async fn tenant_remove(tenant: &TenantId) -> Result<(), String> {
     let store = open_current().await?;
     let by = operator();
-    match store.remove_tenant(tenant, &by, chrono::Utc::now()).await {
+    match store
+        .remove_tenant_if(tenant, &by, chrono::Utc::now(), None)
+        .await
+    {
         Ok(Some(ended)) => {
             say!(
                 "removed {tenant}; its connection to {} (revision {}) ended by {by}",

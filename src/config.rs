@@ -85,6 +85,14 @@ pub struct Config {
     /// `CCC_INTEGRATION_CLIENT_IDS`: clients whose service tokens may read any tenant's connection.
     #[serde(default, deserialize_with = "list")]
     pub integration_client_ids: Vec<String>,
+    /// `CCC_PROVISIONING_CLIENT_IDS`: clients whose service tokens may register, update, list and
+    /// remove tenants over the API (`/tenants`); empty: no one may. Their tokens are accepted
+    /// whether or not `CCC_CLIENT_IDS` lists them.
+    #[serde(default, deserialize_with = "list")]
+    pub provisioning_client_ids: Vec<String>,
+    /// `CCC_PROVISIONING_SCOPE`: the scope a provisioning client must hold.
+    #[serde(deserialize_with = "string")]
+    pub provisioning_scope: String,
     /// `CCC_ADMIN_SCOPE`: the scope an administrator's client must hold to switch.
     #[serde(deserialize_with = "string")]
     pub admin_scope: String,
@@ -171,6 +179,9 @@ pub struct Config {
     pub feed_buffer: usize,
 }
 
+/// The default of `CCC_PROVISIONING_SCOPE`.
+pub const DEFAULT_PROVISIONING_SCOPE: &str = "aem_assets.cc_connection.provision";
+
 /// The default of `CCC_DB_MAX_CONNECTIONS`; also [`crate::store::DbOptions`]'s.
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 10;
 /// The default of `CCC_DB_CONNECT_TIMEOUT_MS`; also [`crate::store::DbOptions`]'s.
@@ -245,6 +256,8 @@ impl Config {
             },
             client_ids: Vec::new(),
             integration_client_ids: Vec::new(),
+            provisioning_client_ids: Vec::new(),
+            provisioning_scope: DEFAULT_PROVISIONING_SCOPE.to_owned(),
             admin_scope: "aem_assets.cc_connection.admin".to_owned(),
             read_scope: "aem_assets.cc_connection.read".to_owned(),
             ims_region: (!dev).then(|| "ims-na1".to_owned()),
@@ -336,9 +349,9 @@ impl Config {
         if self.cc_service_codes.is_empty() {
             return Err(ConfigError::Missing("CCC_CC_SERVICE_CODES"));
         }
-        if self.admin_scope.is_empty() || self.read_scope.is_empty() {
+        if self.admin_scope.is_empty() || self.read_scope.is_empty() || self.provisioning_scope.is_empty() {
             return Err(ConfigError::Invalid {
-                name: "CCC_ADMIN_SCOPE/CCC_READ_SCOPE",
+                name: "CCC_ADMIN_SCOPE/CCC_READ_SCOPE/CCC_PROVISIONING_SCOPE",
                 reason: "must not be empty".to_owned(),
             });
         }
@@ -434,6 +447,18 @@ impl Config {
                 .as_deref()
                 .map(|region| format!("{}-key-", region.replacen('-', "_", 1)))
         })
+    }
+
+    /// Every client whose tokens are accepted at all: `CCC_CLIENT_IDS` and the provisioning
+    /// clients (a client named as a provisioning client is meant to be let in).
+    pub fn accepted_client_ids(&self) -> Vec<String> {
+        let mut all = self.client_ids.clone();
+        for client in &self.provisioning_client_ids {
+            if !all.contains(client) {
+                all.push(client.clone());
+            }
+        }
+        all
     }
 
     /// The IMS call timeout.
@@ -639,6 +664,19 @@ mod tests {
         stage.push(("ims_cert_name_prefix", "custom-"));
         let c = with(Mode::Serve, &stage).unwrap();
         assert_eq!(c.cert_name_prefix().as_deref(), Some("custom-"));
+    }
+
+    #[test]
+    fn provisioning_is_off_unless_clients_are_named_and_they_are_accepted() {
+        let base = [("database_url", "sqlite::memory:"), ("client_ids", "ui")];
+        let c = with(Mode::Serve, &base).unwrap();
+        assert!(c.provisioning_client_ids.is_empty());
+        assert_eq!(c.provisioning_scope, "aem_assets.cc_connection.provision");
+        let mut named = base.to_vec();
+        named.push(("provisioning_client_ids", "aem-provisioning, ui"));
+        let c = with(Mode::Serve, &named).unwrap();
+        assert_eq!(c.provisioning_client_ids, ["aem-provisioning", "ui"]);
+        assert_eq!(c.accepted_client_ids(), ["ui", "aem-provisioning"]);
     }
 
     #[test]

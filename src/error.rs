@@ -86,6 +86,17 @@ pub enum ApiError {
         "the connection is not in the state If-Match or If-None-Match requires; its current ETag is sent"
     )]
     PreconditionFailed(crate::domain::Revision),
+    /// 412 (`precondition-failed`): a registry write's `If-Match` or `If-None-Match: *` does not
+    /// hold for the tenant's registry entry; its current version is sent as `ETag` when it is
+    /// registered.
+    #[error(
+        "the registry entry is not as If-Match or If-None-Match requires (it changed since that \
+         ETag, or it is registered, or it is not)"
+    )]
+    EntryPreconditionFailed(Option<crate::domain::Revision>),
+    /// 409: a registered tenant's home org is not changed in place.
+    #[error("the tenant is registered with another home org; remove it first to register it with this one")]
+    TenantOrgConflict,
     /// 413: the body is larger than allowed.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -149,7 +160,8 @@ impl ApiError {
             Self::MethodNotAllowed(_) => ProblemKind::MethodNotAllowed,
             Self::RequestTimeout => ProblemKind::RequestTimeout,
             Self::ConcurrentSwitch => ProblemKind::ConcurrentSwitch,
-            Self::PreconditionFailed(_) => ProblemKind::PreconditionFailed,
+            Self::PreconditionFailed(_) | Self::EntryPreconditionFailed(_) => ProblemKind::PreconditionFailed,
+            Self::TenantOrgConflict => ProblemKind::TenantOrgConflict,
             Self::PayloadTooLarge(_) => ProblemKind::PayloadTooLarge,
             Self::UnsupportedMediaType | Self::UnsupportedContentEncoding => {
                 ProblemKind::UnsupportedMediaType
@@ -225,6 +237,8 @@ pub enum ProblemKind {
     ConcurrentSwitch,
     /// `precondition-failed`
     PreconditionFailed,
+    /// `tenant-org-conflict`
+    TenantOrgConflict,
     /// `payload-too-large`
     PayloadTooLarge,
     /// `unsupported-media-type`
@@ -276,7 +290,7 @@ const fn retried(slug: &'static str, status: StatusCode, title: &'static str) ->
 
 impl ProblemKind {
     /// Every problem type.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::InvalidRequest,
         Self::InvalidToken,
         Self::InsufficientScope,
@@ -288,6 +302,7 @@ impl ProblemKind {
         Self::RequestTimeout,
         Self::ConcurrentSwitch,
         Self::PreconditionFailed,
+        Self::TenantOrgConflict,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::OrgNotAccessible,
@@ -318,6 +333,7 @@ impl ProblemKind {
                 S::PRECONDITION_FAILED,
                 "Precondition failed",
             ),
+            Self::TenantOrgConflict => def("tenant-org-conflict", S::CONFLICT, "Tenant org conflict"),
             Self::PayloadTooLarge => def("payload-too-large", S::PAYLOAD_TOO_LARGE, "Payload too large"),
             Self::UnsupportedMediaType => def(
                 "unsupported-media-type",
@@ -435,7 +451,7 @@ impl ResponseError for ApiError {
                 // RFC 9110 15.5.16: say which content codings would have been accepted.
                 res.insert_header((header::ACCEPT_ENCODING, HeaderValue::from_static("identity")));
             }
-            Self::PreconditionFailed(current) => {
+            Self::PreconditionFailed(current) | Self::EntryPreconditionFailed(Some(current)) => {
                 // RFC 9110 13.1: the current ETag, so the client can read it or retry at once.
                 res.insert_header((header::ETAG, crate::routes::etag::of(*current)));
             }
@@ -462,6 +478,8 @@ impl From<StoreError> for ApiError {
             StoreError::PreconditionFailed(current) => Self::PreconditionFailed(current),
             StoreError::ConcurrentSwitch => Self::ConcurrentSwitch,
             StoreError::TenantExists => Self::invalid("tenant is already registered"),
+            StoreError::TenantOrgConflict => Self::TenantOrgConflict,
+            StoreError::EntryPreconditionFailed(version) => Self::EntryPreconditionFailed(version),
             e @ StoreError::Unavailable(_) => {
                 if !crate::store::is_outage(&e) {
                     tracing::warn!(cause = %error_chain(&e), "the database answered but could not serve the request");

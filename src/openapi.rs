@@ -32,6 +32,7 @@ use crate::routes::connection::SwitchBody;
         (name = "connection", description = "The tenant's Creative Cloud connection"),
         (name = "orgs", description = "The org picker"),
         (name = "feed", description = "Every tenant's connection and the change feed (integrations)"),
+        (name = "provisioning", description = "The tenant registry, as the AEM Assets provisioning system drives it"),
         (name = "operations", description = "Probes"),
     ),
 )]
@@ -114,12 +115,18 @@ impl Modify for ProblemResponses {
                                 .build(),
                         );
                     }
+                    // A 412 carries the current ETag (a registry write's: the entry's version).
                     if kinds.contains(&ProblemKind::PreconditionFailed) {
+                        let what = if matches!(id, "put_tenant" | "delete_tenant") {
+                            "With `precondition-failed`: the entry's current version, quoted (none when the tenant is not registered)"
+                        } else {
+                            "With `precondition-failed`: the current ETag, quoted"
+                        };
                         response = response.header(
                             "ETag",
                             HeaderBuilder::new()
                                 .schema(Some(Object::with_type(Type::String)))
-                                .description(Some("The current ETag, quoted"))
+                                .description(Some(what))
                                 .build(),
                         );
                     }
@@ -172,6 +179,7 @@ pub fn example_error(kind: ProblemKind) -> ApiError {
         ProblemKind::RequestTimeout => ApiError::RequestTimeout,
         ProblemKind::ConcurrentSwitch => ApiError::ConcurrentSwitch,
         ProblemKind::PreconditionFailed => ApiError::PreconditionFailed(crate::domain::Revision::new(7)),
+        ProblemKind::TenantOrgConflict => ApiError::TenantOrgConflict,
         ProblemKind::PayloadTooLarge => ApiError::PayloadTooLarge(routes::MAX_BODY_BYTES),
         ProblemKind::UnsupportedMediaType => ApiError::UnsupportedMediaType,
         ProblemKind::OrgNotAccessible => ApiError::OrgNotAccessible(EXAMPLE_ORG.to_owned()),

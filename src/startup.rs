@@ -113,7 +113,7 @@ impl Application {
         );
         let verifier = Arc::new(TokenVerifier::new(
             keys.clone(),
-            &config.client_ids,
+            &config.accepted_client_ids(),
             config.ims_region.clone(),
         ));
         // Keys load in the background: the service starts (and /readyz says not ready) even while

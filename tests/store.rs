@@ -381,8 +381,9 @@ async fn the_removal_mark_migrates_up_and_down() {
         let by = cc_connection::domain::Actor::operator("ops");
         store.remove_tenant(&gone, &by, Utc::now()).await.unwrap();
 
-        // Down two: the change feed's migration (newer), then the removal mark's.
-        Migrator::down(conn, Some(2)).await.unwrap();
+        // Down to before the removal mark's (the third): every newer one first.
+        let newer = Migrator::migrations().len() as u32 - 2;
+        Migrator::down(conn, Some(newer)).await.unwrap();
         assert!(!has_mark().await, "{backend:?}: down drops the column");
         assert_eq!(
             count("SELECT tenant_id FROM tenant").await,
@@ -394,7 +395,10 @@ async fn the_removal_mark_migrates_up_and_down() {
             1,
             "{backend:?}: the kept tenant's history stays"
         );
-        assert_eq!(Migrator::get_pending_migrations(conn).await.unwrap().len(), 2);
+        assert_eq!(
+            Migrator::get_pending_migrations(conn).await.unwrap().len(),
+            newer as usize
+        );
 
         Migrator::up(conn, None).await.unwrap();
         assert!(has_mark().await, "{backend:?}: up adds it again");
@@ -733,5 +737,47 @@ async fn a_stored_id_that_does_not_parse_is_a_database_error() {
             matches!(store.list_tenants().await, Err(StoreError::Database(_))),
             "{backend:?}: a malformed org id"
         );
+    }
+}
+
+/// The registry entry's migration, up and down: down drops the version and the two instants and
+/// forgets the registrations in the feed (an older binary could not read them); up again brings
+/// the columns back, filled in for every tenant.
+#[tokio::test]
+async fn the_registry_entry_version_migrates_up_and_down() {
+    use migration::{Migrator, MigratorTrait, SchemaManager};
+    use sea_orm::Statement;
+    for backend in db::backends() {
+        let (_db, store) = with_tenant(backend).await;
+        let conn = store.connection();
+        let has = |column: &'static str| async move {
+            SchemaManager::new(conn)
+                .has_column("tenant", column)
+                .await
+                .unwrap()
+        };
+        let registrations = || async {
+            let sql = "SELECT position FROM change WHERE kind = 'tenant-registered'";
+            conn.query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .len()
+        };
+        assert_eq!(registrations().await, 1, "{backend:?}: the tenant's registration");
+        // Down to before it (the fifth): every newer one first.
+        let newer = Migrator::migrations().len() as u32 - 4;
+        Migrator::down(conn, Some(newer)).await.unwrap();
+        for column in ["version", "registered_at", "updated_at"] {
+            assert!(!has(column).await, "{backend:?}: down drops {column}");
+        }
+        assert_eq!(
+            registrations().await,
+            0,
+            "{backend:?}: down forgets registrations"
+        );
+        Migrator::up(conn, None).await.unwrap();
+        let (entry, _) = store.registry_entry(&tenant()).await.unwrap().unwrap();
+        assert_eq!(entry.version.get(), 1, "{backend:?}");
+        assert_eq!(entry.registered_at, entry.updated_at);
     }
 }

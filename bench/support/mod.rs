@@ -34,6 +34,9 @@ pub async fn seed(url: &str, tenants: usize) {
             revision: Set(Revision::new(1)),
             created_at: Set(now),
             removed_at: Set(None),
+            version: Set(Revision::new(1)),
+            registered_at: Set(now),
+            updated_at: Set(now),
         });
         tenant::Entity::insert_many(rows)
             .exec(store.connection())

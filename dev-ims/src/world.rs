@@ -49,6 +49,11 @@ pub const INTEGRATION_CLIENT: &str = "cc-express-dev";
 /// The CC Libraries integration's client.
 pub const LIBRARIES_CLIENT: &str = "cc-libraries-dev";
 
+/// The AEM Assets provisioning system's client (registers tenants over the API).
+pub const PROVISIONING_CLIENT: &str = "aem-provisioning-dev";
+
+/// The provisioning scope.
+pub const PROVISION_SCOPE: &str = "aem_assets.cc_connection.provision";
 /// The administrator scope.
 pub const ADMIN_SCOPE: &str = "aem_assets.cc_connection.admin";
 /// The integration read scope.

@@ -18,6 +18,9 @@ pub(crate) enum Tenant {
     Revision,
     CreatedAt,
     RemovedAt,
+    Version,
+    RegisteredAt,
+    UpdatedAt,
 }
 
 #[derive(DeriveIden)]
@@ -75,6 +78,12 @@ pub(crate) fn user_id(column: impl IntoIden) -> ColumnDef {
 /// A word of a fixed set (a change's kind, a connection's end reason): `varchar(16)`.
 pub(crate) fn word(column: impl IntoIden) -> ColumnDef {
     ColumnDef::new(column).string_len(16).take()
+}
+
+/// A word of a fixed set that outgrew [`word`] (a change's kind since `tenant-registered`):
+/// `varchar(32)`.
+pub(crate) fn long_word(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column).string_len(32).take()
 }
 
 /// Free text (an org's name, a JSON array): `text`.

@@ -422,3 +422,43 @@ impl FromRequest for Integration {
         })
     }
 }
+
+/// The provisioning system: a service token (no `user_id`, or a technical account's) of a client in
+/// `CCC_PROVISIONING_CLIENT_IDS` with the provision scope (`CCC_PROVISIONING_SCOPE`). The only
+/// caller of `/tenants`; with no provisioning client configured, no one is (403).
+#[derive(Debug)]
+pub struct Provisioner {
+    /// The caller.
+    pub caller: Caller,
+    /// Who it is in the history and the feed: `provisioning:<client_id>`.
+    pub actor: crate::domain::Actor,
+}
+
+/// Why a caller who is not the provisioning system is refused (403).
+pub const NOT_PROVISIONING: &str =
+    "only the provisioning system's service token may manage the tenant registry";
+
+impl FromRequest for Provisioner {
+    type Error = ApiError;
+    type Future = BoxFut<Self>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        extract(req, |req, state| async move {
+            let caller = Caller::from_parts(&req, &state).await?;
+            // The path's tenant id, where the route has one, is checked before the caller's
+            // rights, as everywhere.
+            if req.match_info().get("tenant_id").is_some() {
+                tenant_from_path(&req)?;
+            }
+            let token = &caller.token;
+            let cfg = &state.config;
+            if !(token.is_service() && cfg.provisioning_client_ids.contains(&token.client_id)) {
+                return Err(ApiError::Forbidden(NOT_PROVISIONING));
+            }
+            if !token.has_scope(&cfg.provisioning_scope) {
+                return Err(ApiError::InsufficientScope(cfg.provisioning_scope.clone()));
+            }
+            let actor = crate::domain::Actor::provisioning(&token.client_id);
+            Ok(Self { caller, actor })
+        })
+    }
+}

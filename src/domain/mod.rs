@@ -121,8 +121,8 @@ impl UserId {
     }
 }
 
-/// Who ended a connection: an administrator (their IMS user id), or an operator who removed the
-/// tenant on the command line (`cli:<login>`).
+/// Who ended a connection or made a change: an administrator (their IMS user id), an operator of
+/// the command line (`cli:<login>`), or the provisioning system (`provisioning:<client_id>`).
 /// In the OpenAPI document it is a string (`value_type = Option<String>` where it is used).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Actor {
@@ -130,48 +130,76 @@ pub enum Actor {
     User(UserId),
     /// An operator of the command line; holds the whole `cli:<login>` form.
     Operator(String),
+    /// A provisioning client over the API; holds the whole `provisioning:<client_id>` form.
+    Provisioning(String),
 }
 
 /// The prefix of an operator's [`Actor`] id.
 const OPERATOR_PREFIX: &str = "cli:";
+/// The prefix of a provisioning client's [`Actor`] id.
+const PROVISIONING_PREFIX: &str = "provisioning:";
+
+/// `raw` as an actor's name: at most 200 characters, printable ASCII without spaces or `/` (others
+/// become `_`); empty becomes `unknown`.
+fn actor_name(raw: &str) -> String {
+    let clean: String = raw
+        .chars()
+        .take(200)
+        .map(|c| if c.is_ascii_graphic() && c != '/' { c } else { '_' })
+        .collect();
+    if clean.is_empty() {
+        "unknown".to_owned()
+    } else {
+        clean
+    }
+}
+
+/// Whether `name` is an actor's name as [`actor_name`] makes them.
+fn is_actor_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 200 && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
 
 impl Actor {
     /// The operator `login` as `cli:<login>`. A login outside printable ASCII, or with spaces or
     /// `/`, has those characters replaced by `_`; an empty one becomes `unknown`.
     pub fn operator(login: &str) -> Self {
-        let mut clean: String = login
-            .chars()
-            .take(200)
-            .map(|c| if c.is_ascii_graphic() && c != '/' { c } else { '_' })
-            .collect();
-        if clean.is_empty() {
-            clean = "unknown".to_owned();
-        }
-        Self::Operator(format!("{OPERATOR_PREFIX}{clean}"))
+        Self::Operator(format!("{OPERATOR_PREFIX}{}", actor_name(login)))
     }
 
-    /// Parses a stored actor: `cli:<login>` or an IMS user id.
+    /// The provisioning client `client_id` as `provisioning:<client_id>` (its characters cleaned as
+    /// [`Actor::operator`] cleans a login).
+    pub fn provisioning(client_id: &str) -> Self {
+        Self::Provisioning(format!("{PROVISIONING_PREFIX}{}", actor_name(client_id)))
+    }
+
+    /// Parses a stored actor: `cli:<login>`, `provisioning:<client_id>` or an IMS user id.
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
-        match raw.strip_prefix(OPERATOR_PREFIX) {
-            Some(login) if !login.is_empty() && login.len() <= 200 => {
-                if login.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
-                    Ok(Self::Operator(raw.to_owned()))
-                } else {
-                    Err(InvalidId {
-                        field: "ended_by",
-                        reason: "an operator login may hold only printable ASCII without spaces or '/'",
-                    })
-                }
-            }
-            _ => UserId::parse(raw).map(Self::User),
+        let bad = InvalidId {
+            field: "ended_by",
+            reason: "an operator login or client id may hold only printable ASCII without spaces or '/'",
+        };
+        if let Some(login) = raw.strip_prefix(OPERATOR_PREFIX).filter(|l| l.len() <= 200) {
+            return if is_actor_name(login) {
+                Ok(Self::Operator(raw.to_owned()))
+            } else {
+                Err(bad)
+            };
         }
+        if let Some(client) = raw.strip_prefix(PROVISIONING_PREFIX) {
+            return if is_actor_name(client) {
+                Ok(Self::Provisioning(raw.to_owned()))
+            } else {
+                Err(bad)
+            };
+        }
+        UserId::parse(raw).map(Self::User)
     }
 
     /// The id as stored and sent.
     pub fn as_str(&self) -> &str {
         match self {
             Self::User(u) => u.as_str(),
-            Self::Operator(o) => o,
+            Self::Operator(o) | Self::Provisioning(o) => o,
         }
     }
 }
@@ -198,6 +226,54 @@ impl<'de> Deserialize<'de> for Actor {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Actor::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A tenant's administrator groups: 1 to [`AdminGroups::MAX`] IMS group idents (of its home org),
+/// each 1 to 128 printable ASCII characters without spaces; a repeated ident is kept once. The
+/// commands and the provisioning API take the list through this one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminGroups(Vec<String>);
+
+impl AdminGroups {
+    /// The most groups a tenant may list.
+    pub const MAX: usize = 100;
+
+    /// Checks a list of group idents.
+    pub fn parse(groups: Vec<String>) -> Result<Self, InvalidId> {
+        let bad = |reason| InvalidId {
+            field: "admin_groups",
+            reason,
+        };
+        if groups.is_empty() {
+            return Err(bad("must hold at least one group ident"));
+        }
+        if groups.len() > Self::MAX {
+            return Err(bad("may hold at most 100 group idents"));
+        }
+        let mut kept: Vec<String> = Vec::with_capacity(groups.len());
+        for group in groups {
+            if group.is_empty() || group.len() > 128 || !group.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(bad(
+                    "each group ident must be 1 to 128 printable ASCII characters without spaces",
+                ));
+            }
+            if !kept.contains(&group) {
+                kept.push(group);
+            }
+        }
+        Ok(Self(kept))
+    }
+
+    /// The idents, in the order given.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for AdminGroups {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(Vec::<String>::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -281,6 +357,15 @@ pub enum Condition {
 impl Condition {
     fn names(&self, revision: Revision) -> bool {
         matches!(self, Self::Revisions(revisions) if revisions.contains(&revision))
+    }
+
+    /// As `If-Match` holds for something that exists at `current` or does not exist (`None`):
+    /// `*` needs it to exist, a tag to name its version.
+    pub fn holds_for(&self, current: Option<Revision>) -> bool {
+        match self {
+            Self::Any => current.is_some(),
+            Self::Revisions(_) => current.is_some_and(|c| self.names(c)),
+        }
     }
 }
 
@@ -395,5 +480,20 @@ mod tests {
         assert_eq!(Actor::parse(op.as_str()).unwrap(), op);
         assert_eq!(Actor::operator("").as_str(), "cli:unknown");
         assert!(Actor::parse("cli:").is_err());
+        let client = Actor::provisioning("aem provisioning");
+        assert_eq!(client.as_str(), "provisioning:aem_provisioning");
+        assert_eq!(Actor::parse(client.as_str()).unwrap(), client);
+    }
+
+    #[test]
+    fn admin_groups_are_one_to_a_hundred_idents_kept_once() {
+        let parse = |g: &[&str]| AdminGroups::parse(g.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(parse(&["1", "2", "1"]).unwrap().as_slice(), ["1", "2"]);
+        assert!(parse(&[]).is_err());
+        assert!(parse(&[""]).is_err());
+        assert!(parse(&["a b"]).is_err());
+        assert!(parse(&[&"1".repeat(129)]).is_err());
+        let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+        assert!(AdminGroups::parse(many).is_err());
     }
 }

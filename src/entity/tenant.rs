@@ -13,13 +13,21 @@ pub struct Model {
     pub home_org: crate::domain::OrgId,
     /// JSON array of administrator group idents.
     pub admin_groups: String,
-    /// Bumped by every switch and disconnect.
+    /// Bumped by every change of the feed (a switch, a disconnect, a removal, a registration
+    /// of a removed tenant).
     pub revision: crate::domain::Revision,
     /// When the tenant was registered.
     pub created_at: DateTimeUtc,
     /// When an operator removed the tenant (`tenant remove`); a removed tenant is unknown to the
     /// API, and `tenant add` registers it again.
     pub removed_at: Option<DateTimeUtc>,
+    /// The registry entry's version (its ETag): bumped by every registration and every new list of
+    /// administrator groups; it goes on across a removal.
+    pub version: crate::domain::Revision,
+    /// When the tenant was last registered (a removed tenant registered again: then).
+    pub registered_at: DateTimeUtc,
+    /// When the registry entry last changed.
+    pub updated_at: DateTimeUtc,
 }
 
 /// Relations.

@@ -6,6 +6,7 @@ pub mod feed;
 pub mod health;
 pub mod metrics;
 pub mod orgs;
+pub mod tenants;
 
 use std::sync::Arc;
 
@@ -42,6 +43,10 @@ pub fn configure_public(cfg: &mut ServiceConfig<'_>) {
         .service(feed::list_connections)
         .service(feed::get_changes)
         .service(orgs::get_user_orgs)
+        .service(tenants::list_tenants)
+        .service(tenants::get_tenant)
+        .service(tenants::put_tenant)
+        .service(tenants::delete_tenant)
         .service(health::healthz)
         .service(health::readyz);
 }
@@ -123,6 +128,12 @@ const ANY_REQUEST: &[ProblemKind] = &[
 const TENANT_ROUTE: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden];
 /// What a request of the change feed can also be answered with: anyone but an integration.
 const INTEGRATIONS: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden];
+/// What a request of the tenant registry can also be answered with: anyone but the provisioning
+/// system.
+const PROVISIONING: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden];
+/// What a registry write can also be answered with: a stale `If-Match` (or `If-None-Match: *` on a
+/// registered tenant), and a race it could not wait out.
+const REGISTRY_WRITE: &[ProblemKind] = &[P::PreconditionFailed, P::ConcurrentSwitch];
 /// What a request that may ask IMS can also be answered with.
 const ASKS_IMS: &[ProblemKind] = &[P::ImsError, P::ImsUnavailable];
 /// What a write (a switch or a disconnect) can also be answered with.
@@ -190,6 +201,41 @@ pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
     (
         "get_user_orgs",
         &[ANY_REQUEST, &[P::Forbidden, P::RateLimited], ASKS_IMS],
+    ),
+    (
+        "list_tenants",
+        &[ANY_REQUEST, PROVISIONING, &[P::DatabaseUnavailable]],
+    ),
+    (
+        "get_tenant",
+        &[
+            ANY_REQUEST,
+            PROVISIONING,
+            &[P::UnknownTenant, P::DatabaseUnavailable],
+        ],
+    ),
+    (
+        "put_tenant",
+        &[
+            ANY_REQUEST,
+            PROVISIONING,
+            REGISTRY_WRITE,
+            &[
+                P::TenantOrgConflict,
+                P::RequestTimeout,
+                P::PayloadTooLarge,
+                P::DatabaseUnavailable,
+            ],
+        ],
+    ),
+    (
+        "delete_tenant",
+        &[
+            ANY_REQUEST,
+            PROVISIONING,
+            REGISTRY_WRITE,
+            &[P::UnknownTenant, P::DatabaseUnavailable],
+        ],
     ),
 ];
 
@@ -351,7 +397,9 @@ mod tests {
         );
         assert_eq!(table.allow("/metrics"), Some("GET, HEAD"));
         assert_eq!(table.allow(OPENAPI_PATH), Some("GET, HEAD"));
-        assert_eq!(table.allow("/tenants/acme-prod"), None);
+        assert_eq!(table.allow("/tenants/acme-prod"), Some("GET, HEAD, PUT, DELETE"));
+        assert_eq!(table.allow("/tenants"), Some("GET, HEAD"));
+        assert_eq!(table.allow("/tenants/acme-prod/other"), None);
         assert_eq!(RouteTable::default().allow("/metrics"), None);
     }
 }

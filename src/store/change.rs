@@ -1,4 +1,4 @@
-//! The change feed's rows: written by the switch, disconnect and removal transactions as their last
+//! The change feed's rows: written by the switch, disconnect, removal and registration transactions as their last
 //! statement, read in position order; and the listing of every tenant with its state.
 //!
 //! Positions follow commit order: a position is taken from the one-row `change_head` by an `UPDATE`
@@ -31,6 +31,9 @@ pub enum ChangeKind {
     Disconnected,
     /// An operator removed the tenant (`tenant remove`).
     TenantRemoved,
+    /// The tenant was registered (`tenant add`, `PUT /tenants/{id}`), also after a removal: it has
+    /// no connection yet.
+    TenantRegistered,
 }
 
 impl ChangeKind {
@@ -41,6 +44,7 @@ impl ChangeKind {
             Self::Switched => "switched",
             Self::Disconnected => "disconnected",
             Self::TenantRemoved => "tenant-removed",
+            Self::TenantRegistered => "tenant-registered",
         }
     }
 
@@ -50,6 +54,7 @@ impl ChangeKind {
             "switched" => Ok(Self::Switched),
             "disconnected" => Ok(Self::Disconnected),
             "tenant-removed" => Ok(Self::TenantRemoved),
+            "tenant-registered" => Ok(Self::TenantRegistered),
             _ => Err(corrupt("change kind")),
         }
     }
@@ -74,7 +79,7 @@ pub struct ChangeRecord {
     pub revision: Revision,
     /// When.
     pub at: DateTime<Utc>,
-    /// Who: an administrator, or `cli:<login>`.
+    /// Who: an administrator, `cli:<login>`, or `provisioning:<client_id>`.
     pub by: Actor,
 }
 

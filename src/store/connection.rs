@@ -16,7 +16,7 @@ use super::sql::is_active;
 use super::{
     ConnectionRecord, EndReason, Store, StoreError, SwitchOutcome, SwitchRequest, TenantView, classify,
 };
-use crate::domain::{Actor, Preconditions, Revision, TenantId, UserId};
+use crate::domain::{Actor, Condition, Preconditions, Revision, TenantId, UserId};
 use crate::entity::{connection, tenant};
 
 /// How often a switch that lost a race in the database is tried again before answering 409.
@@ -290,10 +290,23 @@ impl Store {
         by: &Actor,
         at: DateTime<Utc>,
     ) -> Result<Option<ConnectionRecord>, StoreError> {
+        self.remove_tenant_if(tenant_id, by, at, None).await
+    }
+
+    /// [`Store::remove_tenant`] when the registry entry's version satisfies `if_match` (checked
+    /// under the row lock; [`StoreError::EntryPreconditionFailed`] with the current version
+    /// otherwise). The `tenant remove` command and `DELETE /tenants/{id}` both come here.
+    pub async fn remove_tenant_if(
+        &self,
+        tenant_id: &TenantId,
+        by: &Actor,
+        at: DateTime<Utc>,
+        if_match: Option<&Condition>,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_remove_tenant(tenant_id, by, at).await {
+            match self.try_remove_tenant(tenant_id, by, at, if_match).await {
                 Err(StoreError::ConcurrentSwitch) if attempt < SWITCH_ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
                 }
@@ -307,6 +320,7 @@ impl Store {
         tenant_id: &TenantId,
         by: &Actor,
         at: DateTime<Utc>,
+        if_match: Option<&Condition>,
     ) -> Result<Option<ConnectionRecord>, StoreError> {
         let at = at.trunc_subsecs(6);
         let Locked {
@@ -314,6 +328,17 @@ impl Store {
             revision,
             active,
         } = self.lock_tenant(tenant_id).await?;
+        if let Some(precondition) = if_match {
+            // The row is locked: the version read here is the one the removal acts on.
+            let version = self
+                .wait(tenant::Entity::find_by_id(tenant_id.clone()).one(&txn))
+                .await?
+                .map(|m| m.version);
+            if !precondition.holds_for(version) {
+                self.wait(txn.rollback()).await?;
+                return Err(StoreError::EntryPreconditionFailed(version));
+            }
+        }
         if active.is_some() {
             end_active(self, &txn, tenant_id, by.as_str(), at, EndReason::TenantRemoved).await?;
         }
@@ -350,9 +375,14 @@ impl Store {
         }))
     }
 
-    /// Commits a transaction begun by [`Store::lock_tenant`] (on PostgreSQL its `NOTIFY` is
-    /// queued), then tells this process's commit listener on SQLite.
-    async fn commit_locked(&self, txn: DatabaseTransaction, tenant: &TenantId) -> Result<(), StoreError> {
+    /// Commits a transaction that wrote a change of `tenant` (begun by [`Store::lock_tenant`], or a
+    /// registration; on PostgreSQL its `NOTIFY` is queued), then tells this process's commit
+    /// listener on SQLite.
+    pub(super) async fn commit_locked(
+        &self,
+        txn: DatabaseTransaction,
+        tenant: &TenantId,
+    ) -> Result<(), StoreError> {
         if txn.get_database_backend() == DbBackend::Postgres {
             return self.commit(txn).await;
         }

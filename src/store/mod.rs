@@ -28,6 +28,7 @@ pub(crate) use failure::{classify, is_outage};
 pub use notify::{CHANNEL, CommitListener, parse_payload, payload};
 pub(crate) use outage::jittered;
 pub use readiness::{DbReadiness, READINESS_TTL};
+pub use tenant::{EntryCondition, RegistryEntry, TenantWrite, TenantWriteOutcome};
 
 use crate::domain::{Actor, OrgId, Preconditions, Revision, TenantId, UserId};
 
@@ -49,6 +50,13 @@ pub enum StoreError {
     /// The tenant is already registered (`tenant add` of an existing id).
     #[error("tenant is already registered")]
     TenantExists,
+    /// A registered tenant's home org is never changed in place (remove it first).
+    #[error("the tenant is registered with another home org")]
+    TenantOrgConflict,
+    /// A registry write's condition (`If-Match`, `If-None-Match: *`) does not hold; carries the
+    /// entry's current version (`None`: not registered).
+    #[error("registry entry precondition failed")]
+    EntryPreconditionFailed(Option<Revision>),
     /// The database could not be reached or did not answer in time.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
@@ -70,7 +78,8 @@ pub struct TenantRecord {
     pub home_org: OrgId,
     /// IMS group idents (in the home org) whose members are administrators of this tenant.
     pub admin_groups: Vec<String>,
-    /// Bumped by every switch and disconnect; the ETag of the active connection is this revision.
+    /// Bumped by every change of the feed (switch, disconnect, removal, registration of a removed
+    /// tenant); the ETag of the active connection is this revision.
     pub revision: Revision,
 }
 

@@ -155,7 +155,7 @@ async fn whole_listing(
 }
 
 #[tokio::test]
-async fn every_switch_disconnect_and_removal_is_in_the_feed_once_in_order_with_who_and_when() {
+async fn every_registration_switch_disconnect_and_removal_is_in_the_feed_once_in_order_with_who_and_when() {
     each_backend!(|app| {
         let base = app.address.clone();
         let before = chrono::Utc::now();
@@ -178,6 +178,8 @@ async fn every_switch_disconnect_and_removal_is_in_the_feed_once_in_order_with_w
         let feed = whole_feed(&app).await;
         let admin = world::ALICE_FEDERATED;
         let expected = [
+            // The demo tenant's registration (the store's `add_tenant`, no operator named).
+            ("tenant-registered", None, None, "cli:unknown"),
             ("connected", Some(world::ACME_CREATIVE_ORG), None, admin),
             (
                 "switched",
@@ -195,7 +197,8 @@ async fn every_switch_disconnect_and_removal_is_in_the_feed_once_in_order_with_w
             ),
         ];
         assert_eq!(feed.len(), expected.len(), "{feed:#?}");
-        let mut last_revision = 0;
+        // A new tenant is registered at revision 0: every later change is above it.
+        let mut last_revision = -1;
         for (i, (change, (kind, org, previous, by))) in feed.iter().zip(expected).enumerate() {
             assert_eq!(
                 position(change),
@@ -299,7 +302,8 @@ async fn a_feed_read_started_after_an_acknowledged_switch_on_another_replica_inc
         .enumerate()
         {
             let acknowledged = switch(&app, &replica.address, TENANT, org).await;
-            let page = changes_at(&app, &app.address, &format!("?after={i}")).await;
+            // After the demo tenant's registration (position 1) and the switches before.
+            let page = changes_at(&app, &app.address, &format!("?after={}", i + 1)).await;
             let changes = page["changes"].as_array().unwrap();
             assert_eq!(changes.len(), 1, "{page}");
             assert_eq!(changes[0]["revision"], acknowledged["revision"]);
@@ -319,7 +323,8 @@ async fn a_long_poll_is_held_then_woken_by_a_switch_on_another_replica() {
         .await;
         let request = app
             .client
-            .get(app.url(&format!("{CHANGES}?after=0&wait=30")))
+            // After the demo tenant's registration, position 1.
+            .get(app.url(&format!("{CHANGES}?after=1&wait=30")))
             .bearer_auth(app.integration_token());
         let started = std::time::Instant::now();
         let mut poll =
@@ -337,11 +342,11 @@ async fn a_long_poll_is_held_then_woken_by_a_switch_on_another_replica() {
             "woken, not timed out"
         );
         assert_eq!(page["changes"][0]["kind"], "connected", "{page}");
-        assert_eq!(page["position"], "1");
+        assert_eq!(page["position"], "2");
 
         // Nothing after the head: an empty page after the wait, with the same position.
-        let page = changes_at(&app, &app.address, "?after=1&wait=1").await;
-        assert_eq!(page, serde_json::json!({"changes": [], "position": "1"}));
+        let page = changes_at(&app, &app.address, "?after=2&wait=1").await;
+        assert_eq!(page, serde_json::json!({"changes": [], "position": "2"}));
     });
 }
 
@@ -417,30 +422,33 @@ async fn server_sent_events_deliver_changes_resume_from_the_last_id_and_beat_wit
         let replica = replica.as_ref().unwrap_or(&app);
         switch(&app, &app.address, TENANT, world::ACME_CREATIVE_ORG).await;
         let mut events = Events::open(&app, "?after=0", None).await;
-        // Caught up from the database.
+        // Caught up from the database: the demo tenant's registration, then its connection.
         let (name, id, data) = events.next().await.unwrap();
         assert_eq!((name.as_str(), id.as_deref()), ("change", Some("1")));
+        assert_eq!(data["kind"], "tenant-registered");
+        let (name, id, data) = events.next().await.unwrap();
+        assert_eq!((name.as_str(), id.as_deref()), ("change", Some("2")));
         assert_eq!(data["kind"], "connected");
         // Then pushed, also for a switch on another replica.
         switch(&app, &replica.address, TENANT, world::ACME_DESIGN_ORG).await;
         let (name, id, data) = events.next_change().await.unwrap();
-        assert_eq!((name.as_str(), id.as_deref()), ("change", Some("2")), "{data}");
+        assert_eq!((name.as_str(), id.as_deref()), ("change", Some("3")), "{data}");
         assert_eq!(data["kind"], "switched");
-        assert_eq!(data["position"], "2");
+        assert_eq!(data["position"], "3");
         // Nothing changes: the heartbeat says where the feed is.
         let (name, id, data) = events.next().await.unwrap();
         assert_eq!((name.as_str(), id), ("position", None));
-        assert_eq!(data, serde_json::json!({"position": "2"}));
+        assert_eq!(data, serde_json::json!({"position": "3"}));
         drop(events);
 
-        // A client that got 1 resumes after it: Last-Event-ID wins over `after`.
+        // A client that got 2 resumes after it: Last-Event-ID wins over `after`.
         assert_eq!(app.delete_connection(&app.admin_token()).await.status(), 204);
-        let mut events = Events::open(&app, "?after=0", Some("1")).await;
+        let mut events = Events::open(&app, "?after=0", Some("2")).await;
         let ids: Vec<_> = [events.next().await.unwrap(), events.next().await.unwrap()]
             .into_iter()
             .map(|(_, id, _)| id.unwrap())
             .collect();
-        assert_eq!(ids, ["2", "3"]);
+        assert_eq!(ids, ["3", "4"]);
     }
 }
 
@@ -455,7 +463,7 @@ async fn bad_positions_limits_and_waits_are_400_and_anyone_but_an_integration_is
             "?after=1.5",
             "?after=+1",
             "?after=99999999999999999999",
-            "?after=2",
+            "?after=3",
             "?after=1000",
             "?limit=0",
             "?limit=1001",
@@ -483,8 +491,8 @@ async fn bad_positions_limits_and_waits_are_400_and_anyone_but_an_integration_is
             "?cursor=0:bad/id",
         ];
         assert_each_query_invalid(&app, &token, LIST, &list_queries).await;
-        // The head itself is a position handed out.
-        assert_eq!(changes_at(&app, &app.address, "?after=1").await["position"], "1");
+        // The head itself is a position handed out (the demo tenant's registration, its switch).
+        assert_eq!(changes_at(&app, &app.address, "?after=2").await["position"], "2");
 
         let user = app.user_token(world::BOB_MEMBER, false);
         let admin = app.admin_token();
@@ -602,9 +610,10 @@ async fn a_subscriber_that_falls_behind_is_cut_off_and_resumes_from_its_last_id(
     for backend in db::backends() {
         let app = spawn_app_with(backend, |c| c.feed_buffer = 8).await;
         app.connected_by_admin().await;
-        let mut subscriber = Subscriber::new(&app.state.hub, 0, Duration::from_secs(600));
+        // After the demo tenant's registration (position 1).
+        let mut subscriber = Subscriber::new(&app.state.hub, 1, Duration::from_secs(600));
         let first = subscriber.next().await.expect("the switch's event");
-        assert!(String::from_utf8_lossy(&first).starts_with("id: 1\n"));
+        assert!(String::from_utf8_lossy(&first).starts_with("id: 2\n"));
         // The test follows the broadcast too, to know when the tail has published the burst.
         let mut published = app.state.hub.subscribe();
 
@@ -626,7 +635,7 @@ async fn a_subscriber_that_falls_behind_is_cut_off_and_resumes_from_its_last_id(
             ]
             .map(Alias::new),
         );
-        for position in 2..=BURST {
+        for position in 3..=BURST {
             insert
                 .values([
                     position.into(),
@@ -658,7 +667,7 @@ async fn a_subscriber_that_falls_behind_is_cut_off_and_resumes_from_its_last_id(
         }
 
         // Polled again, it finds itself further behind than the broadcast holds: it ends.
-        let mut last_id = 1;
+        let mut last_id = 2;
         let ended = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(event) = subscriber.next().await {
                 let text = String::from_utf8_lossy(&event).into_owned();
@@ -698,9 +707,13 @@ async fn after_an_upgrade_the_listing_and_the_feed_bring_a_client_to_the_current
         let conn = store.connection().clone();
         // The schema before the feed, with a tenant connected in it.
         migration::Migrator::up(&conn, Some(3)).await.unwrap();
-        crate::helpers::add_demo_tenant(&store).await;
         let sql = [
-            "UPDATE tenant SET revision = 1".to_owned(),
+            format!(
+                "INSERT INTO tenant (tenant_id, home_org, admin_groups, revision, created_at) \
+                 VALUES ('{TENANT}', '{}', '[\"{}\"]', 1, '2026-11-24T02:00:00Z')",
+                world::ACME_HOME_ORG,
+                world::ACME_ADMIN_GROUP
+            ),
             format!(
                 "INSERT INTO connection (tenant_id, org_id, org_name, connected_by, connected_at, revision, active) \
                  VALUES ('{TENANT}', '{}', 'Acme Creative', '{}', '2026-11-24T03:00:00Z', 1, {})",
@@ -712,9 +725,10 @@ async fn after_an_upgrade_the_listing_and_the_feed_bring_a_client_to_the_current
         for statement in &sql {
             conn.execute_unprepared(statement).await.unwrap();
         }
-        // Upgrade, and back down and up again: `down` is real.
+        // Upgrade, and back down (to before the feed's, the fourth) and up again: `down` is real.
         migration::Migrator::up(&conn, None).await.unwrap();
-        migration::Migrator::down(&conn, Some(1)).await.unwrap();
+        let newer = migration::Migrator::migrations().len() as u32 - 3;
+        migration::Migrator::down(&conn, Some(newer)).await.unwrap();
         assert!(
             conn.execute_unprepared("SELECT 1 FROM change").await.is_err(),
             "down drops the feed"

@@ -24,6 +24,7 @@ mod oracles;
 mod orgs;
 mod probes;
 mod process;
+mod provisioning;
 mod replicas;
 mod tokens;
 mod traces;
