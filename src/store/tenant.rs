@@ -150,7 +150,7 @@ impl Store {
                 return Err(StoreError::TenantOrgConflict);
             }
             let entry = to_entry(current.clone())?;
-            if entry.tenant.admin_groups == w.admin_groups {
+            if same_groups(&entry.tenant.admin_groups, w.admin_groups) {
                 self.wait(txn.rollback()).await?;
                 return Ok(Some(TenantWriteOutcome::Unchanged(entry)));
             }
@@ -456,6 +456,12 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Whether two lists name the same groups: a list of groups is a set (its order means nothing).
+fn same_groups(a: &[String], b: &[String]) -> bool {
+    use std::collections::BTreeSet;
+    a.iter().collect::<BTreeSet<&String>>() == b.iter().collect::<BTreeSet<&String>>()
 }
 
 fn groups_json(admin_groups: &[String]) -> Result<String, StoreError> {

@@ -105,6 +105,9 @@ async fn the_provisioning_system_registers_updates_reads_lists_and_removes_tenan
         )
         .await;
         assert_eq!(updated["admin_groups"], json!(["800001", "800002"]));
+        // The same groups in another order are the same list: nothing changes.
+        let reordered = put_tenant(&app, "globex", &registration(&["800002", "800001"]), &[]).await;
+        assert_eq!(expect(reordered, 200, "\"2\"").await, updated);
         assert_eq!(updated["registered_at"], created["registered_at"]);
         assert_ne!(updated["updated_at"], created["updated_at"]);
         // Another home org is never set in place.
