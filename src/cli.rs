@@ -302,16 +302,15 @@ fn check_groups(groups: &[String]) -> Result<AdminGroups, String> {
     AdminGroups::parse(groups.to_vec()).map_err(|e| format!("--admin-group: {}", e.reason))
 }
 
-/// The operator running this command, as it goes into the history: `cli:<login>`, the login from
-/// `$USER`, else the operating system's account of this process.
-pub fn operator() -> Actor {
-    let login = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .or_else(|| whoami::username().ok())
-        .unwrap_or_default();
-    Actor::operator(&login)
+/// Who a command's change is made by, as the history and the change feed name it:
+/// `cli:<name>` with the name the operator chose (`--by`), else `cli:operator`. Never the
+/// machine's login: the feed reaches every integration.
+pub fn operator(by: Option<&str>) -> Actor {
+    Actor::operator(by.filter(|b| !b.trim().is_empty()).unwrap_or(DEFAULT_OPERATOR))
 }
+
+/// The name of the operator when `--by` is not given.
+pub const DEFAULT_OPERATOR: &str = "operator";
 
 /// `migrate`: applies pending migrations.
 pub async fn migrate() -> Result<(), String> {
@@ -330,7 +329,12 @@ pub async fn migrate() -> Result<(), String> {
 
 /// `tenant add`: registers a tenant that is not registered (also one removed before), as
 /// `PUT /tenants/{id}` with `If-None-Match: *` does.
-pub async fn tenant_add(tenant: &TenantId, org: &OrgId, groups: &[String]) -> Result<(), String> {
+pub async fn tenant_add(
+    tenant: &TenantId,
+    org: &OrgId,
+    groups: &[String],
+    by: Option<&str>,
+) -> Result<(), String> {
     let groups = check_groups(groups)?;
     let store = open_current().await?;
     let write = TenantWrite {
@@ -338,7 +342,7 @@ pub async fn tenant_add(tenant: &TenantId, org: &OrgId, groups: &[String]) -> Re
         home_org: Some(org),
         admin_groups: groups.as_slice(),
         condition: EntryCondition::Absent,
-        by: &operator(),
+        by: &operator(by),
         at: chrono::Utc::now(),
     };
     match store.put_tenant(&write).await {
@@ -529,7 +533,11 @@ pub async fn tenant_show(tenant: &TenantId, history: u64, json: bool) -> Result<
 
 /// `tenant set-admin-groups`: replaces the tenant's administrator groups, as `PUT /tenants/{id}`
 /// with the registered org and `If-Match: *` does.
-pub async fn tenant_set_admin_groups(tenant: &TenantId, groups: &[String]) -> Result<(), String> {
+pub async fn tenant_set_admin_groups(
+    tenant: &TenantId,
+    groups: &[String],
+    by: Option<&str>,
+) -> Result<(), String> {
     let groups = check_groups(groups)?;
     let store = open_current().await?;
     let write = TenantWrite {
@@ -537,7 +545,7 @@ pub async fn tenant_set_admin_groups(tenant: &TenantId, groups: &[String]) -> Re
         home_org: None,
         admin_groups: groups.as_slice(),
         condition: EntryCondition::Present(Condition::Any),
-        by: &operator(),
+        by: &operator(by),
         at: chrono::Utc::now(),
     };
     match store.put_tenant(&write).await.map(|o| o.entry().tenant.clone()) {
@@ -558,9 +566,9 @@ pub async fn tenant_set_admin_groups(tenant: &TenantId, groups: &[String]) -> Re
 
 /// `tenant remove`: ends the active connection (`tenant-removed`, by the operator) and removes the
 /// tenant from the registry; its history stays.
-pub async fn tenant_remove(tenant: &TenantId) -> Result<(), String> {
+pub async fn tenant_remove(tenant: &TenantId, by: Option<&str>) -> Result<(), String> {
     let store = open_current().await?;
-    let by = operator();
+    let by = operator(by);
     match store
         .remove_tenant_if(tenant, &by, chrono::Utc::now(), None)
         .await

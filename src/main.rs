@@ -31,6 +31,10 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+        /// Who the history and the change feed name for this change (`cli:<name>`); default
+        /// `operator`. Never the machine's login: the feed reaches every integration.
+        #[arg(long = "by", global = true, value_name = "NAME")]
+        by: Option<String>,
     },
 }
 
@@ -72,7 +76,7 @@ enum TenantCommand {
         #[arg(long = "admin-group", required = true)]
         admin_groups: Vec<String>,
     },
-    /// Removes a tenant: ends its active connection (`tenant-removed`, by `cli:$USER`, kept in the
+    /// Removes a tenant: ends its active connection (`tenant-removed`, by `cli:operator`, kept in the
     /// history); the API then answers 404 unknown-tenant for it. `add` registers it again.
     Remove {
         /// The tenant id.
@@ -103,12 +107,12 @@ fn main() -> ExitCode {
                 println!("{}", cc_connection::openapi::document_json());
                 Ok(())
             }
-            Command::Tenant { command } => match command {
+            Command::Tenant { command, by } => match command {
                 TenantCommand::Add {
                     tenant_id,
                     ims_org,
                     admin_groups,
-                } => cli::tenant_add(&tenant_id, &ims_org, &admin_groups).await,
+                } => cli::tenant_add(&tenant_id, &ims_org, &admin_groups, by.as_deref()).await,
                 TenantCommand::List { json } => cli::tenant_list(json).await,
                 TenantCommand::Show {
                     tenant_id,
@@ -118,8 +122,8 @@ fn main() -> ExitCode {
                 TenantCommand::SetAdminGroups {
                     tenant_id,
                     admin_groups,
-                } => cli::tenant_set_admin_groups(&tenant_id, &admin_groups).await,
-                TenantCommand::Remove { tenant_id } => cli::tenant_remove(&tenant_id).await,
+                } => cli::tenant_set_admin_groups(&tenant_id, &admin_groups, by.as_deref()).await,
+                TenantCommand::Remove { tenant_id } => cli::tenant_remove(&tenant_id, by.as_deref()).await,
             },
         }
     });

@@ -165,7 +165,8 @@ async fn every_registration_switch_disconnect_and_removal_is_in_the_feed_once_in
         switch(&app, &base, TENANT, world::ACME_DESIGN_ORG).await;
         assert_eq!(app.delete_connection(&app.admin_token()).await.status(), 204);
         switch(&app, &base, TENANT, world::ACME_CREATIVE_ORG).await;
-        // The operator removes the tenant from the command line.
+        // The operator removes the tenant from the command line (the machine's login is never
+        // what the feed says: item 7 of the fourth hardening round).
         let out = Command::new(env!("CARGO_BIN_EXE_cc-connection"))
             .args(["tenant", "remove", TENANT])
             .env_clear()
@@ -193,7 +194,7 @@ async fn every_registration_switch_disconnect_and_removal_is_in_the_feed_once_in
                 "tenant-removed",
                 None,
                 Some(world::ACME_CREATIVE_ORG),
-                "cli:ops-alice",
+                "cli:operator",
             ),
         ];
         assert_eq!(feed.len(), expected.len(), "{feed:#?}");

@@ -524,7 +524,8 @@ async fn tenant_add_is_in_the_feed_so_a_follower_is_as_current_as_a_fresh_listin
         let change = &changes[0];
         assert_eq!(change["kind"], "tenant-registered");
         assert_eq!(change["tenant_id"], "globex");
-        assert_eq!(change["by"], "cli:ops-alice");
+        // The operator, never the machine's login (`$USER` is ops-alice here).
+        assert_eq!(change["by"], "cli:operator");
         // What a fresh listing shows of it.
         let fresh: Value = app
             .call(Method::GET, "/creative-cloud-connections", Some(&integration))
