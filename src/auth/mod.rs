@@ -5,6 +5,9 @@ mod extract;
 pub mod keys;
 pub mod token;
 
-pub use extract::{AdminCandidate, Caller, Integration, NOT_AN_ADMIN, TenantAdmin, TenantReader, UserCaller};
+pub use extract::{
+    AdminCandidate, Caller, Integration, NOT_AN_ADMIN, NOT_AN_INTEGRATION, TenantAdmin, TenantReader,
+    UserCaller,
+};
 pub use keys::KeyStore;
 pub use token::{TokenVerifier, VerifiedToken};

@@ -23,6 +23,8 @@ use crate::entity::{change, change_head, connection, tenant};
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
+    /// The tenant was registered (`tenant add`; also one removed before): no connection yet.
+    TenantRegistered,
     /// The tenant had no connection; now it has one.
     Connected,
     /// The tenant's connection was replaced by one to another org.
@@ -37,6 +39,7 @@ impl ChangeKind {
     /// The stored and sent spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::TenantRegistered => "tenant-registered",
             Self::Connected => "connected",
             Self::Switched => "switched",
             Self::Disconnected => "disconnected",
@@ -46,6 +49,7 @@ impl ChangeKind {
 
     fn parse(stored: &str) -> Result<Self, StoreError> {
         match stored {
+            "tenant-registered" => Ok(Self::TenantRegistered),
             "connected" => Ok(Self::Connected),
             "switched" => Ok(Self::Switched),
             "disconnected" => Ok(Self::Disconnected),
