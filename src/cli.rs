@@ -142,7 +142,7 @@ fn print_dev_banner(ims: &DevIms, base: &str, admin_scope: &str, read_scope: &st
          -d '{{\"org_id\":\"{creative}\"}}' {base}/tenants/{t}/creative-cloud-connection\n\
          curl -s -H \"Authorization: Bearer {integration}\" {base}/tenants/{t}/creative-cloud-connection\n\
          # follow every tenant's changes (Server-Sent Events):\n\
-         curl -sN -H \"Authorization: Bearer {integration}\" -H 'Accept: text/event-stream' {base}/creative-cloud-connections/changes\n",
+         curl -sN -H \"Authorization: Bearer {integration}\" {base}/creative-cloud-connections/changes/stream\n",
         ims_url = ims.url(),
         home = world::ACME_HOME_ORG,
         admin_group = world::ACME_ADMIN_GROUP,
