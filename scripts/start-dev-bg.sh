@@ -5,7 +5,7 @@ cargo build --locked -q --bin cc-connection
 dev_work=$(mktemp -d)
 dev_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 dev_root=$PWD
-(cd "$dev_work" && CCC_LISTEN="127.0.0.1:$dev_port" RUST_LOG=warn exec "$dev_root/target/debug/cc-connection" start-dev \
+(cd "$dev_work" && CCC_LISTEN="127.0.0.1:$dev_port" RUST_LOG=warn exec "${CARGO_TARGET_DIR:-$dev_root/target}/debug/cc-connection" start-dev \
   >"$dev_work/out.txt" 2>"$dev_work/err.txt") &
 dev_pid=$!
 trap 'kill $dev_pid 2>/dev/null; wait $dev_pid 2>/dev/null; rm -rf "$dev_work"' EXIT

@@ -166,7 +166,7 @@ fn print_dev_banner(ims: &DevIms, base: &str, scopes: &DevScopes) {
          -d '{{\"org_id\":\"{creative}\"}}' {base}/tenants/{t}/creative-cloud-connection\n\
          curl -s -H \"Authorization: Bearer {integration}\" {base}/tenants/{t}/creative-cloud-connection\n\
          # follow every tenant's changes (Server-Sent Events):\n\
-         curl -sN -H \"Authorization: Bearer {integration}\" -H 'Accept: text/event-stream' {base}/creative-cloud-connections/changes\n\
+         curl -sN -H \"Authorization: Bearer {integration}\" {base}/creative-cloud-connections/changes/stream\n\
          # register a tenant as the provisioning system does:\n\
          curl -s -X PUT -H \"Authorization: Bearer {provisioning}\" -H 'Content-Type: application/json' \
          -d '{{\"ims_org\":\"{home}\",\"admin_groups\":[\"{admin_group}\"]}}' {base}/tenants/acme-stage\n",

@@ -175,7 +175,8 @@ pub struct Config {
     /// change before it sends `event: position`.
     pub feed_heartbeat_ms: u64,
     /// `CCC_FEED_BUFFER`: changes this replica's feed broadcast holds for its Server-Sent Events
-    /// subscribers; one that falls further behind is closed (it resumes from its last id).
+    /// subscribers (one that falls further behind is closed; it resumes from its last id), and
+    /// the latest changes its tail keeps to answer held long polls from.
     pub feed_buffer: usize,
 }
 

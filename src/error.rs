@@ -66,6 +66,12 @@ pub enum ApiError {
     /// 404: the tenant is not registered.
     #[error("tenant is not registered")]
     UnknownTenant,
+    /// 410: a well-formed feed position (or `Last-Event-ID`) this feed never handed out: from
+    /// another database, or beyond the head. The client lists again.
+    #[error(
+        "{0} is not a position of this feed (from another database, or beyond its head): list the connections again and follow from the listing's position"
+    )]
+    UnknownPosition(&'static str),
     /// 404: the tenant has no active connection.
     #[error("tenant has no active Creative Cloud connection")]
     NoConnection,
@@ -115,6 +121,12 @@ pub enum ApiError {
     /// 429: the caller made too many IMS-bound requests; retry after the given seconds.
     #[error("too many requests that need IMS from this user; retry later")]
     RateLimited(RetryAfter),
+    /// 429 (`rate-limited`): a change feed stream or long poll beyond the caps on held requests
+    /// (`CCC_MAX_WATCHERS`, `CCC_MAX_WATCHERS_PER_CALLER`); retry after the given seconds.
+    #[error(
+        "too many held requests (streams, long polls and watches) on this replica or from this caller; retry later, or read without `wait`"
+    )]
+    TooManyHeld(RetryAfter),
     /// 502: IMS answered with something unusable.
     #[error("IMS answered with an unexpected response")]
     ImsBadGateway,
@@ -156,6 +168,7 @@ impl ApiError {
             Self::Forbidden(_) => ProblemKind::Forbidden,
             Self::UnknownTenant => ProblemKind::UnknownTenant,
             Self::NoConnection => ProblemKind::NoConnection,
+            Self::UnknownPosition(_) => ProblemKind::UnknownPosition,
             Self::NotFound => ProblemKind::NotFound,
             Self::MethodNotAllowed(_) => ProblemKind::MethodNotAllowed,
             Self::RequestTimeout => ProblemKind::RequestTimeout,
@@ -168,7 +181,7 @@ impl ApiError {
             }
             Self::OrgNotAccessible(_) => ProblemKind::OrgNotAccessible,
             Self::NoCreativeCloudEntitlement(_) => ProblemKind::NoCreativeCloudEntitlement,
-            Self::RateLimited(_) => ProblemKind::RateLimited,
+            Self::RateLimited(_) | Self::TooManyHeld(_) => ProblemKind::RateLimited,
             Self::ImsBadGateway => ProblemKind::ImsError,
             Self::ImsUnavailable(_) => ProblemKind::ImsUnavailable,
             Self::DatabaseUnavailable | Self::OutcomeUnknown => ProblemKind::DatabaseUnavailable,
@@ -184,7 +197,7 @@ impl ApiError {
     /// How long the caller should wait before retrying, for the problems that say so.
     pub fn retry_after(&self) -> Option<RetryAfter> {
         match self {
-            Self::ImsUnavailable(wait) | Self::RateLimited(wait) => Some(*wait),
+            Self::ImsUnavailable(wait) | Self::RateLimited(wait) | Self::TooManyHeld(wait) => Some(*wait),
             Self::DatabaseUnavailable | Self::OutcomeUnknown => Some(RetryAfter::DATABASE),
             _ => None,
         }
@@ -229,6 +242,8 @@ pub enum ProblemKind {
     NoConnection,
     /// `not-found`
     NotFound,
+    /// `unknown-position`
+    UnknownPosition,
     /// `method-not-allowed`
     MethodNotAllowed,
     /// `request-timeout`
@@ -290,7 +305,7 @@ const fn retried(slug: &'static str, status: StatusCode, title: &'static str) ->
 
 impl ProblemKind {
     /// Every problem type.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::InvalidRequest,
         Self::InvalidToken,
         Self::InsufficientScope,
@@ -298,6 +313,7 @@ impl ProblemKind {
         Self::UnknownTenant,
         Self::NoConnection,
         Self::NotFound,
+        Self::UnknownPosition,
         Self::MethodNotAllowed,
         Self::RequestTimeout,
         Self::ConcurrentSwitch,
@@ -325,6 +341,7 @@ impl ProblemKind {
             Self::UnknownTenant => def("unknown-tenant", S::NOT_FOUND, "Unknown tenant"),
             Self::NoConnection => def("no-connection", S::NOT_FOUND, "No connection"),
             Self::NotFound => def("not-found", S::NOT_FOUND, "Not found"),
+            Self::UnknownPosition => def("unknown-position", S::GONE, "Unknown position"),
             Self::MethodNotAllowed => def("method-not-allowed", S::METHOD_NOT_ALLOWED, "Method not allowed"),
             Self::RequestTimeout => def("request-timeout", S::REQUEST_TIMEOUT, "Request timeout"),
             Self::ConcurrentSwitch => def("concurrent-switch", S::CONFLICT, "Concurrent switch"),
@@ -395,6 +412,9 @@ impl RetryAfter {
     pub const KEYS_UNAVAILABLE: Self = Self(5);
     /// A signing key's download is held back by its own rate limit, briefly.
     pub const KEYS_DEFERRED: Self = Self(1);
+    /// The caps on held requests are reached: places come free as streams close and long polls
+    /// and watches answer (within `wait`, at most 50 s; most much sooner).
+    pub const HELD_REQUESTS: Self = Self(5);
 
     /// `secs` seconds (0 counts as 1: `Retry-After: 0` would invite a retry storm).
     pub const fn secs(secs: u64) -> Self {

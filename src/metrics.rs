@@ -69,6 +69,10 @@ pub struct Metrics {
     pub feed_changes_sent: IntCounter,
     /// Change feed subscribers closed because they fell behind the broadcast (they resume).
     pub feed_subscribers_cut: IntCounter,
+    /// Database reads of the change feed's rows, by reader: `tail` (the replica's one tail, which
+    /// answers every held long poll and stream), `request` (a request's first read), `catch-up` (a
+    /// stream behind what the tail holds).
+    pub feed_reads: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -200,6 +204,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(feed_subscribers.clone()))?;
     registry.register(Box::new(feed_changes_sent.clone()))?;
     registry.register(Box::new(feed_subscribers_cut.clone()))?;
+    let feed_reads = IntCounterVec::new(
+        Opts::new(
+            "feed_reads_total",
+            "Database reads of the change feed's rows, by reader (tail, request, catch-up)",
+        ),
+        &["reader"],
+    )?;
+    registry.register(Box::new(feed_reads.clone()))?;
     registry.register(Box::new(watchers.clone()))?;
     registry.register(Box::new(watch_delay.clone()))?;
     registry.register(Box::new(watch_feed_up.clone()))?;
@@ -245,6 +257,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         feed_subscribers,
         feed_changes_sent,
         feed_subscribers_cut,
+        feed_reads,
     })
 }
 

@@ -22,7 +22,7 @@ use crate::routes::connection::SwitchBody;
 #[openapi(
     info(
         title = "cc-connection",
-        description = "The connection of an AEM Assets tenant to a Creative Cloud organization (an Adobe IMS org).\n\nAuthenticate with an Adobe IMS access token: `Authorization: Bearer <token>`. Every error is `application/problem+json` (RFC 9457) with a stable `type`.",
+        description = "The connection of an AEM Assets tenant to a Creative Cloud organization (an Adobe IMS org).\n\nAuthenticate with an Adobe IMS access token: `Authorization: Bearer <token>`. Every error is `application/problem+json` (RFC 9457) with a stable `type`.\n\nEvery GET operation also answers HEAD (RFC 9110): the same status and headers, without a body.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     servers((url = "/", description = "This service")),
@@ -88,7 +88,7 @@ impl Modify for ProblemResponses {
                             kind.slug().to_owned(),
                             ExampleBuilder::new()
                                 .summary(kind.title())
-                                .value(Some(example_problem(*kind)))
+                                .value(Some(example_problem(*kind, id)))
                                 .build(),
                         )]);
                     }
@@ -175,6 +175,7 @@ pub fn example_error(kind: ProblemKind) -> ApiError {
         ProblemKind::UnknownTenant => ApiError::UnknownTenant,
         ProblemKind::NoConnection => ApiError::NoConnection,
         ProblemKind::NotFound => ApiError::NotFound,
+        ProblemKind::UnknownPosition => ApiError::UnknownPosition("after"),
         ProblemKind::MethodNotAllowed => ApiError::MethodNotAllowed("GET, HEAD".to_owned()),
         ProblemKind::RequestTimeout => ApiError::RequestTimeout,
         ProblemKind::ConcurrentSwitch => ApiError::ConcurrentSwitch,
@@ -194,9 +195,44 @@ pub fn example_error(kind: ProblemKind) -> ApiError {
     }
 }
 
-/// The example body of a problem type: its example error's body, as sent.
-fn example_problem(kind: ProblemKind) -> serde_json::Value {
-    let mut problem = example_error(kind).problem();
+/// The error a problem type's example is rendered from on operation `operation`: one that
+/// operation raises where it differs from [`example_error`]'s (a query's error where there is no
+/// body, the feed's own refusals).
+pub fn example_error_of(kind: ProblemKind, operation: &str) -> ApiError {
+    let feed = matches!(
+        operation,
+        "list_connections" | "get_changes" | "get_change_stream"
+    );
+    match (kind, operation) {
+        (ProblemKind::InvalidRequest, "list_connections") => {
+            ApiError::invalid("limit must be between 1 and 1000")
+        }
+        (ProblemKind::InvalidRequest, "get_changes" | "get_change_stream") => {
+            ApiError::invalid("after is not a position this service handed out")
+        }
+        (ProblemKind::InvalidRequest, "get_connection") => {
+            ApiError::invalid("wait must be a whole number of seconds from 1 to 50")
+        }
+        (ProblemKind::InvalidRequest, "get_history") => ApiError::invalid("limit must be between 1 and 100"),
+        (ProblemKind::InvalidRequest, "delete_connection") => {
+            ApiError::invalid("If-Match must hold one entity tag or *")
+        }
+        (ProblemKind::InvalidRequest, "get_user_orgs") => crate::domain::UserId::parse("").err().map_or_else(
+            || ApiError::invalid("invalid user id"),
+            |e| ApiError::invalid(e.to_string()),
+        ),
+        (ProblemKind::InsufficientScope, _) if feed => {
+            ApiError::InsufficientScope("aem_assets.cc_connection.read".to_owned())
+        }
+        (ProblemKind::Forbidden, _) if feed => ApiError::Forbidden(crate::auth::NOT_AN_INTEGRATION),
+        (ProblemKind::RateLimited, _) if feed => ApiError::TooManyHeld(RetryAfter::HELD_REQUESTS),
+        _ => example_error(kind),
+    }
+}
+
+/// The example body of a problem type on `operation`: its example error's body, as sent.
+fn example_problem(kind: ProblemKind, operation: &str) -> serde_json::Value {
+    let mut problem = example_error_of(kind, operation).problem();
     problem.instance = "5f0c6e8a-3b7e-4d5e-9a53-0f7f0d2c1a11".to_owned();
     serde_json::to_value(problem).unwrap_or_default()
 }
@@ -206,23 +242,15 @@ pub fn base() -> OpenApiDoc {
     ApiDoc::openapi()
 }
 
-/// HEAD operations (the GET routes answer HEAD too) get an operation id of their own (ids are
-/// unique in a document) and their responses lose their bodies: a HEAD answer is headers only.
-struct HeadOperations;
-impl Modify for HeadOperations {
+/// The HEAD twins of the GET operations leave the document: HTTP defines HEAD for every GET (the
+/// document's description says each GET answers it), and listed, each became a second method of
+/// every generated client.
+struct NoHeadOperations;
+impl Modify for NoHeadOperations {
     fn modify(&self, openapi: &mut OpenApiDoc) {
         for item in openapi.paths.paths.values_mut() {
-            let Some(op) = item.head.as_mut() else {
-                continue;
-            };
-            if let Some(id) = op.operation_id.as_mut() {
-                *id = format!("head_{id}");
-            }
-            op.description = Some("The same answer as GET (status and headers), without a body.".to_owned());
-            for response in op.responses.responses.values_mut() {
-                if let RefOr::T(response) = response {
-                    response.content.clear();
-                }
+            if item.get.is_some() {
+                item.head = None;
             }
         }
     }
@@ -230,8 +258,8 @@ impl Modify for HeadOperations {
 
 /// Applies the modifiers that need the collected paths.
 pub fn finish(mut doc: OpenApiDoc) -> OpenApiDoc {
+    NoHeadOperations.modify(&mut doc);
     ProblemResponses.modify(&mut doc);
-    HeadOperations.modify(&mut doc);
     doc
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{Actor, OrgId, Revision, TenantId, UserId};
-use crate::store::{ChangeRecord, ConnectionRecord, EndReason};
+use crate::store::{ChangeKind, ChangeRecord, ConnectionRecord, EndReason};
 
 /// The example of a connected tenant, in the document: a [`Connection`], and a listed tenant
 /// (`routes/feed.rs`) that has one.
@@ -68,13 +68,14 @@ pub struct HistoryEntry {
     pub active: bool,
     /// Who replaced or removed it: an administrator's IMS user id, or `cli:<login>` for the
     /// operator who removed the tenant.
-    #[schema(value_type = Option<String>, example = "ABCDEF0123456789ABCDEF01@AdobeID")]
+    #[schema(value_type = Option<String>, required = true, example = "ABCDEF0123456789ABCDEF01@AdobeID")]
     pub ended_by: Option<Actor>,
     /// When it was replaced or removed.
+    #[schema(required = true)]
     pub ended_at: Option<DateTime<Utc>>,
     /// Why it ended: `replaced`, `disconnected`, or `tenant-removed` (an operator removed the
     /// tenant, which was registered again later).
-    #[schema(example = "replaced")]
+    #[schema(required = true, example = "replaced")]
     pub end_reason: Option<EndReason>,
 }
 
@@ -94,7 +95,36 @@ impl From<&ConnectionRecord> for HistoryEntry {
     }
 }
 
-/// One change of the feed.
+/// What a change of the feed did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schema(as = ChangeKind, example = "switched")]
+pub enum Kind {
+    /// The tenant was registered (also one removed before); it has no connection yet.
+    TenantRegistered,
+    /// The tenant had no connection; now it has one.
+    Connected,
+    /// The tenant's connection was replaced by one to another org.
+    Switched,
+    /// An administrator disconnected the tenant.
+    Disconnected,
+    /// The tenant was removed.
+    TenantRemoved,
+}
+
+impl From<ChangeKind> for Kind {
+    fn from(kind: ChangeKind) -> Self {
+        match kind {
+            ChangeKind::TenantRegistered => Self::TenantRegistered,
+            ChangeKind::Connected => Self::Connected,
+            ChangeKind::Switched => Self::Switched,
+            ChangeKind::Disconnected => Self::Disconnected,
+            ChangeKind::TenantRemoved => Self::TenantRemoved,
+        }
+    }
+}
+
+/// One change of the feed. Every field is always present (`null` where it does not apply).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "position": "43", "tenant_id": "acme-prod", "kind": "switched",
@@ -107,14 +137,16 @@ pub struct Change {
     pub position: String,
     /// The tenant.
     pub tenant_id: TenantId,
-    /// `connected`, `switched`, `disconnected` or `tenant-removed`.
-    #[schema(example = "switched")]
-    pub kind: String,
-    /// The org connected from now on; `null` for `disconnected` and `tenant-removed`.
+    /// What happened.
+    pub kind: Kind,
+    /// The org connected from now on; `null` for all but `connected` and `switched`.
+    #[schema(required = true)]
     pub org_id: Option<OrgId>,
-    /// That org's name.
+    /// That org's name; `null` when `org_id` is.
+    #[schema(required = true)]
     pub org_name: Option<String>,
     /// The org connected before; `null` if there was none.
+    #[schema(required = true)]
     pub previous_org_id: Option<OrgId>,
     /// The tenant's revision after the change.
     #[schema(value_type = i64)]
@@ -131,7 +163,7 @@ impl From<&ChangeRecord> for Change {
         Self {
             position: c.position.to_string(),
             tenant_id: c.tenant_id.clone(),
-            kind: c.kind.as_str().to_owned(),
+            kind: Kind::from(c.kind),
             org_id: c.org_id.clone(),
             org_name: c.org_name.clone(),
             previous_org_id: c.previous_org_id.clone(),

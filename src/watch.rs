@@ -168,26 +168,10 @@ impl Watchers {
             return None;
         }
         let mut slots = self.slots();
-        let mut callers = self.callers();
         let of_tenant = slots.get(tenant).map_or(0, |e| e.watchers);
-        let of_caller = callers.get(caller).copied().unwrap_or(0);
-        let caps = &self.inner.caps;
-        if of_tenant >= caps.tenant || of_caller >= caps.caller {
+        if of_tenant >= self.inner.caps.tenant || !self.take_place(caller) {
             return None;
         }
-        let max = caps.replica;
-        let taken = self
-            .inner
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            });
-        if taken.is_err() {
-            return None;
-        }
-        self.inner.metrics.watchers.inc();
-        *callers.entry(caller.to_owned()).or_insert(0) += 1;
-        drop(callers);
         let (slot, wake) = {
             let entry = slots.entry(tenant.clone()).or_insert_with(|| Entry {
                 slot: Arc::new(Slot {
@@ -207,6 +191,57 @@ impl Watchers {
             slot,
             wake,
             shutdown: self.inner.shutdown.subscribe(),
+        })
+    }
+
+    /// Takes a place under the replica's and `caller`'s caps; false when either is reached.
+    fn take_place(&self, caller: &str) -> bool {
+        let mut callers = self.callers();
+        let caps = &self.inner.caps;
+        if callers.get(caller).copied().unwrap_or(0) >= caps.caller {
+            return false;
+        }
+        let max = caps.replica;
+        let taken = self
+            .inner
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return false;
+        }
+        self.inner.metrics.watchers.inc();
+        *callers.entry(caller.to_owned()).or_insert(0) += 1;
+        true
+    }
+
+    /// Gives back a place taken by [`Self::take_place`].
+    fn give_back(&self, caller: &str) {
+        {
+            let mut callers = self.callers();
+            if let Some(n) = callers.get_mut(caller) {
+                *n -= 1;
+                if *n == 0 {
+                    callers.remove(caller);
+                }
+            }
+        }
+        self.inner.count.fetch_sub(1, Ordering::AcqRel);
+        self.inner.metrics.watchers.dec();
+    }
+
+    /// Takes a place for a held request of the change feed (a long poll, a stream) of `caller`:
+    /// they count against the same caps as watches (the replica's and the caller's, not a
+    /// tenant's). `None` when a cap is reached or the server is stopping; the place is given back
+    /// when the guard is dropped.
+    pub fn hold(&self, caller: &str) -> Option<HeldPlace> {
+        if *self.inner.shutdown.borrow() || !self.take_place(caller) {
+            return None;
+        }
+        Some(HeldPlace {
+            watchers: self.clone(),
+            caller: caller.to_owned(),
         })
     }
 
@@ -362,16 +397,22 @@ impl Drop for WatchGuard {
                     slots.remove(&self.tenant);
                 }
             }
-            let mut callers = self.watchers.callers();
-            if let Some(n) = callers.get_mut(&self.caller) {
-                *n -= 1;
-                if *n == 0 {
-                    callers.remove(&self.caller);
-                }
-            }
         }
-        self.watchers.inner.count.fetch_sub(1, Ordering::AcqRel);
-        self.watchers.inner.metrics.watchers.dec();
+        self.watchers.give_back(&self.caller);
+    }
+}
+
+/// A held request of the change feed's place among the watchers; given back when dropped (also
+/// when the client goes away).
+#[derive(Debug)]
+pub struct HeldPlace {
+    watchers: Watchers,
+    caller: String,
+}
+
+impl Drop for HeldPlace {
+    fn drop(&mut self) {
+        self.watchers.give_back(&self.caller);
     }
 }
 
@@ -635,5 +676,27 @@ mod tests {
         assert_eq!((watchers.count(), watchers.tenants()), (0, 0));
         watchers.shut_down();
         assert!(watchers.watch(&t, "u1").is_none(), "stopping");
+    }
+
+    #[tokio::test]
+    async fn held_feed_requests_share_the_caps_of_watches_and_give_their_place_back() {
+        let caps = WatcherCaps {
+            replica: 3,
+            caller: 2,
+            ..WatcherCaps::default()
+        };
+        let watchers = Watchers::new(caps, Feed::Live, &Arc::new(Metrics::new()));
+        let t = TenantId::parse("t1").unwrap();
+        let watch = watchers.watch(&t, "c1").unwrap();
+        let held = watchers.hold("c1").unwrap();
+        assert!(watchers.hold("c1").is_none(), "over the caller's cap");
+        assert!(watchers.watch(&t, "c1").is_none(), "a watch too");
+        let other = watchers.hold("c2").unwrap();
+        assert!(watchers.hold("c3").is_none(), "over the replica's cap");
+        drop(held);
+        assert_eq!(watchers.count(), 2);
+        assert!(watchers.hold("c1").is_some(), "the place given back");
+        drop((watch, other));
+        assert_eq!(watchers.count(), 0);
     }
 }

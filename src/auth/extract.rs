@@ -55,6 +55,12 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whom per-caller limits (the IMS budget, the cap on held requests) count: the user, or for
+    /// a service token its client.
+    pub fn key(&self) -> String {
+        caller_key(&self.token)
+    }
+
     async fn from_parts(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
         let mut values = req.headers().get_all(AUTHORIZATION);
         let value = values
@@ -394,6 +400,9 @@ impl FromRequest for UserCaller {
     }
 }
 
+/// Why a caller who is not an integration is refused the listing and the change feed (403).
+pub const NOT_AN_INTEGRATION: &str = "only an integration's service token may read every tenant";
+
 /// An integration: a service token of an integration client (`CCC_INTEGRATION_CLIENT_IDS`) with the
 /// read scope. The only caller of the change feed and the listing of every tenant.
 #[derive(Debug)]
@@ -411,9 +420,7 @@ impl FromRequest for Integration {
             let token = &caller.token;
             let cfg = &state.config;
             if !is_integration(cfg, token) {
-                return Err(ApiError::Forbidden(
-                    "only an integration's service token may read every tenant",
-                ));
+                return Err(ApiError::Forbidden(NOT_AN_INTEGRATION));
             }
             if !token.has_scope(&cfg.read_scope) {
                 return Err(ApiError::InsufficientScope(cfg.read_scope.clone()));

@@ -6,8 +6,8 @@ pub mod keys;
 pub mod token;
 
 pub use extract::{
-    AdminCandidate, Caller, Integration, NOT_AN_ADMIN, NOT_PROVISIONING, Provisioner, TenantAdmin,
-    TenantReader, UserCaller,
+    AdminCandidate, Caller, Integration, NOT_AN_ADMIN, NOT_AN_INTEGRATION, NOT_PROVISIONING, Provisioner,
+    TenantAdmin, TenantReader, UserCaller,
 };
 pub use keys::KeyStore;
 pub use token::{TokenVerifier, VerifiedToken};

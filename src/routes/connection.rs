@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::etag::{self, EntityTags};
+use super::wait::Wait;
 use crate::auth::{AdminCandidate, NOT_AN_ADMIN, TenantAdmin, TenantReader};
 use crate::domain::{OrgId, Preconditions, Revision, TenantId};
 use crate::error::ApiError;
@@ -86,30 +87,6 @@ fn checked_preconditions(req: &HttpRequest, admin: &TenantAdmin) -> Result<Preco
     Ok(preconditions)
 }
 
-/// `?wait=<seconds>`: hold the read until the state changes (with `If-None-Match`).
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WaitQuery {
-    /// Seconds to wait, 1 to 60, while the state still has the ETag given in `If-None-Match`;
-    /// then 304. Without `If-None-Match` the read answers at once.
-    #[param(minimum = 1, maximum = 60, example = 30)]
-    pub wait: Option<u64>,
-}
-
-/// The longest `wait`, in seconds.
-pub const MAX_WAIT_SECS: u64 = 60;
-
-fn parse_wait(query: &str) -> Result<Option<u64>, ApiError> {
-    let parsed = web::Query::<WaitQuery>::from_query(query)
-        .map_err(|_| ApiError::invalid("wait must be a whole number of seconds from 1 to 60"))?;
-    match parsed.wait {
-        Some(secs) if !(1..=MAX_WAIT_SECS).contains(&secs) => Err(ApiError::invalid(
-            "wait must be a whole number of seconds from 1 to 60",
-        )),
-        other => Ok(other),
-    }
-}
-
 /// Whether `If-None-Match` names the current state (`*`: any current connection).
 fn still_current(tags: &EntityTags, view: &TenantView) -> bool {
     match tags {
@@ -148,7 +125,7 @@ fn read_answer(view: &TenantView, if_none_match: Option<&EntityTags>) -> HttpRes
 /// The hot path of the Express and CC Libraries integrations. Sends `ETag`; `If-None-Match` with the
 /// current one answers 304. A 404 `no-connection` carries the tenant's revision as `ETag`.
 ///
-/// Watching: with `wait` (1 to 60 seconds) and `If-None-Match`, the request is held while the state
+/// Watching: with `wait` (1 to 50 seconds) and `If-None-Match`, the request is held while the state
 /// still has that ETag, and answered as soon as a switch or disconnect (on any replica) changes it
 /// (200, or 404 `no-connection`), else with 304 when `wait` runs out. A stale ETag, or `wait` without
 /// `If-None-Match`, answers at once.
@@ -156,7 +133,7 @@ fn read_answer(view: &TenantView, if_none_match: Option<&EntityTags>) -> HttpRes
     tag = "connection",
     params(
         ("tenant_id" = TenantId, Path, description = "The AEM Assets tenant"),
-        WaitQuery,
+        Wait,
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier read (also of a 404); 304 if still current, or with `wait`: held until it is not"),
     ),
     responses(
@@ -177,7 +154,7 @@ pub async fn get_connection(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let wait = parse_wait(req.query_string())?;
+    let wait = Wait::parse(req.query_string())?;
     let if_none_match = etag::if_none_match(req.headers())?;
     let TenantReader {
         view,
@@ -186,14 +163,12 @@ pub async fn get_connection(
         ..
     } = reader;
     match (wait, if_none_match, guard) {
-        (Some(secs), Some(tags), Some(guard)) if still_current(&tags, &view) => {
+        (Some(wait), Some(tags), Some(guard)) if still_current(&tags, &view) => {
             crate::telemetry::note_held(&req);
-            watch(&state, view, tags, guard, Duration::from_secs(secs))
-                .await
-                .map_err(|e| match e {
-                    ApiError::UnknownTenant => TenantReader::unknown_tenant(integration),
-                    other => other,
-                })
+            watch(&state, view, tags, guard, wait).await.map_err(|e| match e {
+                ApiError::UnknownTenant => TenantReader::unknown_tenant(integration),
+                other => other,
+            })
         }
         (_, tags, _) => Ok(read_answer(&view, tags.as_ref())),
     }

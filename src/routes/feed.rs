@@ -1,6 +1,7 @@
-//! `/creative-cloud-connections`: every tenant's connection, and the change feed after it (JSON,
-//! long poll, or Server-Sent Events). Integrations only.
+//! `/creative-cloud-connections`: every tenant's connection, and the change feed after it (JSON
+//! pages, long polls, and a Server-Sent Events stream of its own). Integrations only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::Method;
@@ -10,13 +11,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::wait::Wait;
 use crate::auth::Integration;
 use crate::domain::{OrgId, Revision, TenantId, UserId};
-use crate::error::ApiError;
-use crate::feed::Subscriber;
+use crate::error::{ApiError, RetryAfter};
+use crate::feed::{Reader, Subscriber};
 use crate::representation::Change;
 use crate::state::AppState;
-use crate::store::ListedTenant;
+use crate::store::{ChangeRecord, ListedTenant};
 
 /// The most items of one page (the listing and the changes).
 pub const MAX_LIMIT: u64 = 1_000;
@@ -30,12 +32,16 @@ pub struct ListedConnection {
     /// The tenant.
     pub tenant_id: TenantId,
     /// The connected Creative Cloud org; `null` when not connected.
+    #[schema(required = true)]
     pub org_id: Option<OrgId>,
-    /// Its name, as IMS gave it when it was connected.
+    /// Its name, as IMS gave it when it was connected; `null` when not connected.
+    #[schema(required = true)]
     pub org_name: Option<String>,
     /// The administrator who connected it.
+    #[schema(required = true)]
     pub connected_by: Option<UserId>,
     /// When it was connected.
+    #[schema(required = true)]
     pub connected_at: Option<DateTime<Utc>>,
     /// The tenant's revision: apply a change only when its revision is higher.
     #[schema(value_type = i64)]
@@ -68,7 +74,8 @@ impl From<&ListedTenant> for ListedConnection {
 pub struct ConnectionsPage {
     /// The tenants of this page, by tenant id.
     pub connections: Vec<ListedConnection>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
     /// Follow the feed from here (the same on every page of one listing): every change committed
     /// after the listing began is after it.
@@ -104,7 +111,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// Where to read the feed from, and how long to wait.
+/// Where to read the feed from (how long to wait is [`Wait`]).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ChangesQuery {
@@ -115,10 +122,20 @@ pub struct ChangesQuery {
     /// Changes per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u64>,
-    /// Seconds to hold the request, 1 to 60, while there is no change after `after`.
-    #[param(minimum = 1, maximum = 60, example = 30)]
-    pub wait: Option<u64>,
 }
+
+/// Where the stream starts (unless `Last-Event-ID` says).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// A position from this service (a change's, a page's or the listing's); omitted: from the
+    /// start of the kept history. `Last-Event-ID`, when sent and not empty, wins.
+    #[param(example = "42")]
+    pub after: Option<String>,
+}
+
+/// How long a client of the stream waits before it reconnects (`retry:`), in milliseconds.
+pub const STREAM_RETRY: Duration = Duration::from_millis(2_000);
 
 fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
@@ -145,11 +162,12 @@ fn parse_position(what: &str, raw: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::invalid(format!("{what} is {NOT_A_POSITION}")))
 }
 
-/// Refuses a position beyond the last one handed out (read now: any position a client was given
-/// is at most the head of a later read).
-async fn checked(state: &AppState, what: &str, position: i64) -> Result<i64, ApiError> {
+/// Refuses (410 `unknown-position`) a position beyond the last one handed out (read now: any
+/// position a client was given is at most the head of a later read): from another database, or
+/// made up. The client lists again.
+async fn checked(state: &AppState, what: &'static str, position: i64) -> Result<i64, ApiError> {
     if position > 0 && position > state.store.change_head().await? {
-        return Err(ApiError::invalid(format!("{what} is {NOT_A_POSITION}")));
+        return Err(ApiError::UnknownPosition(what));
     }
     Ok(position)
 }
@@ -182,7 +200,11 @@ pub async fn list_connections(
             let (position, tenant) = cursor.split_once(':').ok_or_else(bad)?;
             let position = parse_position("cursor", position).map_err(|_| bad())?;
             let tenant = TenantId::parse(tenant).map_err(|_| bad())?;
-            (checked(&state, "cursor", position).await?, Some(tenant))
+            // A cursor is not a position: one this feed never handed out is a bad cursor.
+            if position > 0 && position > state.store.change_head().await? {
+                return Err(bad());
+            }
+            (position, Some(tenant))
         }
     };
     // One more than asked tells whether another page follows.
@@ -201,141 +223,185 @@ pub async fn list_connections(
         }))
 }
 
-/// The changes of every tenant after a position, in commit order.
+/// The changes of every tenant after a position, in commit order (JSON).
 ///
-/// Integration service tokens only. Every switch, disconnect and tenant removal is in the feed
-/// once; positions follow commit order (a reader that has seen a position never later meets a
-/// lower one); a read started after a change was acknowledged includes it. With `wait`, held while
-/// there is nothing after `after`, answered as soon as a change commits on any replica.
-///
-/// With `Accept: text/event-stream`: Server-Sent Events, one `event: change` per change (`id:` its
-/// position, `data:` the change as in the JSON answer), resumed after `Last-Event-ID` (or `after`);
-/// after 15 s without a change, `event: position` with `data: {"position": "..."}`. A subscriber
-/// that falls too far behind (does not read) has its stream closed; it resumes from its last id.
+/// Integration service tokens only. Every switch, disconnect, tenant registration and removal is in
+/// the feed once; positions follow commit order (a reader that has seen a position never later
+/// meets a lower one); a read started after a change was acknowledged includes it. With `wait`,
+/// held while there is nothing after `after`, answered as soon as a change commits on any replica
+/// (else an empty page when `wait` runs out). JSON whatever `Accept` says: the stream is
+/// `/creative-cloud-connections/changes/stream`. A held long poll counts against the caps on held
+/// requests (with streams and watches): beyond them, 429 `rate-limited` with `Retry-After`.
 #[utoipa::path(
     tag = "feed",
-    params(
-        ChangesQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "Server-Sent Events: resume after this position (instead of `after`)"),
-    ),
-    responses((status = 200, description = "The changes after `after` (JSON), or their stream (`text/event-stream`)",
-        content(
-            (ChangesPage = "application/json"),
-            (String = "text/event-stream", example = json!(
-                "id: 43\nevent: change\ndata: {\"position\":\"43\",\"tenant_id\":\"acme-prod\",\"kind\":\"switched\",\"org_id\":\"0123456789ABCDEF01234567@AdobeOrg\",\"org_name\":\"Acme Creative\",\"previous_org_id\":\"FEDCBA9876543210FEDCBA98@AdobeOrg\",\"revision\":8,\"at\":\"2026-11-25T10:00:00Z\",\"by\":\"ABCDEF0123456789ABCDEF01@AdobeID\"}\n\nevent: position\ndata: {\"position\":\"43\"}\n\n"
-            )),
-        ))),
+    params(ChangesQuery, Wait),
+    responses((status = 200, description = "The changes after `after`", body = ChangesPage)),
     security(("bearer" = [])),
 )]
 #[route("/creative-cloud-connections/changes", method = "GET", method = "HEAD")]
 pub async fn get_changes(
-    _integration: Integration,
+    integration: Integration,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q: ChangesQuery = query(&req)?;
     let limit = limit_of(q.limit)?;
-    let wait = match q.wait {
-        None => None,
-        Some(secs) if (1..=super::connection::MAX_WAIT_SECS).contains(&secs) => {
-            Some(Duration::from_secs(secs))
+    let wait = Wait::parse(req.query_string())?.filter(|_| req.method() == Method::GET);
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| parse_position("after", a))
+        .transpose()?
+        .unwrap_or(0);
+    // Following the tail's head from before the read: a change committed after it moves the head.
+    let head = wait.map(|_| state.hub.head());
+    let mut changes: Vec<Arc<ChangeRecord>> = state
+        .hub
+        .read(Reader::Request, after, limit)
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    if changes.is_empty() {
+        checked(&state, "after", after).await?;
+        if let (Some(wait), Some(head)) = (wait, head) {
+            crate::telemetry::note_held(&req);
+            changes = long_poll(&state, &integration, head, after, limit, wait).await?;
         }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "wait must be a whole number of seconds from 1 to 60",
-            ));
-        }
-    };
+    }
+    let position = changes.last().map_or(after, |c| c.position);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .json(ChangesPage {
+            changes: changes.iter().map(|c| Change::from(&**c)).collect(),
+            position: position.to_string(),
+        }))
+}
+
+/// Holds a page with nothing after `after` until the tail's head passes it (`head` was followed
+/// from before the page's read), for at most `wait`, and answers from what the tail holds: every
+/// held long poll of the replica is answered by the tail's one read, none reads on its own.
+async fn long_poll(
+    state: &AppState,
+    integration: &Integration,
+    mut head: tokio::sync::watch::Receiver<Option<i64>>,
+    after: i64,
+    limit: u64,
+    wait: Duration,
+) -> Result<Vec<Arc<ChangeRecord>>, ApiError> {
+    let mut stopping = state.watchers.stopping();
+    if *stopping.borrow() {
+        return Ok(Vec::new());
+    }
+    let _place = state
+        .watchers
+        .hold(&integration.caller.key())
+        .ok_or(ApiError::TooManyHeld(RetryAfter::HELD_REQUESTS))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    // An empty answer at the deadline is as of the page's read, which found nothing: no read then.
+    tokio::select! {
+        biased;
+        _ = stopping.wait_for(|s| *s) => return Ok(Vec::new()),
+        moved = head.wait_for(|h| h.is_some_and(|h| h > after)) => if moved.is_err() { return Ok(Vec::new()) },
+        () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+    }
+    match state.hub.recent_after(after, limit) {
+        Some(changes) => Ok(changes),
+        // Behind what the tail keeps (a burst larger than it holds): one read of its own.
+        None => Ok(state
+            .hub
+            .read(Reader::CatchUp, after, limit)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect()),
+    }
+}
+
+/// The changes of every tenant after a position, as Server-Sent Events.
+///
+/// Integration service tokens only. Opens with `retry: <ms>` (how long a client waits before it
+/// reconnects), then one `event: change` per change (`id:` its position, `data:` the change as in
+/// the JSON page), resumed after `Last-Event-ID` (or `after`; an empty `Last-Event-ID` counts as
+/// absent); after 15 s without a change, `event: position` with `data: {"position": "..."}`. Events
+/// are named: listen for `change` (`addEventListener("change")`), not `onmessage`. The stream ends
+/// when the server stops or the subscriber falls too far behind (it does not read): the client
+/// reconnects with `Last-Event-ID`. A stream counts against the caps on held requests (with long
+/// polls and watches): beyond them, 429 `rate-limited` with `Retry-After`.
+#[utoipa::path(
+    tag = "feed",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position (instead of `after`); empty counts as absent"),
+    ),
+    responses((status = 200, description = "The stream of changes after `after`",
+        content(
+            (String = "text/event-stream", example = json!(
+                "retry: 2000\n\nid: 43\nevent: change\ndata: {\"position\":\"43\",\"tenant_id\":\"acme-prod\",\"kind\":\"switched\",\"org_id\":\"0123456789ABCDEF01234567@AdobeOrg\",\"org_name\":\"Acme Creative\",\"previous_org_id\":\"FEDCBA9876543210FEDCBA98@AdobeOrg\",\"revision\":8,\"at\":\"2026-11-25T10:00:00Z\",\"by\":\"ABCDEF0123456789ABCDEF01@AdobeID\"}\n\nevent: position\ndata: {\"position\":\"43\"}\n\n"
+            )),
+        ))),
+    security(("bearer" = [])),
+)]
+#[route("/creative-cloud-connections/changes/stream", method = "GET", method = "HEAD")]
+pub async fn get_change_stream(
+    integration: Integration,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q: StreamQuery = query(&req)?;
     let after = q
         .after
         .as_deref()
         .map(|a| parse_position("after", a))
         .transpose()?;
-    if req.method() == Method::GET && wants_event_stream(&req) {
-        let resume = match req.headers().get("last-event-id") {
-            Some(id) => Some(parse_position(
-                "Last-Event-ID",
-                id.to_str()
-                    .map_err(|_| ApiError::invalid(format!("Last-Event-ID is {NOT_A_POSITION}")))?,
-            )?),
-            None => None,
-        };
-        let (what, from) = match resume {
-            Some(id) => ("Last-Event-ID", id),
-            None => ("after", after.unwrap_or(0)),
-        };
-        let from = checked(&state, what, from).await?;
-        return Ok(event_stream(&state, from));
-    }
-    let after = after.unwrap_or(0);
-    let deadline = wait
-        .filter(|_| req.method() == Method::GET)
-        .map(|w| tokio::time::Instant::now() + w);
-    let watchers = &state.watchers;
-    let (mut committed, mut stopping) = (watchers.commits(), watchers.stopping());
-    let mut first = true;
-    let changes = loop {
-        // Marked seen before the read: a commit signalled from here on ends the wait below.
-        committed.borrow_and_update();
-        let changes = state.store.changes_after(after, limit).await?;
-        if !changes.is_empty() {
-            break changes;
-        }
-        if first {
-            checked(&state, "after", after).await?;
-            first = false;
-        }
-        let Some(deadline) = deadline else {
-            break changes;
-        };
-        if tokio::time::Instant::now() >= deadline {
-            break changes;
-        }
-        // Read again on a signal, and every few seconds anyway: a commit whose signal never
-        // came (a stalled change channel; another process on one SQLite file) is still answered.
-        let recheck = (tokio::time::Instant::now() + crate::feed::RECHECK).min(deadline);
-        tokio::select! {
-            biased;
-            _ = stopping.wait_for(|s| *s) => break changes,
-            changed = committed.changed() => if changed.is_err() { break changes },
-            () = tokio::time::sleep_until(recheck) => {}
+    let last_event_id = match req.headers().get("last-event-id") {
+        None => None,
+        Some(id) => {
+            let id = id
+                .to_str()
+                .map_err(|_| ApiError::invalid(format!("Last-Event-ID is {NOT_A_POSITION}")))?
+                .trim();
+            // An empty one counts as absent (what a client sends before it got any id).
+            (!id.is_empty())
+                .then(|| parse_position("Last-Event-ID", id))
+                .transpose()?
         }
     };
-    let position = changes.last().map_or(after, |c| c.position);
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .json(ChangesPage {
-            changes: changes.iter().map(Change::from).collect(),
-            position: position.to_string(),
-        }))
-}
-
-fn wants_event_stream(req: &HttpRequest) -> bool {
-    req.headers().get_all(header::ACCEPT).any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',').any(|m| {
-                m.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
-            })
-        })
-    })
-}
-
-fn event_stream(state: &AppState, from: i64) -> HttpResponse {
-    let config = &state.config;
-    let subscriber = Subscriber::new(&state.hub, from, Duration::from_millis(config.feed_heartbeat_ms));
-    let events = futures_util::stream::unfold(subscriber, |mut subscriber| async move {
+    let (what, from) = match last_event_id {
+        Some(id) => ("Last-Event-ID", id),
+        None => ("after", after.unwrap_or(0)),
+    };
+    let from = checked(&state, what, from).await?;
+    let mut res = HttpResponse::Ok();
+    res.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    ))
+    .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+    // Proxies that buffer responses (nginx) pass this one on as it is written.
+    .insert_header(("x-accel-buffering", HeaderValue::from_static("no")));
+    if req.method() != Method::GET {
+        return Ok(res.finish());
+    }
+    if *state.watchers.stopping().borrow() {
+        // Stopping: the stream would end at once; the client reconnects to another replica.
+        return Err(ApiError::TooManyHeld(RetryAfter::HELD_REQUESTS));
+    }
+    let place = state
+        .watchers
+        .hold(&integration.caller.key())
+        .ok_or(ApiError::TooManyHeld(RetryAfter::HELD_REQUESTS))?;
+    crate::telemetry::note_held(&req);
+    let subscriber = Subscriber::new(
+        &state.hub,
+        from,
+        Duration::from_millis(state.config.feed_heartbeat_ms),
+    )
+    .with_retry(STREAM_RETRY);
+    // The place is held as long as the stream: dropped with it (also when the client goes away).
+    let events = futures_util::stream::unfold((subscriber, place), |(mut subscriber, place)| async move {
         let event = subscriber.next().await?;
-        Some((Ok::<_, std::convert::Infallible>(event), subscriber))
+        Some((Ok::<_, std::convert::Infallible>(event), (subscriber, place)))
     });
-    HttpResponse::Ok()
-        .insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        ))
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        // Proxies that buffer responses (nginx) pass this one on as it is written.
-        .insert_header(("x-accel-buffering", HeaderValue::from_static("no")))
-        .streaming(events)
+    Ok(res.streaming(events))
 }

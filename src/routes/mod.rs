@@ -7,6 +7,7 @@ pub mod health;
 pub mod metrics;
 pub mod orgs;
 pub mod tenants;
+pub mod wait;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub fn configure_public(cfg: &mut ServiceConfig<'_>) {
         .service(connection::get_history)
         .service(feed::list_connections)
         .service(feed::get_changes)
+        .service(feed::get_change_stream)
         .service(orgs::get_user_orgs)
         .service(tenants::list_tenants)
         .service(tenants::get_tenant)
@@ -84,9 +86,10 @@ impl RouteTable {
                     ("OPTIONS", &item.options),
                     ("TRACE", &item.trace),
                 ];
+                // Every GET answers HEAD, whether or not the document lists it.
                 let allow = operations
                     .iter()
-                    .filter(|(_, op)| op.is_some())
+                    .filter(|(method, op)| op.is_some() || (*method == "HEAD" && item.get.is_some()))
                     .map(|(method, _)| *method)
                     .collect::<Vec<_>>()
                     .join(", ");
@@ -134,6 +137,9 @@ const PROVISIONING: &[ProblemKind] = &[P::InsufficientScope, P::Forbidden];
 /// What a registry write can also be answered with: a stale `If-Match` (or `If-None-Match: *` on a
 /// registered tenant), and a race it could not wait out.
 const REGISTRY_WRITE: &[ProblemKind] = &[P::PreconditionFailed, P::ConcurrentSwitch];
+/// What a long poll or a stream of the change feed can also be answered with: a position it never
+/// handed out, and the caps on held requests.
+const HELD_FEED: &[ProblemKind] = &[P::UnknownPosition, P::RateLimited];
 /// What a request that may ask IMS can also be answered with.
 const ASKS_IMS: &[ProblemKind] = &[P::ImsError, P::ImsUnavailable];
 /// What a write (a switch or a disconnect) can also be answered with.
@@ -196,7 +202,11 @@ pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
     ),
     (
         "get_changes",
-        &[ANY_REQUEST, INTEGRATIONS, &[P::DatabaseUnavailable]],
+        &[ANY_REQUEST, INTEGRATIONS, HELD_FEED, &[P::DatabaseUnavailable]],
+    ),
+    (
+        "get_change_stream",
+        &[ANY_REQUEST, INTEGRATIONS, HELD_FEED, &[P::DatabaseUnavailable]],
     ),
     (
         "get_user_orgs",

@@ -23,6 +23,9 @@ use crate::entity::{change, change_head, connection, tenant};
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
+    /// The tenant was registered (`tenant add`, `PUT /tenants/{id}`), also after a removal: it has
+    /// no connection yet.
+    TenantRegistered,
     /// The tenant had no connection; now it has one.
     Connected,
     /// The tenant's connection was replaced by one to another org.
@@ -31,30 +34,27 @@ pub enum ChangeKind {
     Disconnected,
     /// An operator removed the tenant (`tenant remove`).
     TenantRemoved,
-    /// The tenant was registered (`tenant add`, `PUT /tenants/{id}`), also after a removal: it has
-    /// no connection yet.
-    TenantRegistered,
 }
 
 impl ChangeKind {
     /// The stored and sent spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::TenantRegistered => "tenant-registered",
             Self::Connected => "connected",
             Self::Switched => "switched",
             Self::Disconnected => "disconnected",
             Self::TenantRemoved => "tenant-removed",
-            Self::TenantRegistered => "tenant-registered",
         }
     }
 
     fn parse(stored: &str) -> Result<Self, StoreError> {
         match stored {
+            "tenant-registered" => Ok(Self::TenantRegistered),
             "connected" => Ok(Self::Connected),
             "switched" => Ok(Self::Switched),
             "disconnected" => Ok(Self::Disconnected),
             "tenant-removed" => Ok(Self::TenantRemoved),
-            "tenant-registered" => Ok(Self::TenantRegistered),
             _ => Err(corrupt("change kind")),
         }
     }

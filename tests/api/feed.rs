@@ -1,6 +1,6 @@
 //! The change feed (api.md, "Change feed"): `GET /creative-cloud-connections` lists every tenant
-//! with a position, `GET /creative-cloud-connections/changes` reads (or waits for, or streams) the
-//! changes after a position, in commit order, for integrations only.
+//! with a position, `GET /creative-cloud-connections/changes` reads (or waits for) the changes after
+//! a position, in commit order, and `.../changes/stream` streams them, for integrations only.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -19,6 +19,7 @@ use crate::each_backend;
 use crate::helpers::{TENANT, TestApp, assert_problem, spawn_app, spawn_app_with, spawn_replica, wait_for};
 
 const CHANGES: &str = "/creative-cloud-connections/changes";
+const STREAM: &str = "/creative-cloud-connections/changes/stream";
 const LIST: &str = "/creative-cloud-connections";
 
 /// Where "another replica" switches: a second app on the same database on PostgreSQL (its commits
@@ -325,7 +326,7 @@ async fn a_long_poll_is_held_then_woken_by_a_switch_on_another_replica() {
         let request = app
             .client
             // After the demo tenant's registration, position 1.
-            .get(app.url(&format!("{CHANGES}?after=1&wait=30")))
+            .get(app.url(&format!("{CHANGES}?after=1&wait=50")))
             .bearer_auth(app.integration_token());
         let started = std::time::Instant::now();
         let mut poll =
@@ -358,12 +359,12 @@ struct Events {
 }
 
 impl Events {
+    /// Opens the stream and reads its opening `retry:`.
     async fn open(app: &TestApp, query: &str, last_event_id: Option<&str>) -> Self {
         let mut req = app
             .client
-            .get(app.url(&format!("{CHANGES}{query}")))
-            .bearer_auth(app.integration_token())
-            .header("Accept", "text/event-stream");
+            .get(app.url(&format!("{STREAM}{query}")))
+            .bearer_auth(app.integration_token());
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
@@ -373,11 +374,16 @@ impl Events {
             .unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        assert_eq!(res.headers()["x-accel-buffering"], "no");
         assert!(res.headers().get("content-encoding").is_none());
-        Self {
+        let mut events = Self {
             res,
             buffer: String::new(),
-        }
+        };
+        let (name, _, retry) = events.next().await.expect("the stream opens with retry:");
+        assert_eq!((name.as_str(), retry), ("", Value::from(2000)), "retry: first");
+        events
     }
 
     /// The next `change` event, past any heartbeat.
@@ -401,6 +407,7 @@ impl Events {
                         Some(("event", v)) => name = v.to_owned(),
                         Some(("id", v)) => id = Some(v.to_owned()),
                         Some(("data", v)) => data = serde_json::from_str(v).unwrap(),
+                        Some(("retry", v)) => data = Value::from(v.parse::<u64>().unwrap()),
                         _ => {}
                     }
                 }
@@ -454,7 +461,7 @@ async fn server_sent_events_deliver_changes_resume_from_the_last_id_and_beat_wit
 }
 
 #[tokio::test]
-async fn bad_positions_limits_and_waits_are_400_and_anyone_but_an_integration_is_403() {
+async fn bad_positions_limits_and_waits_are_400_unknown_positions_410_and_anyone_but_an_integration_is_403() {
     each_backend!(|app| {
         switch(&app, &app.address, TENANT, world::ACME_CREATIVE_ORG).await;
         let token = app.integration_token();
@@ -464,25 +471,35 @@ async fn bad_positions_limits_and_waits_are_400_and_anyone_but_an_integration_is
             "?after=1.5",
             "?after=+1",
             "?after=99999999999999999999",
-            "?after=3",
-            "?after=1000",
             "?limit=0",
             "?limit=1001",
             "?limit=x",
             "?wait=0",
-            "?wait=61",
+            "?wait=51",
+            "?wait=60",
             "?after=1&wait=abc",
         ];
         assert_each_query_invalid(&app, &token, CHANGES, &changes_queries).await;
-        for (header, value) in [("Last-Event-ID", "5"), ("Last-Event-ID", "x")] {
+        assert_each_query_invalid(&app, &token, STREAM, &["?after=abc", "?after=-1"]).await;
+        // Well formed, but beyond the head (never handed out; from another database): 410, list again.
+        for path in [CHANGES, STREAM] {
+            // The head is 2: the demo tenant's registration, then its switch.
+            for query in ["?after=3", "?after=1000", "?after=3&wait=1"] {
+                let res = app
+                    .call(Method::GET, &format!("{path}{query}"), Some(&token))
+                    .await;
+                let body = assert_problem(res, 410, "unknown-position").await;
+                assert!(body["detail"].as_str().unwrap().contains("list"), "{body}");
+            }
+        }
+        for (value, status, slug) in [("5", 410, "unknown-position"), ("x", 400, "invalid-request")] {
             let res = app
-                .request(Method::GET, CHANGES, Some(&token))
-                .header("Accept", "text/event-stream")
-                .header(header, value)
+                .request(Method::GET, STREAM, Some(&token))
+                .header("Last-Event-ID", value)
                 .send()
                 .await
                 .unwrap();
-            assert_problem(res, 400, "invalid-request").await;
+            assert_problem(res, status, slug).await;
         }
         let list_queries = [
             "?limit=0",
@@ -498,7 +515,7 @@ async fn bad_positions_limits_and_waits_are_400_and_anyone_but_an_integration_is
         let user = app.user_token(world::BOB_MEMBER, false);
         let admin = app.admin_token();
         let person_of_integration = app.integration_user_token(world::BOB_MEMBER);
-        for path in [LIST, CHANGES] {
+        for path in [LIST, CHANGES, STREAM] {
             for token in [&user, &admin, &person_of_integration] {
                 assert_problem(app.call(Method::GET, path, Some(token)).await, 403, "forbidden").await;
             }
@@ -782,14 +799,8 @@ async fn sigterm_ends_the_streams_and_the_drain_is_not_held_up() {
         ..
     } = lone_replica("feed").await;
     let token = crate::helpers::integration_token(&ims);
-    let url = format!("{}{CHANGES}", replica.base());
-    let mut stream = client
-        .get(&url)
-        .bearer_auth(&token)
-        .header("Accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let url = format!("{}{STREAM}", replica.base());
+    let mut stream = client.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(stream.status(), 200);
     wait_for("the stream to subscribe", Duration::from_secs(5), || async {
         crate::helpers::metrics_at(&client, replica.base())
@@ -814,4 +825,154 @@ async fn sigterm_ends_the_streams_and_the_drain_is_not_held_up() {
     replica
         .exits_cleanly_within(terminated, Duration::from_secs(5), "serve exits promptly")
         .await;
+}
+
+/// `/changes` is one operation: JSON whatever `Accept` says (q-values or not); the stream is its
+/// own, opens with `retry:`, and counts an empty `Last-Event-ID` as absent.
+#[tokio::test]
+async fn the_changes_are_json_whatever_accept_says_and_the_stream_is_its_own_operation() {
+    each_backend!(|app| {
+        switch(&app, &app.address, TENANT, world::ACME_CREATIVE_ORG).await;
+        let token = app.integration_token();
+        for accept in ["text/event-stream", "text/event-stream;q=0.5, application/json"] {
+            let res = app
+                // After the demo tenant's registration, position 1.
+                .request(Method::GET, &format!("{CHANGES}?after=1"), Some(&token))
+                .header("Accept", accept)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{accept}");
+            assert_eq!(res.headers()["content-type"], "application/json", "{accept}");
+            let page: Value = res.json().await.unwrap();
+            assert_eq!(page["changes"][0]["kind"], "connected", "{accept}: {page}");
+        }
+        // An empty Last-Event-ID (a client that got no id yet) counts as absent: `after` holds.
+        let mut events = Events::open(&app, "?after=1", Some("")).await;
+        let (name, id, data) = events.next().await.unwrap();
+        assert_eq!((name.as_str(), id.as_deref()), ("change", Some("2")), "{data}");
+        drop(events);
+        // HEAD of the stream: its headers, no stream.
+        let res = app.call(Method::HEAD, STREAM, Some(&token)).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert!(res.bytes().await.unwrap().is_empty());
+    });
+}
+
+/// The held requests of this replica now (watches, long polls, streams).
+async fn held(app: &TestApp) -> f64 {
+    crate::helpers::metric(&app.metrics().await, "ccc_watchers").unwrap_or(-1.0)
+}
+
+/// A long poll after `after`, held up to 50 s, sent now; its page when it answers.
+fn long_poll(app: &TestApp, after: i64) -> tokio::task::JoinHandle<Value> {
+    let request = app
+        .client
+        .get(app.url(&format!("{CHANGES}?after={after}&wait=50")))
+        .bearer_auth(app.integration_token());
+    tokio::spawn(async move {
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()
+    })
+}
+
+/// Streams and long polls hold places under the same caps as watches (`CCC_MAX_WATCHERS`,
+/// `CCC_MAX_WATCHERS_PER_CALLER`): beyond the caller's or the replica's cap a stream or a long poll
+/// is 429 `rate-limited` with `Retry-After` (a page without `wait` is still answered), and a stream
+/// that closes gives its place back.
+#[tokio::test]
+async fn streams_and_long_polls_beyond_the_held_request_caps_are_429_and_a_closed_stream_gives_its_place_back()
+ {
+    for backend in db::backends() {
+        for (replica, caller) in [(100, 2), (2, 100)] {
+            let app = spawn_app_with(backend, |c| {
+                c.max_watchers = replica;
+                c.max_watchers_per_caller = caller;
+                c.feed_heartbeat_ms = 200;
+            })
+            .await;
+            let token = app.integration_token();
+            let stream = Events::open(&app, "", None).await;
+            // After the demo tenant's registration, position 1.
+            let poll = long_poll(&app, 1);
+            wait_for(
+                "a stream and a long poll held",
+                Duration::from_secs(10),
+                || async { held(&app).await == 2.0 },
+            )
+            .await;
+            for path in [STREAM, &format!("{CHANGES}?after=1&wait=50")] {
+                let res = app.call(Method::GET, path, Some(&token)).await;
+                let retry_after: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!(retry_after >= 1, "{path}");
+                assert_problem(res, 429, "rate-limited").await;
+            }
+            assert_eq!(
+                changes_at(&app, &app.address, "?after=1").await["changes"],
+                serde_json::json!([])
+            );
+            assert_eq!(held(&app).await, 2.0, "the refused ones hold nothing");
+
+            drop(stream);
+            wait_for(
+                "the closed stream's place given back",
+                Duration::from_secs(10),
+                || async { held(&app).await == 1.0 },
+            )
+            .await;
+            let again = Events::open(&app, "", None).await;
+            assert_eq!(held(&app).await, 2.0);
+            drop(again);
+            poll.abort();
+        }
+    }
+}
+
+/// Many long polls held on one replica cost the tail's reads, not one each: one switch answers
+/// every one from what the one tail read after it was signalled, and none reads the database on
+/// its own, neither over the switch nor idle.
+#[tokio::test]
+async fn held_long_polls_are_answered_from_the_one_tail_not_a_read_each() {
+    const POLLS: usize = 30;
+    let reads = async |app: &TestApp| {
+        let text = app.metrics().await;
+        let of = |reader: &str| {
+            crate::helpers::metric(&text, &format!("ccc_feed_reads_total{{reader=\"{reader}\"}}"))
+                .unwrap_or(0.0)
+        };
+        (of("tail"), of("request") + of("catch-up"))
+    };
+    each_backend!(|app| {
+        let replica = other_replica(&app).await;
+        let replica = replica.as_ref().unwrap_or(&app);
+        wait_for("the change channel", Duration::from_secs(10), || {
+            std::future::ready(app.state.watchers.is_live())
+        })
+        .await;
+        // After the demo tenant's registration, position 1.
+        let polls: Vec<_> = (0..POLLS).map(|_| long_poll(&app, 1)).collect();
+        wait_for("every long poll held", Duration::from_secs(20), || async {
+            held(&app).await == POLLS as f64
+        })
+        .await;
+        let (tail, own) = reads(&app).await;
+        assert_eq!(own, POLLS as f64, "one read each, before it is held");
+
+        switch(&app, &replica.address, TENANT, world::ACME_CREATIVE_ORG).await;
+        for poll in polls {
+            let page = poll.await.unwrap();
+            assert_eq!(page["changes"][0]["kind"], "connected", "{page}");
+            assert_eq!(page["position"], "2");
+        }
+        let (tail_after, own_after) = reads(&app).await;
+        assert_eq!(own_after, own, "no long poll read the database on its own");
+        // The tail reads on the signal and on its own re-check: a few times, however many wait.
+        assert!(
+            tail_after - tail < (POLLS / 3) as f64,
+            "the tail read {} times for one switch",
+            tail_after - tail
+        );
+    });
 }

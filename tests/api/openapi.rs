@@ -45,6 +45,7 @@ fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
         "/creative-cloud-connections/changes",
         "/tenants",
         "/tenants/{tenant_id}",
+        "/creative-cloud-connections/changes/stream",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -82,12 +83,13 @@ fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
     }
 }
 
-/// Every documented problem example, by slug, with the status it is filed under and whether that
-/// response documents `Retry-After`; the same slug is documented alike everywhere.
-fn documented_problems(doc: &Value) -> BTreeMap<String, (u16, bool, Value)> {
-    let mut found: BTreeMap<String, (u16, bool, Value)> = BTreeMap::new();
-    for (path, ops) in doc["paths"].as_object().unwrap() {
-        for (method, op) in ops.as_object().unwrap() {
+/// Every documented problem example, by operation and slug, with the status it is filed under and
+/// whether that response documents `Retry-After`.
+fn documented_problems(doc: &Value) -> BTreeMap<(String, String), (u16, bool, Value)> {
+    let mut found = BTreeMap::new();
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            let id = op["operationId"].as_str().unwrap().to_owned();
             for (status, response) in op["responses"].as_object().unwrap() {
                 let Some(examples) = response["content"]["application/problem+json"]["examples"].as_object()
                 else {
@@ -96,9 +98,7 @@ fn documented_problems(doc: &Value) -> BTreeMap<String, (u16, bool, Value)> {
                 let retry_after = response["headers"].get("Retry-After").is_some();
                 for (slug, example) in examples {
                     let entry = (status.parse().unwrap(), retry_after, example["value"].clone());
-                    if let Some(earlier) = found.insert(slug.clone(), entry.clone()) {
-                        assert_eq!(earlier, entry, "{slug} differs at {method} {path}");
-                    }
+                    found.insert((id.clone(), slug.clone()), entry);
                 }
             }
         }
@@ -107,14 +107,16 @@ fn documented_problems(doc: &Value) -> BTreeMap<String, (u16, bool, Value)> {
 }
 
 /// Each problem raised as the service raises it and rendered as it is sent, against the committed
-/// document's example of its slug: status, type, title, detail, and `Retry-After`.
+/// document's example of its slug on each operation: status, type, title, detail, and
+/// `Retry-After`. An operation's own example (a query's error where it has no body, the feed's own
+/// refusals) is checked where the operation documents it, the general one everywhere else.
 #[tokio::test]
 async fn every_documented_problem_is_what_the_error_renders() {
     use actix_web::ResponseError;
     use cc_connection::error::{ApiError, RetryAfter};
 
     let org = "0123456789ABCDEF01234567@AdobeOrg";
-    let errors = [
+    let general = [
         ApiError::invalid("invalid JSON body: unknown field `orgId`, expected `org_id` at line 1 column 8"),
         ApiError::InvalidToken("token has expired"),
         ApiError::InsufficientScope("aem_assets.cc_connection.admin".to_owned()),
@@ -135,22 +137,87 @@ async fn every_documented_problem_is_what_the_error_renders() {
         ApiError::ImsUnavailable(RetryAfter::secs(7)),
         ApiError::DatabaseUnavailable,
     ];
-    let mut documented = documented_problems(&committed());
-    for error in errors {
+    let feed = ["list_connections", "get_changes", "get_change_stream"];
+    let feed_refusals = || {
+        [
+            ApiError::InsufficientScope("aem_assets.cc_connection.read".to_owned()),
+            ApiError::Forbidden("only an integration's service token may read every tenant"),
+            ApiError::TooManyHeld(RetryAfter::secs(5)),
+        ]
+    };
+    let position = "after is not a position this service handed out";
+    let mut own: Vec<(&str, ApiError)> = vec![
+        (
+            "get_connection",
+            ApiError::invalid("wait must be a whole number of seconds from 1 to 50"),
+        ),
+        (
+            "get_history",
+            ApiError::invalid("limit must be between 1 and 100"),
+        ),
+        (
+            "delete_connection",
+            ApiError::invalid("If-Match must hold one entity tag or *"),
+        ),
+        (
+            "list_connections",
+            ApiError::invalid("limit must be between 1 and 1000"),
+        ),
+        ("get_changes", ApiError::invalid(position)),
+        ("get_change_stream", ApiError::invalid(position)),
+        ("get_changes", ApiError::UnknownPosition("after")),
+        ("get_change_stream", ApiError::UnknownPosition("after")),
+        (
+            "get_user_orgs",
+            ApiError::invalid(cc_connection::domain::UserId::parse("").unwrap_err().to_string()),
+        ),
+    ];
+    for op in feed {
+        let refusals = feed_refusals().into_iter();
+        // The listing is never held: no cap refuses it.
+        let refusals =
+            refusals.filter(|e| op != "list_connections" || !matches!(e, ApiError::TooManyHeld(_)));
+        own.extend(refusals.map(|e| (op, e)));
+    }
+    let rendered = async |error: &ApiError| {
         let res = error.error_response();
         let status = res.status().as_u16();
         let retry_after = res.headers().contains_key("retry-after");
         let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
-        let slug = body["type"].as_str().unwrap().strip_prefix("/problems/").unwrap();
-        let (filed_under, documents_retry_after, example) = documented
-            .remove(slug)
-            .unwrap_or_else(|| panic!("{slug}: no example in the document"));
-        assert_eq!(status, filed_under, "{slug}: status");
-        assert_eq!(body["status"], status, "{slug}: status in the body");
-        assert_eq!(retry_after, documents_retry_after, "{slug}: Retry-After");
-        for field in ["type", "title", "status", "detail", "errors"] {
-            assert_eq!(body[field], example[field], "{slug}: {field}");
+        let slug = body["type"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("/problems/")
+            .unwrap()
+            .to_owned();
+        (slug, status, retry_after, body)
+    };
+    let check =
+        |what: &str, (status, retry_after, body): (u16, bool, &Value), documented: &(u16, bool, Value)| {
+            let (filed_under, documents_retry_after, example) = documented;
+            assert_eq!(status, *filed_under, "{what}: status");
+            assert_eq!(body["status"], status, "{what}: status in the body");
+            assert_eq!(retry_after, *documents_retry_after, "{what}: Retry-After");
+            for field in ["type", "title", "status", "detail", "errors"] {
+                assert_eq!(body[field], example[field], "{what}: {field}");
+            }
+        };
+    let mut documented = documented_problems(&committed());
+    for (op, error) in &own {
+        let (slug, status, retry_after, body) = rendered(error).await;
+        let entry = documented
+            .remove(&((*op).to_owned(), slug.clone()))
+            .unwrap_or_else(|| panic!("{op} {slug}: not documented"));
+        check(&format!("{op} {slug}"), (status, retry_after, &body), &entry);
+    }
+    for error in &general {
+        let (slug, status, retry_after, body) = rendered(error).await;
+        let here: Vec<_> = documented.keys().filter(|(_, s)| *s == slug).cloned().collect();
+        assert!(!here.is_empty(), "{slug}: no example in the document");
+        for key in here {
+            let entry = documented.remove(&key).unwrap();
+            check(&format!("{} {slug}", key.0), (status, retry_after, &body), &entry);
         }
     }
     assert!(
