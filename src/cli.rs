@@ -44,6 +44,9 @@ pub fn dev_defaults() -> Config {
         ],
         ims_region: Some(world::REGION.to_owned()),
         ims_cert_name_prefix: Some(crate::dev_ims::CERT_NAME_PREFIX.to_owned()),
+        // Receivers on this machine, over http: what a quick start delivers to.
+        webhook_allow_insecure: true,
+        webhook_allow_private: true,
         ..Config::defaults(Mode::Dev)
     }
 }

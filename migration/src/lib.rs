@@ -10,6 +10,7 @@ mod m20261124_000001_create_tenant;
 mod m20261124_000002_create_connection;
 mod m20261125_000003_add_tenant_removed_at;
 mod m20261204_000004_create_change;
+mod m20261207_000005_create_webhook_endpoint;
 mod tables;
 
 /// All migrations, oldest first.
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_create_connection::Migration),
             Box::new(m20261125_000003_add_tenant_removed_at::Migration),
             Box::new(m20261204_000004_create_change::Migration),
+            Box::new(m20261207_000005_create_webhook_endpoint::Migration),
         ]
     }
 }

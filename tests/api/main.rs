@@ -26,6 +26,7 @@ mod replicas;
 mod tokens;
 mod traces;
 mod watch;
+mod webhooks;
 mod wire;
 
 /// Runs a test body once per configured backend.

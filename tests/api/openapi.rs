@@ -46,6 +46,11 @@ fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
         "/healthz",
         "/readyz",
         "/metrics",
+        "/webhook-endpoints",
+        "/webhook-endpoints/{id}",
+        "/webhook-endpoints/{id}/rotate-secret",
+        "/webhook-endpoints/{id}/replay",
+        "/webhook-endpoints/{id}/enable",
     ]
     .into();
     assert_eq!(
@@ -131,6 +136,9 @@ async fn every_documented_problem_is_what_the_error_renders() {
         ApiError::ImsBadGateway,
         ApiError::ImsUnavailable(RetryAfter::secs(7)),
         ApiError::DatabaseUnavailable,
+        ApiError::NotFound,
+        ApiError::TooManyEndpoints(10),
+        ApiError::WebhooksUnavailable,
     ];
     let mut documented = documented_problems(&committed());
     for error in errors {
