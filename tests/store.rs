@@ -345,8 +345,9 @@ async fn the_removal_mark_migrates_up_and_down() {
         let by = cc_connection::domain::Actor::operator("ops");
         store.remove_tenant(&gone, &by, Utc::now()).await.unwrap();
 
-        // Down two: the change feed's migration (newer), then the removal mark's.
-        Migrator::down(conn, Some(2)).await.unwrap();
+        // Down three: the webhook endpoints' and the change feed's migrations (newer), then the
+        // removal mark's.
+        Migrator::down(conn, Some(3)).await.unwrap();
         assert!(!has_mark().await, "{backend:?}: down drops the column");
         assert_eq!(
             count("SELECT tenant_id FROM tenant").await,
@@ -358,7 +359,7 @@ async fn the_removal_mark_migrates_up_and_down() {
             1,
             "{backend:?}: the kept tenant's history stays"
         );
-        assert_eq!(Migrator::get_pending_migrations(conn).await.unwrap().len(), 2);
+        assert_eq!(Migrator::get_pending_migrations(conn).await.unwrap().len(), 3);
 
         Migrator::up(conn, None).await.unwrap();
         assert!(has_mark().await, "{backend:?}: up adds it again");
