@@ -7,6 +7,7 @@
 //! encrypted, `sign.rs` signs, `address.rs` decides where a delivery may go.
 
 pub mod address;
+pub mod cli;
 pub mod deliver;
 pub mod metrics;
 pub mod secret;

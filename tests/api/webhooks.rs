@@ -763,3 +763,101 @@ async fn a_killed_delivering_replica_is_replaced_within_the_lease_without_skips(
         "taken over within the lease and a sweep"
     );
 }
+
+#[tokio::test]
+async fn operators_list_show_disable_enable_and_replay_endpoints_from_the_command_line() {
+    use crate::cli::{fails, json, ok};
+    for_each_backend(async |app| {
+        let url = app.db.url.clone();
+        let receiver = Receiver::start().await;
+        let (id, _) = created(&app, &receiver.url).await;
+        let listed = json(&url, &["webhook", "list", "--json"]);
+        assert_eq!(listed[0]["id"], id.as_str());
+        assert_eq!(listed[0]["client_id"], world::INTEGRATION_CLIENT);
+        assert!(listed[0].get("secret").is_none());
+        let shown = ok(&url, &["webhook", "show", &id]);
+        assert!(
+            shown.contains(&receiver.url) && shown.contains("active"),
+            "{shown}"
+        );
+
+        ok(&url, &["webhook", "disable", &id]);
+        assert_eq!(show(&app, &id).await["status"], "disabled");
+        let positions = switches(&app, 2).await;
+        ok(&url, &["webhook", "enable", &id]);
+        let got = receiver.wait_for(2).await;
+        assert_eq!(got.iter().map(Delivery::position).collect::<Vec<_>>(), positions);
+        let after = positions[0].to_string();
+        ok(&url, &["webhook", "replay", &id, "--after", &after]);
+        let got = receiver.wait_for(3).await;
+        assert_eq!(got[2].position(), positions[1]);
+
+        let missing = "ep_00000000000000000000000000000000";
+        assert!(fails(&url, &["webhook", "show", missing]).contains("does not exist"));
+        assert!(fails(&url, &["webhook", "enable", missing]).contains("does not exist"));
+
+        // The key rotation path: every secret re-encrypted under the new key, which then alone
+        // opens them.
+        let old = app.config.webhook_key.as_ref().unwrap().to_base64();
+        let new = WebhookKey::generate().to_base64();
+        let reencrypt = |key: &str, previous: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cc-connection"))
+                .args(["webhook", "reencrypt"])
+                .env_clear()
+                .env("DATABASE_URL", &url)
+                .env("CCC_WEBHOOK_KEY", key)
+                .env("CCC_WEBHOOK_PREVIOUS_KEYS", previous)
+                .output()
+                .unwrap()
+        };
+        let out = reencrypt(&new, "");
+        assert!(!out.status.success(), "the new key alone cannot open them yet");
+        let out = reencrypt(&new, &old);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 endpoint(s) re-encrypted"));
+        let out = reencrypt(&new, "");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .starts_with("0 endpoint(s) re-encrypted under the current key, 1 already were")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_webhook_endpoints_migration_goes_down_and_up_again() {
+    use migration::MigratorTrait;
+    use sea_orm::ConnectionTrait;
+    for backend in backends() {
+        let db = crate::common::db::fresh(backend).await;
+        let store =
+            cc_connection::store::Store::connect(&db.url, &cc_connection::store::DbOptions::default())
+                .await
+                .unwrap();
+        let conn = store.connection().clone();
+        migration::Migrator::up(&conn, None).await.unwrap();
+        assert!(
+            conn.execute_unprepared("SELECT 1 FROM webhook_endpoint")
+                .await
+                .is_ok()
+        );
+        migration::Migrator::down(&conn, Some(1)).await.unwrap();
+        assert!(
+            conn.execute_unprepared("SELECT 1 FROM webhook_endpoint")
+                .await
+                .is_err(),
+            "{backend:?}: down drops the table"
+        );
+        assert!(
+            conn.execute_unprepared("SELECT 1 FROM change").await.is_ok(),
+            "the feed stays"
+        );
+        migration::Migrator::up(&conn, None).await.unwrap();
+        assert!(
+            conn.execute_unprepared("SELECT 1 FROM webhook_endpoint")
+                .await
+                .is_ok()
+        );
+    }
+}
