@@ -720,4 +720,19 @@ mod tests {
         .unwrap();
         assert_eq!(c.ims_region, None);
     }
+
+    #[test]
+    fn webhook_settings_parse_and_a_lease_must_outlast_two_attempts() {
+        let key = crate::webhook::WebhookKey::generate().to_base64();
+        let c = dev_with(&[("webhook_key", &key), ("webhook_retry_schedule_ms", "50, 60,70")]).unwrap();
+        assert_eq!(c.webhook_key.map(|k| k.to_base64()), Some(key));
+        assert_eq!(c.webhook_retry_schedule_ms, [50, 60, 70]);
+        assert_eq!(c.webhook_max_endpoints, 10);
+        assert!(dev_with(&[]).unwrap().webhook_key.is_none());
+        assert!(dev_with(&[("webhook_key", "c2hvcnQ=")]).is_err(), "32 bytes");
+        assert!(
+            dev_with(&[("webhook_lease_ms", "15000")]).is_err(),
+            "under 2 x 10 s + 1 s"
+        );
+    }
 }

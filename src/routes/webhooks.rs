@@ -2,7 +2,7 @@
 //! only; each sees and manages its own (another's is 404 `not-found`).
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, post, route, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -290,7 +290,7 @@ pub async fn create_endpoint(
     responses((status = 200, description = "A page of the caller's endpoints", body = EndpointsPage)),
     security(("bearer" = [])),
 )]
-#[get("/webhook-endpoints")]
+#[route("/webhook-endpoints", method = "GET", method = "HEAD")]
 pub async fn list_endpoints(
     integration: Integration,
     req: HttpRequest,
@@ -328,7 +328,7 @@ pub async fn list_endpoints(
     responses((status = 200, description = "The endpoint", body = Endpoint)),
     security(("bearer" = [])),
 )]
-#[get("/webhook-endpoints/{id}")]
+#[route("/webhook-endpoints/{id}", method = "GET", method = "HEAD")]
 pub async fn get_endpoint(
     integration: Integration,
     state: web::Data<AppState>,
