@@ -46,6 +46,9 @@ pub fn dev_defaults() -> Config {
         provisioning_client_ids: vec![world::PROVISIONING_CLIENT.to_owned()],
         ims_region: Some(world::REGION.to_owned()),
         ims_cert_name_prefix: Some(crate::dev_ims::CERT_NAME_PREFIX.to_owned()),
+        // Receivers on this machine, over http: what a quick start delivers to.
+        webhook_allow_insecure: true,
+        webhook_allow_private: true,
         ..Config::defaults(Mode::Dev)
     }
 }
@@ -79,6 +82,9 @@ pub async fn start_dev(mut config: Config) -> Result<(), String> {
             Some(ims)
         }
     };
+    if config.webhook_key.is_none() {
+        config.webhook_key = Some(dev_webhook_key()?);
+    }
     let store = crate::startup::open_store(&config)
         .await
         .map_err(|e| e.to_string())?;
@@ -109,6 +115,23 @@ pub async fn start_dev(mut config: Config) -> Result<(), String> {
         print_dev_banner(ims, &base, &scopes);
     }
     app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+/// Where `start-dev` keeps the key of its webhook secrets, beside its database: made once, so the
+/// endpoints of one run still sign in the next.
+#[cfg(feature = "dev-ims")]
+const DEV_WEBHOOK_KEY_FILE: &str = "data/webhook-key";
+
+#[cfg(feature = "dev-ims")]
+fn dev_webhook_key() -> Result<crate::webhook::WebhookKey, String> {
+    use crate::webhook::WebhookKey;
+    if let Ok(text) = std::fs::read_to_string(DEV_WEBHOOK_KEY_FILE) {
+        return WebhookKey::parse(&text).map_err(|e| format!("{DEV_WEBHOOK_KEY_FILE}: {e}"));
+    }
+    let key = WebhookKey::generate();
+    std::fs::write(DEV_WEBHOOK_KEY_FILE, key.to_base64())
+        .map_err(|e| format!("could not write {DEV_WEBHOOK_KEY_FILE}: {e}"))?;
+    Ok(key)
 }
 
 /// Without the development IMS there is no `start-dev`.
@@ -167,6 +190,9 @@ fn print_dev_banner(ims: &DevIms, base: &str, scopes: &DevScopes) {
          curl -s -H \"Authorization: Bearer {integration}\" {base}/tenants/{t}/creative-cloud-connection\n\
          # follow every tenant's changes (Server-Sent Events):\n\
          curl -sN -H \"Authorization: Bearer {integration}\" {base}/creative-cloud-connections/changes/stream\n\
+         # or have them POSTed to a receiver of yours (README, \"Webhooks\"), e.g. on port 9000:\n\
+         curl -s -X POST -H \"Authorization: Bearer {integration}\" -H 'Content-Type: application/json' \
+         -d '{{\"url\":\"http://127.0.0.1:9000/hooks\"}}' {base}/webhook-endpoints\n\
          # register a tenant as the provisioning system does:\n\
          curl -s -X PUT -H \"Authorization: Bearer {provisioning}\" -H 'Content-Type: application/json' \
          -d '{{\"ims_org\":\"{home}\",\"admin_groups\":[\"{admin_group}\"]}}' {base}/tenants/acme-stage\n",
@@ -267,7 +293,7 @@ fn refuse_missing_sqlite_file(url: &str) -> Result<(), String> {
 /// Opens the database for a `tenant` command, which never changes the schema: one whose schema is
 /// older than this binary's is refused (reading it could misread it, writing it could lose what
 /// the newer columns mean).
-async fn open_current() -> Result<Store, String> {
+pub(crate) async fn open_current() -> Result<Store, String> {
     refuse_missing_sqlite_file(&database_url()?)?;
     let bound = bound_ms(
         "CCC_DB_STATEMENT_TIMEOUT_MS",
@@ -590,5 +616,70 @@ pub async fn tenant_remove(tenant: &TenantId, by: Option<&str>) -> Result<(), St
             Err(format!("tenant {tenant} is being switched right now: try again"))
         }
         Err(e) => Err(db_error(&e)),
+    }
+}
+
+/// A `webhook` command.
+#[derive(Debug)]
+pub enum WebhookVerb {
+    /// `webhook list [--json]`.
+    List {
+        /// JSON instead of a table.
+        json: bool,
+    },
+    /// `webhook show <id> [--json]`.
+    Show {
+        /// The endpoint.
+        id: String,
+        /// JSON instead of text.
+        json: bool,
+    },
+    /// `webhook disable <id>`.
+    Disable {
+        /// The endpoint.
+        id: String,
+    },
+    /// `webhook enable <id>`.
+    Enable {
+        /// The endpoint.
+        id: String,
+    },
+    /// `webhook replay <id> --after <position>`.
+    Replay {
+        /// The endpoint.
+        id: String,
+        /// The position to go on after.
+        after: i64,
+    },
+    /// `webhook reencrypt` (reads `CCC_WEBHOOK_KEY` and `CCC_WEBHOOK_PREVIOUS_KEYS`).
+    Reencrypt,
+}
+
+/// `webhook ...`: see `webhook::cli`.
+pub async fn webhook(verb: WebhookVerb) -> Result<(), String> {
+    use crate::webhook::cli as w;
+    let store = open_current().await?;
+    match verb {
+        WebhookVerb::List { json } => w::list(store, json).await,
+        WebhookVerb::Show { id, json } => w::show(store, &id, json).await,
+        WebhookVerb::Disable { id } => w::disable(store, &id).await,
+        WebhookVerb::Enable { id } => w::enable(store, &id).await,
+        WebhookVerb::Replay { id, after } => w::replay(store, &id, after).await,
+        WebhookVerb::Reencrypt => {
+            let key = std::env::var("CCC_WEBHOOK_KEY")
+                .map_err(|_| "CCC_WEBHOOK_KEY is required (the key to encrypt under)".to_owned())?;
+            let key = crate::webhook::WebhookKey::parse(&key).map_err(|e| format!("CCC_WEBHOOK_KEY: {e}"))?;
+            let previous: Result<Vec<_>, String> = std::env::var("CCC_WEBHOOK_PREVIOUS_KEYS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| {
+                    crate::webhook::WebhookKey::parse(k)
+                        .map_err(|e| format!("CCC_WEBHOOK_PREVIOUS_KEYS: {e}"))
+                })
+                .collect();
+            w::reencrypt(store, &crate::webhook::SecretBox::new(key, previous?)).await
+        }
     }
 }

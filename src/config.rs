@@ -178,6 +178,66 @@ pub struct Config {
     /// subscribers (one that falls further behind is closed; it resumes from its last id), and
     /// the latest changes its tail keeps to answer held long polls from.
     pub feed_buffer: usize,
+    /// `CCC_WEBHOOK_KEY`: 32 bytes, base64: encrypts webhook secrets at rest; unset: webhooks are
+    /// off (their operations answer 503 `webhooks-unavailable`, nothing is delivered).
+    #[serde(default)]
+    pub webhook_key: Option<crate::webhook::WebhookKey>,
+    /// `CCC_WEBHOOK_PREVIOUS_KEYS`: keys secrets may still be encrypted under (comma-separated,
+    /// base64), read but never written: the key rotation path (`webhook reencrypt`).
+    #[serde(default)]
+    pub webhook_previous_keys: crate::webhook::PreviousKeys,
+    /// `CCC_WEBHOOK_ALLOW_INSECURE`: endpoints may be `http` on loopback.
+    #[serde(default)]
+    pub webhook_allow_insecure: bool,
+    /// `CCC_WEBHOOK_ALLOW_PRIVATE`: endpoints may resolve to loopback, private, link-local,
+    /// unique-local, multicast and metadata addresses.
+    #[serde(default)]
+    pub webhook_allow_private: bool,
+    /// `CCC_WEBHOOK_MAX_ENDPOINTS`: webhook endpoints one integration may have.
+    #[serde(default = "default_webhook_max_endpoints")]
+    pub webhook_max_endpoints: usize,
+    /// `CCC_WEBHOOK_TIMEOUT_MS`: the whole-request timeout of one delivery attempt.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+    /// `CCC_WEBHOOK_LEASE_MS`: how long a replica holds an endpoint it delivers to without renewing
+    /// it; a replica that dies is replaced within this and one sweep (a fifth of it).
+    #[serde(default = "default_webhook_lease_ms")]
+    pub webhook_lease_ms: u64,
+    /// `CCC_WEBHOOK_RETRY_SCHEDULE_MS`: the waits before each retry, in milliseconds
+    /// (comma-separated), each given ±20% jitter; after the last the endpoint is disabled.
+    #[serde(default = "default_webhook_retry_schedule_ms", deserialize_with = "ms_list")]
+    pub webhook_retry_schedule_ms: Vec<u64>,
+    /// `CCC_WEBHOOK_MAX_DELIVERING`: endpoints one replica delivers to at once (one task each);
+    /// the others wait for a replica with room.
+    #[serde(default = "default_webhook_max_delivering")]
+    pub webhook_max_delivering: usize,
+}
+
+/// The default of `CCC_WEBHOOK_MAX_ENDPOINTS`.
+pub const DEFAULT_WEBHOOK_MAX_ENDPOINTS: usize = 10;
+
+fn default_webhook_max_endpoints() -> usize {
+    DEFAULT_WEBHOOK_MAX_ENDPOINTS
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_webhook_lease_ms() -> u64 {
+    25_000
+}
+
+/// About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (the contract's schedule).
+fn default_webhook_retry_schedule_ms() -> Vec<u64> {
+    [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
+        .iter()
+        .map(|s| s * 1_000)
+        .collect()
+}
+
+fn default_webhook_max_delivering() -> usize {
+    1_000
 }
 
 /// The default of `CCC_PROVISIONING_SCOPE`.
@@ -287,6 +347,15 @@ impl Config {
             max_watchers_per_tenant: DEFAULT_MAX_WATCHERS_PER_TENANT,
             feed_heartbeat_ms: 15_000,
             feed_buffer: 4_096,
+            webhook_key: None,
+            webhook_previous_keys: crate::webhook::PreviousKeys::default(),
+            webhook_allow_insecure: false,
+            webhook_allow_private: false,
+            webhook_max_endpoints: DEFAULT_WEBHOOK_MAX_ENDPOINTS,
+            webhook_timeout_ms: default_webhook_timeout_ms(),
+            webhook_lease_ms: default_webhook_lease_ms(),
+            webhook_retry_schedule_ms: default_webhook_retry_schedule_ms(),
+            webhook_max_delivering: default_webhook_max_delivering(),
         }
     }
 
@@ -414,6 +483,11 @@ impl Config {
             ("CCC_DB_READ_BATCH_SIZE", self.db_read_batch_size),
             ("CCC_DB_READ_BATCHES_IN_FLIGHT", self.db_read_batches_in_flight),
             ("CCC_FEED_BUFFER", self.feed_buffer),
+            ("CCC_WEBHOOK_MAX_DELIVERING", self.webhook_max_delivering),
+            (
+                "CCC_WEBHOOK_TIMEOUT_MS",
+                usize::try_from(self.webhook_timeout_ms).unwrap_or(usize::MAX),
+            ),
             (
                 "CCC_FEED_HEARTBEAT_MS",
                 usize::try_from(self.feed_heartbeat_ms).unwrap_or(usize::MAX),
@@ -425,6 +499,14 @@ impl Config {
                     reason: "must be at least 1".to_owned(),
                 });
             }
+        }
+        // An attempt must end well within the lease, or another replica could take the endpoint
+        // over while it is still being delivered to.
+        if self.webhook_lease_ms < 2 * self.webhook_timeout_ms + 1_000 {
+            return Err(ConfigError::Invalid {
+                name: "CCC_WEBHOOK_LEASE_MS",
+                reason: "must be at least twice CCC_WEBHOOK_TIMEOUT_MS and one second".to_owned(),
+            });
         }
         Ok(())
     }
@@ -562,6 +644,17 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         .collect())
 }
 
+/// A list of milliseconds, comma-separated (or a real list).
+fn ms_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    list(d)?
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|_| serde::de::Error::custom("is not a list of milliseconds"))
+        })
+        .collect()
+}
+
 struct StringLike(String);
 impl<'de> Deserialize<'de> for StringLike {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -692,5 +785,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.ims_region, None);
+    }
+
+    #[test]
+    fn webhook_settings_parse_and_a_lease_must_outlast_two_attempts() {
+        let key = crate::webhook::WebhookKey::generate().to_base64();
+        let c = dev_with(&[("webhook_key", &key), ("webhook_retry_schedule_ms", "50, 60,70")]).unwrap();
+        assert_eq!(c.webhook_key.map(|k| k.to_base64()), Some(key));
+        assert_eq!(c.webhook_retry_schedule_ms, [50, 60, 70]);
+        assert_eq!(c.webhook_max_endpoints, 10);
+        assert!(dev_with(&[]).unwrap().webhook_key.is_none());
+        assert!(dev_with(&[("webhook_key", "c2hvcnQ=")]).is_err(), "32 bytes");
+        assert!(
+            dev_with(&[("webhook_lease_ms", "15000")]).is_err(),
+            "under 2 x 10 s + 1 s"
+        );
     }
 }

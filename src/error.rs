@@ -144,6 +144,12 @@ pub enum ApiError {
          again changes nothing, and If-Match guards against acting on a stale view)"
     )]
     OutcomeUnknown,
+    /// 409: the integration's webhook endpoints are at their cap.
+    #[error("this integration already has {0} webhook endpoints, the most it may have; delete one first")]
+    TooManyEndpoints(usize),
+    /// 503: webhooks are off (no `CCC_WEBHOOK_KEY`).
+    #[error("webhooks are not available on this service (it has no key to keep their secrets with)")]
+    WebhooksUnavailable,
     /// 500: a bug or an unexpected failure; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -185,6 +191,8 @@ impl ApiError {
             Self::ImsBadGateway => ProblemKind::ImsError,
             Self::ImsUnavailable(_) => ProblemKind::ImsUnavailable,
             Self::DatabaseUnavailable | Self::OutcomeUnknown => ProblemKind::DatabaseUnavailable,
+            Self::TooManyEndpoints(_) => ProblemKind::TooManyEndpoints,
+            Self::WebhooksUnavailable => ProblemKind::WebhooksUnavailable,
             Self::Internal(_) => ProblemKind::Internal,
         }
     }
@@ -199,6 +207,7 @@ impl ApiError {
         match self {
             Self::ImsUnavailable(wait) | Self::RateLimited(wait) | Self::TooManyHeld(wait) => Some(*wait),
             Self::DatabaseUnavailable | Self::OutcomeUnknown => Some(RetryAfter::DATABASE),
+            Self::WebhooksUnavailable => Some(RetryAfter::WEBHOOKS_OFF),
             _ => None,
         }
     }
@@ -272,6 +281,10 @@ pub enum ProblemKind {
     ImsUnavailable,
     /// `database-unavailable`
     DatabaseUnavailable,
+    /// `too-many-endpoints`
+    TooManyEndpoints,
+    /// `webhooks-unavailable`
+    WebhooksUnavailable,
 }
 
 /// What a problem type is: its slug, status and title, and whether its answers carry `Retry-After`.
@@ -305,7 +318,7 @@ const fn retried(slug: &'static str, status: StatusCode, title: &'static str) ->
 
 impl ProblemKind {
     /// Every problem type.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 24] = [
         Self::InvalidRequest,
         Self::InvalidToken,
         Self::InsufficientScope,
@@ -328,6 +341,8 @@ impl ProblemKind {
         Self::ImsError,
         Self::ImsUnavailable,
         Self::DatabaseUnavailable,
+        Self::TooManyEndpoints,
+        Self::WebhooksUnavailable,
     ];
 
     /// The catalogue: the one place a problem type's slug, status and title are written.
@@ -376,6 +391,13 @@ impl ProblemKind {
                 S::SERVICE_UNAVAILABLE,
                 "Database unavailable",
             ),
+            Self::TooManyEndpoints => def("too-many-endpoints", S::CONFLICT, "Too many endpoints"),
+            // A 503 says when to ask again (RFC 9110); here, once an operator may have set a key.
+            Self::WebhooksUnavailable => retried(
+                "webhooks-unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "Webhooks unavailable",
+            ),
         }
     }
 
@@ -410,6 +432,8 @@ impl RetryAfter {
     pub const DATABASE: Self = Self(2);
     /// IMS could not be reached for a token's signing key.
     pub const KEYS_UNAVAILABLE: Self = Self(5);
+    /// Webhooks are off until an operator configures `CCC_WEBHOOK_KEY`.
+    pub const WEBHOOKS_OFF: Self = Self(300);
     /// A signing key's download is held back by its own rate limit, briefly.
     pub const KEYS_DEFERRED: Self = Self(1);
     /// The caps on held requests are reached: places come free as streams close and long polls

@@ -36,6 +36,50 @@ enum Command {
         #[arg(long = "by", global = true, value_name = "NAME")]
         by: Option<String>,
     },
+    /// Manages webhook endpoints (DATABASE_URL).
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Lists every integration's endpoints.
+    List {
+        /// Prints a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows an endpoint: its URL, status, position, attempts and lease.
+    Show {
+        /// The endpoint id (`ep_...`).
+        id: String,
+        /// Prints JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stops delivery to an endpoint until it is enabled (its position is kept).
+    Disable {
+        /// The endpoint id.
+        id: String,
+    },
+    /// Resumes delivery to an endpoint after its position.
+    Enable {
+        /// The endpoint id.
+        id: String,
+    },
+    /// Delivers the changes after a position again, in order.
+    Replay {
+        /// The endpoint id.
+        id: String,
+        /// The feed position to go on after.
+        #[arg(long)]
+        after: i64,
+    },
+    /// Re-encrypts every secret under CCC_WEBHOOK_KEY (those under a key of
+    /// CCC_WEBHOOK_PREVIOUS_KEYS): the key rotation's last step.
+    Reencrypt,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +169,7 @@ fn main() -> ExitCode {
                 } => cli::tenant_set_admin_groups(&tenant_id, &admin_groups, by.as_deref()).await,
                 TenantCommand::Remove { tenant_id } => cli::tenant_remove(&tenant_id, by.as_deref()).await,
             },
+            Command::Webhook { command } => cli::webhook(command.into()).await,
         }
     });
     // The spans still buffered, exported before exit (the runtime's workers still run).
@@ -132,6 +177,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+impl From<WebhookCommand> for cli::WebhookVerb {
+    fn from(c: WebhookCommand) -> Self {
+        match c {
+            WebhookCommand::List { json } => Self::List { json },
+            WebhookCommand::Show { id, json } => Self::Show { id, json },
+            WebhookCommand::Disable { id } => Self::Disable { id },
+            WebhookCommand::Enable { id } => Self::Enable { id },
+            WebhookCommand::Replay { id, after } => Self::Replay { id, after },
+            WebhookCommand::Reencrypt => Self::Reencrypt,
+        }
     }
 }
 

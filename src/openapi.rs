@@ -33,6 +33,7 @@ use crate::routes::connection::SwitchBody;
         (name = "orgs", description = "The org picker"),
         (name = "feed", description = "Every tenant's connection and the change feed (integrations)"),
         (name = "provisioning", description = "The tenant registry, as the AEM Assets provisioning system drives it"),
+        (name = "webhooks", description = "The change feed pushed to an integration's endpoints, signed as Standard Webhooks 1.0 says (integrations)"),
         (name = "operations", description = "Probes"),
     ),
 )]
@@ -192,6 +193,10 @@ pub fn example_error(kind: ProblemKind) -> ApiError {
         ProblemKind::ImsError => ApiError::ImsBadGateway,
         ProblemKind::ImsUnavailable => ApiError::ImsUnavailable(RetryAfter::KEYS_UNAVAILABLE),
         ProblemKind::DatabaseUnavailable => ApiError::DatabaseUnavailable,
+        ProblemKind::TooManyEndpoints => {
+            ApiError::TooManyEndpoints(crate::config::DEFAULT_WEBHOOK_MAX_ENDPOINTS)
+        }
+        ProblemKind::WebhooksUnavailable => ApiError::WebhooksUnavailable,
     }
 }
 

@@ -164,7 +164,10 @@ impl Application {
             config.feed_buffer,
             &metrics,
         ));
+        let webhooks = crate::webhook::Webhooks::new(&config, &store, &watchers, &metrics);
+        webhooks.start();
         let state = AppState {
+            webhooks,
             config: Arc::new(config),
             store,
             watchers,

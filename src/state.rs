@@ -31,6 +31,8 @@ pub struct AppState {
     pub ims_limiter: ImsRateLimiter,
     /// This application's metrics (what `/metrics` serves).
     pub metrics: Arc<Metrics>,
+    /// The webhooks: their endpoints and this replica's delivery worker.
+    pub webhooks: Arc<crate::webhook::Webhooks>,
     /// `/readyz`'s cached database check.
     pub readiness: Arc<DbReadiness>,
 }

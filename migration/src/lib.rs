@@ -11,6 +11,7 @@ mod m20261124_000002_create_connection;
 mod m20261125_000003_add_tenant_removed_at;
 mod m20261204_000004_create_change;
 mod m20261207_000005_add_tenant_version;
+mod m20261207_000006_create_webhook_endpoint;
 mod tables;
 
 /// All migrations, oldest first.
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_add_tenant_removed_at::Migration),
             Box::new(m20261204_000004_create_change::Migration),
             Box::new(m20261207_000005_add_tenant_version::Migration),
+            Box::new(m20261207_000006_create_webhook_endpoint::Migration),
         ]
     }
 }

@@ -4,3 +4,4 @@ pub mod change;
 pub mod change_head;
 pub mod connection;
 pub mod tenant;
+pub mod webhook_endpoint;

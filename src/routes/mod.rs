@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod orgs;
 pub mod tenants;
 pub mod wait;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -49,6 +50,13 @@ pub fn configure_public(cfg: &mut ServiceConfig<'_>) {
         .service(tenants::get_tenant)
         .service(tenants::put_tenant)
         .service(tenants::delete_tenant)
+        .service(webhooks::create_endpoint)
+        .service(webhooks::list_endpoints)
+        .service(webhooks::get_endpoint)
+        .service(webhooks::delete_endpoint)
+        .service(webhooks::rotate_secret)
+        .service(webhooks::replay)
+        .service(webhooks::enable)
         .service(health::healthz)
         .service(health::readyz);
 }
@@ -145,6 +153,19 @@ const ASKS_IMS: &[ProblemKind] = &[P::ImsError, P::ImsUnavailable];
 /// What a write (a switch or a disconnect) can also be answered with.
 const WRITE: &[ProblemKind] = &[P::ConcurrentSwitch, P::PreconditionFailed, P::RateLimited];
 
+/// What a webhook operation can also be answered with: anyone but an integration, another's
+/// endpoint, webhooks off.
+const WEBHOOKS: &[ProblemKind] = &[
+    P::InsufficientScope,
+    P::Forbidden,
+    P::NotFound,
+    P::WebhooksUnavailable,
+    P::DatabaseUnavailable,
+];
+/// What a webhook operation with a body can also be answered with (its `after`: a position the feed
+/// never handed out).
+const WEBHOOK_BODY: &[ProblemKind] = &[P::RequestTimeout, P::PayloadTooLarge, P::UnknownPosition];
+
 /// The problem types each operation can answer with, as groups. The OpenAPI document's error
 /// responses and their examples are generated from this list, grouped by each type's status (see
 /// `openapi.rs`).
@@ -208,6 +229,16 @@ pub const OPERATION_ERRORS: &[(&str, &[&[ProblemKind]])] = &[
         "get_change_stream",
         &[ANY_REQUEST, INTEGRATIONS, HELD_FEED, &[P::DatabaseUnavailable]],
     ),
+    (
+        "create_endpoint",
+        &[ANY_REQUEST, WEBHOOKS, WEBHOOK_BODY, &[P::TooManyEndpoints]],
+    ),
+    ("list_endpoints", &[ANY_REQUEST, WEBHOOKS]),
+    ("get_endpoint", &[ANY_REQUEST, WEBHOOKS]),
+    ("delete_endpoint", &[ANY_REQUEST, WEBHOOKS]),
+    ("rotate_secret", &[ANY_REQUEST, WEBHOOKS]),
+    ("replay", &[ANY_REQUEST, WEBHOOKS, WEBHOOK_BODY]),
+    ("enable", &[ANY_REQUEST, WEBHOOKS]),
     (
         "get_user_orgs",
         &[ANY_REQUEST, &[P::Forbidden, P::RateLimited], ASKS_IMS],

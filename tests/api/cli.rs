@@ -29,7 +29,7 @@ pub fn ccc(database_url: &str, args: &[&str]) -> Output {
 }
 
 /// Runs a command that must succeed; returns its standard output.
-fn ok(database_url: &str, args: &[&str]) -> String {
+pub(crate) fn ok(database_url: &str, args: &[&str]) -> String {
     let out = ccc(database_url, args);
     assert!(
         out.status.success(),
@@ -40,7 +40,7 @@ fn ok(database_url: &str, args: &[&str]) -> String {
 }
 
 /// Runs a command that must fail with exit code 1 and one line on stderr; returns that line.
-fn fails(database_url: &str, args: &[&str]) -> String {
+pub(crate) fn fails(database_url: &str, args: &[&str]) -> String {
     let out = ccc(database_url, args);
     assert_eq!(out.status.code(), Some(1), "{args:?} exit code");
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -53,7 +53,7 @@ fn fails(database_url: &str, args: &[&str]) -> String {
     stderr.trim_end().to_owned()
 }
 
-fn json(database_url: &str, args: &[&str]) -> Value {
+pub(crate) fn json(database_url: &str, args: &[&str]) -> Value {
     serde_json::from_str(&ok(database_url, args)).unwrap()
 }
 

@@ -29,6 +29,7 @@ mod replicas;
 mod tokens;
 mod traces;
 mod watch;
+mod webhooks;
 mod wire;
 
 /// Runs a test body once per configured backend.

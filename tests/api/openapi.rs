@@ -49,6 +49,11 @@ fn every_operation_documents_each_error_slug_with_an_example_and_uses_bearer() {
         "/healthz",
         "/readyz",
         "/metrics",
+        "/webhook-endpoints",
+        "/webhook-endpoints/{id}",
+        "/webhook-endpoints/{id}/rotate-secret",
+        "/webhook-endpoints/{id}/replay",
+        "/webhook-endpoints/{id}/enable",
     ]
     .into();
     assert_eq!(
@@ -136,6 +141,9 @@ async fn every_documented_problem_is_what_the_error_renders() {
         ApiError::ImsBadGateway,
         ApiError::ImsUnavailable(RetryAfter::secs(7)),
         ApiError::DatabaseUnavailable,
+        ApiError::NotFound,
+        ApiError::TooManyEndpoints(10),
+        ApiError::WebhooksUnavailable,
     ];
     let feed = ["list_connections", "get_changes", "get_change_stream"];
     let feed_refusals = || {
@@ -167,6 +175,8 @@ async fn every_documented_problem_is_what_the_error_renders() {
         ("get_change_stream", ApiError::invalid(position)),
         ("get_changes", ApiError::UnknownPosition("after")),
         ("get_change_stream", ApiError::UnknownPosition("after")),
+        ("create_endpoint", ApiError::UnknownPosition("after")),
+        ("replay", ApiError::UnknownPosition("after")),
         (
             "get_user_orgs",
             ApiError::invalid(cc_connection::domain::UserId::parse("").unwrap_err().to_string()),
