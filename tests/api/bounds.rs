@@ -53,15 +53,7 @@ async fn tenant_commands_and_migrate_end_within_their_bounds_while_the_database_
     db::require_postgres();
     let test_db = db::fresh(Backend::Postgres).await;
     let url = test_db.url.clone();
-    let add = [
-        "tenant",
-        "add",
-        TENANT,
-        "--ims-org",
-        world::ACME_HOME_ORG,
-        "--admin-group",
-        world::ACME_ADMIN_GROUP,
-    ];
+    let add = crate::cli::add_demo_tenant_args(world::ACME_ADMIN_GROUP);
     let plenty = Duration::from_secs(60);
     let blocking = |args: Vec<String>, env: Vec<(&'static str, &'static str)>, deadline| {
         let url = url.clone();

@@ -58,7 +58,7 @@ pub(crate) fn json(database_url: &str, args: &[&str]) -> Value {
 }
 
 /// `tenant add` of the demo tenant, administered by `group`.
-fn add_demo_tenant_args(group: &str) -> [&str; 7] {
+pub(crate) fn add_demo_tenant_args(group: &str) -> [&str; 7] {
     [
         "tenant",
         "add",

@@ -521,6 +521,42 @@ fn recovered_at(answers: &[Answer], replica: usize, since: Instant) -> Option<In
         .min()
 }
 
+/// What every failover test asserts of the answers of its load and the history on the last
+/// primary: every answer is a success (a read before the first switch: 404 `no-connection`) or 503
+/// `database-unavailable` with `Retry-After` (none went unanswered: the load fails on a request
+/// left without an answer for 15 s); the history holds every acknowledged switch; and no read is
+/// older than a switch acknowledged before it was sent. Returns the acknowledged switches.
+fn assert_nothing_lost(answers: &[Answer], history: &[Value]) -> Vec<(i64, String)> {
+    for a in answers {
+        assert!(
+            a.status < 300 || a.proper_503 || (!a.switch && a.status == 404),
+            "an answer is a success or 503 database-unavailable with Retry-After: {a:?}"
+        );
+    }
+    // A switch to the org already active answers with the revision it was made at.
+    let mut acked: Vec<(i64, String)> = answers
+        .iter()
+        .filter(|a| a.switch)
+        .filter_map(|a| Some((a.revision?, a.org.clone()?)))
+        .filter(|(_, org)| !org.is_empty())
+        .collect();
+    acked.sort();
+    acked.dedup();
+    crate::helpers::assert_history_holds(history, &acked);
+    for read in answers.iter().filter(|a| !a.switch && a.revision.is_some()) {
+        let newest_before = answers
+            .iter()
+            .filter(|s| s.switch && s.at < read.sent)
+            .filter_map(|s| s.revision)
+            .max();
+        assert!(
+            newest_before.is_none_or(|r| read.revision.unwrap() >= r),
+            "a read older than a switch acknowledged before it was sent: {read:?}"
+        );
+    }
+    acked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs PostgreSQL: set TEST_DATABASE_URL"]
 async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_ways() {
@@ -603,43 +639,8 @@ async fn failover_to_a_synchronous_standby_loses_no_acknowledged_switch_both_way
         answers.extend(t.await.unwrap());
     }
 
-    // Every answer is a success or a 503 problem with Retry-After (none went unanswered: the load
-    // fails on a request left without an answer for 15 s).
-    for a in &answers {
-        assert!(
-            a.status < 300 || a.proper_503 || (!a.switch && a.status == 404),
-            "an answer is a success (a read before the first switch: 404 no-connection) or 503 \
-             database-unavailable with Retry-After: {a:?}"
-        );
-    }
-    // No acknowledged switch lost: the history on the last primary holds every one.
-    let acked: Vec<(i64, String)> = answers
-        .iter()
-        .filter(|a| a.switch && a.revision.is_some())
-        .map(|a| (a.revision.unwrap(), a.org.clone().unwrap()))
-        .filter(|(_, org)| !org.is_empty())
-        .collect();
     let history = crate::helpers::full_history(&client, replicas[0].base(), &admin).await;
-    let changed: Vec<(i64, String)> = {
-        // A switch to the org already active answers with the revision it was made at.
-        let mut v = acked.clone();
-        v.sort();
-        v.dedup();
-        v
-    };
-    crate::helpers::assert_history_holds(&history, &changed);
-    // No read older than a switch acknowledged before it was sent.
-    for read in answers.iter().filter(|a| !a.switch && a.revision.is_some()) {
-        let newest_before = answers
-            .iter()
-            .filter(|s| s.switch && s.at < read.sent)
-            .filter_map(|s| s.revision)
-            .max();
-        assert!(
-            newest_before.is_none_or(|r| read.revision.unwrap() >= r),
-            "a read older than a switch acknowledged before it was sent: {read:?}"
-        );
-    }
+    let acked = assert_nothing_lost(&answers, &history);
     // Unavailability: bounded by the statement bound and a few seconds after the address moved.
     for (way, down, moved) in [
         ("closed", closed_down, closed_moved),
@@ -889,19 +890,6 @@ async fn failing_back_to_the_old_primary_loses_no_acknowledged_switch() {
         answers.extend(t.await.unwrap());
     }
 
-    for a in &answers {
-        assert!(
-            a.status < 300 || a.proper_503 || (!a.switch && a.status == 404),
-            "a success or 503 database-unavailable with Retry-After: {a:?}"
-        );
-    }
-    let mut acked: Vec<(i64, String)> = answers
-        .iter()
-        .filter(|a| a.switch && a.revision.is_some())
-        .filter_map(|a| Some((a.revision?, a.org.clone()?)))
-        .collect();
-    acked.sort();
-    acked.dedup();
     assert!(
         answers
             .iter()
@@ -909,18 +897,7 @@ async fn failing_back_to_the_old_primary_loses_no_acknowledged_switch() {
         "switches were acknowledged after the move back"
     );
     let history = crate::helpers::full_history(&client, replica.base(), &admin).await;
-    crate::helpers::assert_history_holds(&history, &acked);
-    for read in answers.iter().filter(|a| !a.switch && a.revision.is_some()) {
-        let newest_before = answers
-            .iter()
-            .filter(|s| s.switch && s.at < read.sent)
-            .filter_map(|s| s.revision)
-            .max();
-        assert!(
-            newest_before.is_none_or(|r| read.revision.unwrap() >= r),
-            "a read older than a switch acknowledged before it was sent: {read:?}"
-        );
-    }
+    let acked = assert_nothing_lost(&answers, &history);
     let again = recovered_at(&answers, 0, back).expect("switches acknowledged after the move back");
     eprintln!(
         "fail-back: {} switches acknowledged; back {:?} after the address moved back (over at {:?})",

@@ -110,6 +110,17 @@ async fn a_slow_ims_is_503_after_the_configured_timeout() {
     );
 }
 
+/// The org names of the caller's org listing.
+async fn org_names(app: &crate::helpers::TestApp, token: &str) -> Vec<String> {
+    let listed: Value = app.list_orgs(token).await.json().await.unwrap();
+    listed["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["org_name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Item 9 of the third hardening round: an org name with control characters (NUL, escape
 /// sequences, bidirectional controls) from IMS is cleaned where it is read: the switch is never a
 /// 500 (PostgreSQL refuses NUL in text) and nothing answered or stored holds them.
@@ -120,14 +131,11 @@ async fn control_characters_in_org_names_from_ims_are_removed() {
         app.ims.faults().set_org_name(world::ACME_CREATIVE_ORG, raw);
         let unsafe_char = |s: &str| s.chars().any(|c| c.is_control() || c == '\u{202e}');
         let admin = app.admin_token();
-        let listed: Value = app.list_orgs(&admin).await.json().await.unwrap();
-        let names: Vec<&str> = listed["orgs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["org_name"].as_str().unwrap())
-            .collect();
-        assert!(names.contains(&"Acme Creative[2J]0;pwned31m Team"), "{names:?}");
+        let names = org_names(&app, &admin).await;
+        assert!(
+            names.iter().any(|n| n == "Acme Creative[2J]0;pwned31m Team"),
+            "{names:?}"
+        );
         let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
         assert_eq!(res.status(), 201, "{:?}: never a 500", app.backend);
         let body: Value = res.json().await.unwrap();
@@ -148,14 +156,8 @@ async fn invisible_characters_in_org_names_from_ims_are_removed() {
         let raw = "Ac\u{200b}me\u{200d} Cre\u{feff}ative\u{2060}\u{2028}Te\u{ad}am\u{2029}";
         app.ims.faults().set_org_name(world::ACME_CREATIVE_ORG, raw);
         let admin = app.admin_token();
-        let listed: Value = app.list_orgs(&admin).await.json().await.unwrap();
-        let names: Vec<&str> = listed["orgs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["org_name"].as_str().unwrap())
-            .collect();
-        assert!(names.contains(&"Acme Creative Team "), "{names:?}");
+        let names = org_names(&app, &admin).await;
+        assert!(names.iter().any(|n| n == "Acme Creative Team "), "{names:?}");
         let res = app.put_connection(&admin, world::ACME_CREATIVE_ORG).await;
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["org_name"], "Acme Creative Team ", "{:?}", app.backend);
