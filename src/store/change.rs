@@ -8,17 +8,17 @@
 //! writer at a time. A reader that has seen position N therefore never later meets one <= N.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, ExprTrait, JoinType, Order, Query, WithClause};
+use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, ExprTrait, Order, Query, WithClause};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
 
 use super::failure::corrupt;
-use super::sql::is_active;
+use super::sql::registered_tenants_with_active_connection;
 use super::{Store, StoreError};
 use crate::domain::{Actor, OrgId, Revision, TenantId, UserId};
-use crate::entity::{change, change_head, connection, tenant};
+use crate::entity::{change, change_head, tenant};
 
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,35 +228,15 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<ListedTenant>, StoreError> {
         let backend = self.db.get_database_backend();
-        let (t, c) = (Alias::new("t"), Alias::new("c"));
-        let query = Query::select()
+        let (mut query, t) = registered_tenants_with_active_connection(backend);
+        query
             .column((t.clone(), tenant::Column::TenantId))
             .column((t.clone(), tenant::Column::Revision))
-            .columns(
-                [
-                    connection::Column::OrgId,
-                    connection::Column::OrgName,
-                    connection::Column::ConnectedBy,
-                    connection::Column::ConnectedAt,
-                ]
-                .map(|column| (c.clone(), column)),
-            )
-            .from_as(tenant::Entity, t.clone())
-            .join_as(
-                JoinType::LeftJoin,
-                connection::Entity,
-                c.clone(),
-                Expr::col((c.clone(), connection::Column::TenantId))
-                    .equals((t.clone(), tenant::Column::TenantId))
-                    .and(Expr::cust(is_active(backend, "c."))),
-            )
-            .and_where(Expr::col((t.clone(), tenant::Column::RemovedAt)).is_null())
             .and_where(
                 Expr::col((t.clone(), tenant::Column::TenantId)).gt(after.map_or("", TenantId::as_str)),
             )
             .order_by((t, tenant::Column::TenantId), Order::Asc)
-            .limit(limit)
-            .to_owned();
+            .limit(limit);
         let rows = self.wait(self.db.query_all_raw(backend.build(&query))).await?;
         rows.iter()
             .map(|row| {

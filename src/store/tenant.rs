@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Order, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, Set, TransactionTrait,
@@ -21,7 +21,7 @@ use sea_orm::{
 
 use super::change::{self, ChangeKind, NewChange};
 use super::failure::{corrupt, within};
-use super::sql::is_active;
+use super::sql::registered_tenants_with_active_connection;
 use super::{ConnectionRecord, Store, StoreError, TenantRecord, classify};
 use crate::domain::{Actor, Condition, OrgId, Revision, TenantId, UserId};
 use crate::entity::{connection, tenant};
@@ -372,8 +372,7 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<(RegistryEntry, Option<ConnectionRecord>)>, StoreError> {
         let backend = self.db.get_database_backend();
-        let (t, c) = (Alias::new("t"), Alias::new("c"));
-        let mut query = Query::select();
+        let (mut query, t) = registered_tenants_with_active_connection(backend);
         query
             .columns(
                 [
@@ -387,29 +386,10 @@ impl Store {
                 ]
                 .map(|column| (t.clone(), column)),
             )
-            .columns(
-                [
-                    connection::Column::OrgId,
-                    connection::Column::OrgName,
-                    connection::Column::ConnectedBy,
-                    connection::Column::ConnectedAt,
-                ]
-                .map(|column| (c.clone(), column)),
-            )
             .expr_as(
-                Expr::col((c.clone(), connection::Column::Revision)),
+                Expr::col((Alias::new("c"), connection::Column::Revision)),
                 Alias::new("connection_revision"),
-            )
-            .from_as(tenant::Entity, t.clone())
-            .join_as(
-                JoinType::LeftJoin,
-                connection::Entity,
-                c.clone(),
-                Expr::col((c.clone(), connection::Column::TenantId))
-                    .equals((t.clone(), tenant::Column::TenantId))
-                    .and(Expr::cust(is_active(backend, "c."))),
-            )
-            .and_where(Expr::col((t.clone(), tenant::Column::RemovedAt)).is_null());
+            );
         if let Some(id) = only {
             query.and_where(Expr::col((t.clone(), tenant::Column::TenantId)).eq(id.as_str()));
         }
